@@ -1,0 +1,124 @@
+"""The ``flashseg`` command line: one module per subcommand, loaded lazily.
+
+Commands stay thin: they parse options, call the library, and map
+``FlashsegError`` to a one-line ``flashseg: error: ...`` with exit code 1.
+Click's usage errors keep click's message and exit code 2.
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import logging
+import os
+import signal
+import sys
+
+import click
+
+from .._version import __version__
+
+# name -> (module, attribute). Modules are imported only when the command runs
+# (or when --help lists it), so `flashseg --help` never pulls in numba or torch.
+COMMANDS = {
+    "decode": ("flashseg.cli.decode", "decode"),
+    "tracks": ("flashseg.cli.tracks", "tracks"),
+    "simulate": ("flashseg.cli.simulate", "simulate"),
+    "gather": ("flashseg.cli.gather", "gather"),
+    "validate": ("flashseg.cli.validate", "validate"),
+    "info": ("flashseg.cli.info", "info"),
+    "demo": ("flashseg.cli.demo", "demo"),
+}
+
+log = logging.getLogger("flashseg")
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx):
+        return [name for name in COMMANDS if self._available(name)]
+
+    @staticmethod
+    def _available(name: str) -> bool:
+        module = COMMANDS[name][0]
+        return importlib.util.find_spec(module) is not None
+
+    def get_command(self, ctx, name):
+        if name not in COMMANDS or not self._available(name):
+            return None
+        module, attr = COMMANDS[name]
+        return getattr(importlib.import_module(module), attr)
+
+
+def configure_logging(verbose: int, quiet: int) -> None:
+    level = logging.WARNING + 10 * (quiet - verbose)
+    level = max(logging.DEBUG, min(logging.CRITICAL, level))
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("flashseg: %(levelname)s: %(message)s"))
+    log.handlers[:] = [handler]
+    log.setLevel(level)
+    log.propagate = False
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="flashseg")
+@click.option("-v", "--verbose", count=True, help="More messages on stderr (repeatable).")
+@click.option("-q", "--quiet", count=True, help="Fewer messages on stderr (repeatable).")
+@click.option("--debug", is_flag=True, help="Show Python tracebacks for errors.")
+@click.pass_context
+def cli(ctx, verbose, quiet, debug):
+    """Segment genomes with an exact semi-Markov CRF.
+
+    Reads per-bin emission scores (HDF5 tracks) and/or read coverage (BAM),
+    writes BED segment calls with the posterior of every segment and of its
+    boundaries.
+    """
+    ctx.ensure_object(dict)
+    ctx.obj["debug"] = debug
+    configure_logging(verbose, quiet)
+
+
+def _terminate(signum, frame):
+    # Raised inside the main thread so `finally` blocks remove temporary files.
+    raise SystemExit(128 + signum)
+
+
+def main(argv=None) -> None:
+    """Entry point: runs the click group and turns errors into exit codes."""
+    from ..errors import FlashsegError
+
+    signal.signal(signal.SIGTERM, _terminate)
+    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    try:
+        cli.main(args=argv, prog_name="flashseg", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("flashseg: interrupted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except FlashsegError as exc:
+        if debug:
+            raise
+        click.echo(f"flashseg: error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except BrokenPipeError:
+        # A closed stdout (e.g. `| head`) ends quietly; keep Python from
+        # complaining again when it flushes stdout at exit.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        sys.exit(0)
+    except KeyboardInterrupt:
+        click.echo("flashseg: interrupted", err=True)
+        sys.exit(130)
+    except MemoryError:
+        if debug:
+            raise
+        click.echo("flashseg: error: out of memory (try a smaller --chunk-size or fewer --threads)", err=True)
+        sys.exit(1)
+    except OSError as exc:
+        if debug:
+            raise
+        name = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+        click.echo(f"flashseg: error: {name}{exc.strerror or exc}", err=True)
+        sys.exit(1)
