@@ -134,8 +134,12 @@ class TracksWriter:
         return False
 
     # -- content ---------------------------------------------------------
-    def add_contig(self, name: str, n_bins: int, length_bp: int | None = None) -> None:
-        """Create ``/tracks/<name>`` with ``n_bins`` rows; contigs keep this order."""
+    def add_contig(self, name: str, n_bins: int, length_bp: int | None = None,
+                   fill_value: float | None = None) -> None:
+        """Create ``/tracks/<name>`` with ``n_bins`` rows; contigs keep this order.
+
+        Rows never written read as ``fill_value`` (0 by default) and take no space.
+        """
         name = str(name)
         if not name or "/" in name:
             raise DataError("contig names may not be empty or contain '/'", file=self.path, contig=name)
@@ -156,7 +160,7 @@ class TracksWriter:
         with self._lock:
             ds = self._file["tracks"].create_dataset(
                 name, shape=(n_bins, C), dtype=self.dtype, chunks=chunks,
-                compression=self.compression)
+                compression=self.compression, fillvalue=fill_value)
             if length_bp is not None:
                 ds.attrs["length"] = length_bp
             self.contigs.append(name)
@@ -176,6 +180,10 @@ class TracksWriter:
                             file=self.path, contig=name)
         with self._lock:
             self._file["tracks"][name][start_bin:stop] = array.astype(self.dtype, copy=False)
+
+    def set_contig_attr(self, name: str, key: str, value) -> None:
+        with self._lock:
+            self._file["tracks"][name].attrs[key] = value
 
     def add_array(self, hdf5_path: str, array, **attrs) -> None:
         """Store an extra dataset (e.g. ``/depth/chr1``) beside the tracks."""
