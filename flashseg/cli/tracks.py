@@ -1,0 +1,112 @@
+"""``flashseg tracks``: make emission tracks from other data (SPEC 4.1, 4.4)."""
+from __future__ import annotations
+
+import logging
+import os
+
+import click
+
+log = logging.getLogger("flashseg")
+
+# Rows computed and written at once: bounded memory per contig.
+_WRITE_ROWS = 65536
+
+
+def default_threads() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def tracks():
+    """Make emission tracks (HDF5) from other data."""
+
+
+@tracks.command("coverage")
+@click.option("--bam", "bam_path", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="Coordinate-sorted, indexed BAM or CRAM.")
+@click.option("--fasta", type=click.Path(exists=True, dir_okay=False),
+              help="Genome FASTA: contig order and lengths (checked against the BAM); the CRAM reference.")
+@click.option("-m", "--model", "model_path", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="Model YAML with a coverage section: labels, bin size, per-label means.")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Tracks file to write (.h5).")
+@click.option("--bin-size", type=click.IntRange(min=1),
+              help="bp per bin [default: the model's]. Decoding needs tracks and model to agree.")
+@click.option("--min-mapq", default=20, show_default=True, type=click.IntRange(min=0),
+              help="Drop reads with a lower mapping quality.")
+@click.option("--blacklist", type=click.Path(exists=True, dir_okay=False),
+              help="BED of regions to ignore: bins overlapping them get log-likelihood 0 for every label "
+                   "and stay out of the depth estimate.")
+@click.option("--fragments", is_flag=True,
+              help="Count properly paired fragments at their midpoints instead of reads at their starts.")
+@click.option("--max-fragment", default=1000, show_default=True, type=click.IntRange(min=1),
+              help="With --fragments: drop fragments longer than this (bp).")
+@click.option("--depth", type=click.FloatRange(min=0, min_open=True),
+              help="Filtered reads per bin at copy ratio 1 [default: median over bins with any coverage].")
+@click.option("--raw", is_flag=True, help="Also store the per-bin counts as /depth/<contig> (int32).")
+@click.option("--dtype", type=click.Choice(["float32", "float64"]), default="float32", show_default=True,
+              help="Storage type of the log-likelihoods.")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="Worker processes counting reads [default: the CPUs this process may use].")
+def coverage(bam_path, fasta, model_path, output, bin_size, min_mapq, blacklist, fragments, max_fragment,
+             depth, raw, dtype, threads):
+    """Per-bin read counts from a BAM, as per-label coverage log-likelihoods.
+
+    Reads that are unmapped, secondary, supplementary, QC-failed, duplicates
+    or below --min-mapq are dropped. A read counts in the bin of its leftmost
+    aligned base. Each bin's count gets a Poisson or negative-binomial
+    log-likelihood per label from the model's coverage section, around
+    mean[label] * depth.
+    """
+    from ..errors import DataError
+    from ..io import bam
+    from ..io.model import load_model
+    from ..io.tracks import TracksWriter
+
+    if bam_path.lower().endswith(".cram") and fasta is None:
+        raise click.UsageError("a CRAM file needs --fasta (its reference)")
+    spec = load_model(model_path)
+    for warning in getattr(spec, "warnings", ()) or ():
+        log.warning(warning)
+    if spec.coverage is None:
+        raise DataError("the model has no coverage section (SPEC 4.4): add one with a mean per label",
+                        file=model_path)
+    if bin_size is None:
+        bin_size = int(spec.bin_size)
+    elif bin_size != spec.bin_size:
+        log.warning("--bin-size %d differs from the model's bin_size %d: decoding with this model will "
+                    "reject these tracks", bin_size, spec.bin_size)
+    threads = threads or default_threads()
+    read_filter = bam.ReadFilter(min_mapq=min_mapq, fragments=fragments, max_fragment=max_fragment)
+
+    contigs = bam.select_contigs(bam_path, reference=fasta, fasta=fasta)
+    contigs = [(name, length) for name, length in contigs if length > 0]
+    if not contigs:
+        raise DataError("no contigs to count", file=fasta or bam_path)
+    black = bam.read_blacklist(blacklist) if blacklist else {}
+    log.info("counting reads of %s on %d contigs with %d process(es)", bam_path, len(contigs), threads)
+    counts = bam.count_contigs(bam_path, contigs, bin_size, read_filter, reference=fasta, threads=threads)
+    masks = {name: bam.blacklist_mask(black.get(name), length, bin_size) for name, length in contigs}
+    if depth is None:
+        depth = bam.estimate_depth(bam_path, contigs, bin_size, read_filter, counts=counts,
+                                   blacklist=black or None)
+        log.info("depth: median %.6g filtered reads per bin (bins with any coverage)", depth)
+
+    with TracksWriter(output, labels=list(spec.label_names), bin_size=bin_size, score="log_likelihood",
+                      dtype=dtype) as writer:
+        for name, length in contigs:
+            n_bins = bam.n_bins_of(length, bin_size)
+            writer.add_contig(name, n_bins, length_bp=length)
+            exposure = bam.bin_exposure(length, bin_size)
+            for a in range(0, n_bins, _WRITE_ROWS):
+                b = min(n_bins, a + _WRITE_ROWS)
+                writer.write(name, a, bam.log_likelihood_for(spec, counts[name][a:b], exposure[a:b], depth,
+                                                             masks[name][a:b]))
+            if raw:
+                writer.add_array(f"/depth/{name}", counts[name].astype("int32"), depth=float(depth),
+                                 bin_size=bin_size, min_mapq=min_mapq, fragments=bool(fragments))
+    n_masked = sum(int(m.sum()) for m in masks.values())
+    if n_masked:
+        log.info("%d bins overlap the blacklist and carry no coverage evidence", n_masked)
