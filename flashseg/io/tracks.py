@@ -160,7 +160,9 @@ class TracksWriter:
         with self._lock:
             ds = self._file["tracks"].create_dataset(
                 name, shape=(n_bins, C), dtype=self.dtype, chunks=chunks,
-                compression=self.compression, fillvalue=fill_value)
+                compression=self.compression, fillvalue=fill_value,
+                # an empty dataset can only be chunked if it may grow
+                maxshape=(None, C) if n_bins == 0 else None)
             if length_bp is not None:
                 ds.attrs["length"] = length_bp
             self.contigs.append(name)

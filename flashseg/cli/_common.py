@@ -1,0 +1,198 @@
+"""Option types and helpers shared by the subcommands (no heavy imports here)."""
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+import threading
+import time
+
+import click
+
+from .._version import __version__
+
+
+class TrackSpec(click.ParamType):
+    """``TRACKS.h5`` or ``TRACKS.h5:WEIGHT``; the file must exist (else a usage error, exit 2)."""
+
+    name = "TRACKS.h5[:W]"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        from ..io.tracks import parse_track_spec
+
+        path, weight = parse_track_spec(value)
+        if not os.path.exists(path):
+            self.fail(f"file {path!r} does not exist.", param, ctx)
+        if os.path.isdir(path):
+            self.fail(f"{path!r} is a directory.", param, ctx)
+        if not os.access(path, os.R_OK):
+            self.fail(f"file {path!r} is not readable.", param, ctx)
+        if weight != weight or weight in (float("inf"), float("-inf")):
+            self.fail(f"weight of {path!r} must be finite.", param, ctx)
+        return (path, weight)
+
+
+def existing_file(**kwargs):
+    return click.Path(exists=True, dir_okay=False, readable=True, **kwargs)
+
+
+def output_path():
+    """An output path; '-' is stdout. Directory problems are found when writing (exit 1)."""
+    return click.Path(dir_okay=False, writable=False, allow_dash=True)
+
+
+def default_threads() -> int:
+    """CPUs this process may use (respects taskset/SLURM cgroups), not the machine's count."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def command_line() -> str:
+    argv = sys.argv[:]
+    if argv:
+        argv[0] = "flashseg"
+    return " ".join(shlex.quote(a) for a in argv)
+
+
+def provenance(model_spec=None, seed=None) -> list[str]:
+    from ..io.bed import provenance_lines
+
+    return provenance_lines(version=__version__,
+                            model_path=getattr(model_spec, "path", None) if model_spec else None,
+                            model_sha256=getattr(model_spec, "sha256", None) if model_spec else None,
+                            seed=seed, command=command_line())
+
+
+def load_model_spec(path):
+    """Load a model YAML and log its warnings."""
+    import logging
+
+    from ..io.model import load_model
+
+    spec = load_model(path)
+    for warning in getattr(spec, "warnings", ()) or ():
+        logging.getLogger("flashseg").warning("%s: %s", path, warning)
+    return spec
+
+
+def gpu_present_without_torch() -> bool:
+    """Cheap check for an NVIDIA GPU that imports nothing (for --device auto)."""
+    return os.path.exists("/proc/driver/nvidia/gpus") and any(os.scandir("/proc/driver/nvidia/gpus"))
+
+
+def resolve_device(device: str) -> str:
+    """auto -> cuda only when a GPU is visible and the core has a GPU backend; else cpu."""
+    from ..errors import DeviceError
+
+    if device == "cpu":
+        return "cpu"
+    import importlib.util
+
+    has_backend = importlib.util.find_spec("flashseg.core.gpu") is not None or \
+        importlib.util.find_spec("flashseg.core.triton_kernels") is not None
+    if device == "auto":
+        if has_backend and gpu_present_without_torch() and importlib.util.find_spec("torch"):
+            return "cuda"
+        return "cpu"
+    # device == "cuda": say exactly what is missing
+    if importlib.util.find_spec("torch") is None or importlib.util.find_spec("triton") is None:
+        raise DeviceError("--device cuda needs torch and triton (pip install 'flashseg[gpu]')")
+    if not has_backend:
+        raise DeviceError("--device cuda: this flashseg build has no GPU backend yet; use --device cpu")
+    import torch
+
+    if not torch.cuda.is_available():
+        raise DeviceError("--device cuda: no CUDA GPU is available to this process")
+    return "cuda"
+
+
+class Progress:
+    """One line per running contig on stderr, redrawn in place; silent when disabled.
+
+    Progress is measured by the bins the core has asked emissions for (the
+    forward pass reads each bin once; later passes re-read), shown as a bar
+    of the contig's first pass, and each contig prints a final line when done.
+    """
+
+    def __init__(self, enabled: bool, total_contigs: int, stream=None):
+        self.enabled = enabled
+        self.stream = stream or sys.stderr
+        self.total = total_contigs
+        self.done = 0
+        self._lock = threading.Lock()
+        self._active: dict[str, list] = {}  # name -> [seen_max, n_bins, t0]
+        self._stop = threading.Event()
+        self._thread = None
+        self._last_len = 0
+
+    def __enter__(self):
+        if self.enabled:
+            self._thread = threading.Thread(target=self._loop, daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        if self.enabled:
+            self._stop.set()
+            self._thread.join()
+            self._clear()
+        return False
+
+    def wrap(self, name: str, n_bins: int, emissions):
+        if not self.enabled:
+            return emissions
+        state = [0, max(1, n_bins), time.monotonic()]
+        with self._lock:
+            self._active[name] = state
+
+        def tracked(a, b):
+            if b > state[0]:
+                state[0] = b
+            return emissions(a, b)
+
+        return tracked
+
+    def contig_done(self, name: str, n_bins: int, seconds: float) -> None:
+        if not self.enabled:
+            return
+        with self._lock:
+            self._active.pop(name, None)
+            self.done += 1
+            self._clear()
+            self.stream.write(f"flashseg: {name}: {n_bins} bins in {seconds:.1f} s "
+                              f"[{self.done}/{self.total}]\n")
+            self.stream.flush()
+
+    def _clear(self):
+        if self._last_len:
+            self.stream.write("\r" + " " * self._last_len + "\r")
+            self._last_len = 0
+
+    def _loop(self):
+        while not self._stop.wait(0.25):
+            with self._lock:
+                parts = []
+                for name, (seen, n, _t0) in list(self._active.items())[:4]:
+                    frac = min(1.0, seen / n)
+                    filled = int(frac * 20)
+                    parts.append(f"{name} [{'#' * filled}{'.' * (20 - filled)}] {frac * 100:3.0f}%")
+                if not parts:
+                    continue
+                line = f"{self.done}/{self.total} done | " + " | ".join(parts)
+                self._clear()
+                self.stream.write(line)
+                self._last_len = len(line)
+                self.stream.flush()
+
+
+def progress_enabled(flag: bool | None) -> bool:
+    if flag is not None:
+        return flag
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        return False

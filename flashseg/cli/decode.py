@@ -1,0 +1,337 @@
+"""``flashseg decode``: tracks (+ model, + FASTA) -> BED9+4 segment calls and per-bin posteriors."""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import tempfile
+
+import click
+
+from ._common import (Progress, TrackSpec, default_threads, existing_file, load_model_spec,
+                      output_path, progress_enabled, provenance, resolve_device)
+
+log = logging.getLogger("flashseg")
+
+# Per-bin text is buffered in memory up to this size per contig, then
+# appended to that contig's temporary file (bounded memory, few open files).
+_BUFFER_CHARS = 1 << 20
+
+
+def _decode_contigs():
+    """The core's parallel driver (a seam for tests; imported only when decoding)."""
+    from ..core import decode_contigs
+
+    return decode_contigs
+
+
+class _BufferedText:
+    """A write()-able text buffer spilling to an append-only temporary file."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.parts: list[str] = []
+        self.size = 0
+        self.spilled = False
+
+    def write(self, text: str) -> None:
+        if not text:
+            return
+        self.parts.append(text)
+        self.size += len(text)
+        if self.size >= _BUFFER_CHARS:
+            self.spill()
+
+    def spill(self) -> None:
+        if self.parts:
+            with open(self.path, "a", encoding="utf-8", newline="\n") as handle:
+                handle.write("".join(self.parts))
+            self.spilled = True
+        self.parts, self.size = [], 0
+
+    def reset(self) -> None:
+        self.parts, self.size = [], 0
+        if self.spilled:
+            with contextlib.suppress(OSError):
+                os.unlink(self.path)
+            self.spilled = False
+
+    def drain_into(self, stream) -> None:
+        """Append everything written so far to ``stream`` and forget it."""
+        from ..io.output import copy_file_into, discard
+
+        if self.spilled:
+            self.spill()
+            copy_file_into(self.path, stream)
+            discard(self.path)
+            self.spilled = False
+        else:
+            stream.write("".join(self.parts))
+            discard(self.path)  # registered but never created
+        self.parts, self.size = [], 0
+
+
+class _PerBin:
+    """The core's per-bin consumer for one contig: fans out to bedGraph and HDF5 sinks."""
+
+    def __init__(self, boundary=None, change=None, posteriors=None):
+        self.boundary = boundary      # (BedGraphSink, _BufferedText) or None
+        self.change = change
+        self.posteriors = posteriors  # PosteriorsSink or None
+
+    def chunk(self, start, gamma, boundary, change):
+        if self.boundary is not None:
+            self.boundary[0].add(start, boundary)
+        if self.change is not None:
+            self.change[0].add(start, change)
+        if self.posteriors is not None:
+            self.posteriors.add(start, gamma)
+
+    def restart(self):
+        for pair in (self.boundary, self.change):
+            if pair is not None:
+                pair[0].reset()
+                pair[1].reset()
+        # posteriors rows are simply overwritten when re-sent
+
+    def finish(self, boundary_stream, change_stream):
+        if self.boundary is not None:
+            self.boundary[0].close()
+            self.boundary[1].drain_into(boundary_stream)
+        if self.change is not None:
+            self.change[0].close()
+            self.change[1].drain_into(change_stream)
+
+
+def _check_outputs(paths: dict) -> None:
+    stdout = [opt for opt, p in paths.items() if p == "-"]
+    if len(stdout) > 1:
+        raise click.UsageError(f"only one output can go to stdout ('-'): {', '.join(stdout)}")
+    seen = {}
+    for opt, p in paths.items():
+        if p is None or p == "-":
+            continue
+        key = os.path.abspath(p)
+        if key in seen:
+            raise click.UsageError(f"{opt} and {seen[key]} name the same file {p!r}")
+        seen[key] = opt
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-m", "--model", "model_path", required=True, type=existing_file(),
+              help="Model YAML (SPEC 4.2).")
+@click.option("-t", "--tracks", "track_specs", multiple=True, type=TrackSpec(),
+              help="Emission tracks HDF5, optionally with a weight: -t file.h5:0.5 (repeatable; scores add).")
+@click.option("--bam", "bam_path", type=existing_file(), help="Reads (BAM/CRAM + index) scored with the model's coverage section.")
+@click.option("--fasta", "fasta_path", type=existing_file(), help="Genome FASTA: contig order and lengths.")
+@click.option("--contig", "contigs", multiple=True, help="Decode only this contig (repeatable).")
+@click.option("--region", help="Decode only chr:start-end (1-based inclusive, as samtools).")
+@click.option("-o", "--output", default="-", type=output_path(), show_default=True,
+              help="BED9+4 segment calls ('-' = stdout; .gz = BGZF + tabix).")
+@click.option("--stats", "stats_path", type=output_path(), help="Per-contig run summary TSV.")
+@click.option("--method", type=click.Choice(["viterbi", "posterior"]), default="viterbi", show_default=True,
+              help="MAP segments (viterbi) or per-bin argmax of the posterior, runs merged.")
+@click.option("--merge-adjacent", is_flag=True, help="Merge adjacent segments of one label.")
+@click.option("--boundaries", "boundaries_path", type=output_path(), help="bedGraph of the boundary posterior b.")
+@click.option("--changes", "changes_path", type=output_path(), help="bedGraph of the label-change posterior chg.")
+@click.option("--min-posterior", type=click.FloatRange(0.0, 1.0), default=1e-4, show_default=True,
+              help="bedGraph bins below this are left out (they mean 0).")
+@click.option("--posteriors", "posteriors_path", type=output_path(), help="HDF5 of gamma (tracks layout).")
+@click.option("--posteriors-dtype", type=click.Choice(["float32", "float16"]), default="float32", show_default=True)
+@click.option("--samples", "n_samples", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Draw N exact posterior samples per contig.")
+@click.option("--samples-out", "samples_path", type=output_path(), help="BED4+1 of the samples.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Sampling seed (per contig: seed + name).")
+@click.option("--gap-min", type=click.IntRange(min=1), default=None,
+              help="Mask runs of N of at least this many bp (needs --fasta): their bins score 0.")
+@click.option("--nan-as-missing", is_flag=True, help="NaN track bins contribute 0 instead of being an error.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="Contigs decoded in parallel [default: CPUs this process may use].")
+@click.option("--chunk-size", type=click.IntRange(min=1), default=32768, show_default=True,
+              help="Bins per streaming chunk.")
+@click.option("--progress/--no-progress", "progress", default=None,
+              help="Progress on stderr [default: only on a terminal].")
+def decode(model_path, track_specs, bam_path, fasta_path, contigs, region, output, stats_path, method,
+           merge_adjacent, boundaries_path, changes_path, min_posterior, posteriors_path, posteriors_dtype,
+           n_samples, samples_path, seed, gap_min, nan_as_missing, device, threads, chunk_size, progress):
+    """Segment contigs: BED9+4 calls with segment and boundary posteriors."""
+    from ..io.fasta import Region
+
+    if not track_specs and not bam_path:
+        raise click.UsageError("give at least one of -t/--tracks and --bam")
+    if contigs and region:
+        raise click.UsageError("--contig and --region cannot be combined")
+    if n_samples and not samples_path:
+        raise click.UsageError("--samples N needs --samples-out FILE")
+    if samples_path and not n_samples:
+        raise click.UsageError("--samples-out needs --samples N (N >= 1)")
+    if gap_min is not None and not fasta_path:
+        raise click.UsageError("--gap-min needs --fasta")
+    parsed_region = None
+    if region is not None:
+        try:
+            parsed_region = Region.parse(region)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--region") from None
+    _check_outputs({"-o/--output": output, "--stats": stats_path, "--boundaries": boundaries_path,
+                    "--changes": changes_path, "--posteriors": posteriors_path, "--samples-out": samples_path})
+    if posteriors_path == "-":
+        raise click.BadParameter("HDF5 cannot be written to stdout", param_hint="--posteriors")
+    if threads is None:
+        threads = default_threads()
+    run_decode(model_path=model_path, track_specs=track_specs, bam_path=bam_path, fasta_path=fasta_path,
+               contigs=contigs, region=parsed_region, output=output, stats_path=stats_path, method=method,
+               merge_adjacent=merge_adjacent, boundaries_path=boundaries_path, changes_path=changes_path,
+               min_posterior=min_posterior, posteriors_path=posteriors_path, posteriors_dtype=posteriors_dtype,
+               n_samples=n_samples, samples_path=samples_path, seed=seed, gap_min=gap_min,
+               nan_as_missing=nan_as_missing, device=device, threads=threads, chunk_size=chunk_size,
+               show_progress=progress_enabled(progress))
+
+
+def _open_sources(spec, track_specs, bam_path, fasta_path, nan_as_missing, threads):
+    """The emission sources: a TrackSet, optionally plus reads."""
+    from ..errors import DataError
+    from ..io.tracks import open_track_set
+
+    if not track_specs:
+        raise DataError("decoding from --bam alone is not wired into decode yet: "
+                        "make tracks with `flashseg tracks coverage` and pass them with -t",
+                        file=bam_path)
+    tracks = open_track_set(track_specs, spec.label_names, nan_as_missing=nan_as_missing)
+    if tracks.bin_size != spec.bin_size:
+        tracks.close()
+        raise DataError(f"bin_size {tracks.bin_size} differs from the model's bin_size {spec.bin_size} "
+                        f"({spec.path})", file=tracks.files[0].path)
+    return tracks
+
+
+def _bam_adder(spec, bam_path, fasta_path, plan, threads):
+    """Per-contig coverage emissions from --bam, added to the track scores."""
+    from ..io import bam as bam_io
+
+    contigs = [(job.name, job.length_bp) for job in plan.jobs]
+    depth = bam_io.estimate_depth(bam_path, contigs, spec.bin_size, reference=fasta_path, threads=threads)
+    log.info("%s: depth %.4g reads per bin at copy ratio 1", bam_path, depth)
+
+    def for_job(job, base):
+        cov = bam_io.coverage_emissions(bam_path, job.name, job.total_bins, spec, depth,
+                                        length=job.length_bp, reference=fasta_path)
+
+        def emissions(a, b):
+            return base(a, b) + cov(job.offset + a, job.offset + b)
+
+        return emissions
+
+    return for_job
+
+
+def run_decode(*, model_path, track_specs, bam_path=None, fasta_path=None, contigs=(), region=None,
+               output="-", stats_path=None, method="viterbi", merge_adjacent=False, boundaries_path=None,
+               changes_path=None, min_posterior=1e-4, posteriors_path=None, posteriors_dtype="float32",
+               n_samples=0, samples_path=None, seed=0, gap_min=None, nan_as_missing=False, device="auto",
+               threads=1, chunk_size=32768, show_progress=False):
+    """Everything ``decode`` does after option parsing (also used by ``demo``)."""
+    from ..errors import DataError
+    from ..io.bed import BedWriter, SamplesWriter
+    from ..io.bedgraph import BedGraphSink
+    from ..io.fasta import open_genome, plan_contigs
+    from ..io.output import open_text_output, temp_path_for
+    from ..io.posteriors import PosteriorsWriter
+
+    spec = load_model_spec(model_path)
+    tracks = _open_sources(spec, track_specs, bam_path, fasta_path, nan_as_missing, threads)
+    with contextlib.ExitStack() as stack:
+        stack.callback(tracks.close)
+        genome = None
+        if fasta_path:
+            genome = stack.enter_context(open_genome(fasta_path))
+        plan = plan_contigs(tracks, genome, contigs=contigs, region=region)
+        device = resolve_device(device)
+        add_bam = _bam_adder(spec, bam_path, fasta_path, plan, threads) if bam_path else None
+
+        prov = provenance(spec, seed)
+        labels = spec.labels
+        bed_stream = stack.enter_context(open_text_output(output))
+        bed = BedWriter(bed_stream, bin_size=spec.bin_size, label_names=spec.label_names,
+                        label_colors=[lab.color for lab in labels],
+                        label_strands=[lab.strand for lab in labels], provenance=prov, target=output)
+        bed.write_header()
+        samples_writer = None
+        if samples_path:
+            samples_stream = stack.enter_context(open_text_output(samples_path))
+            samples_writer = SamplesWriter(samples_stream, bin_size=spec.bin_size,
+                                           label_names=spec.label_names, provenance=prov)
+            samples_writer.write_header()
+        boundary_stream = stack.enter_context(open_text_output(boundaries_path)) if boundaries_path else None
+        change_stream = stack.enter_context(open_text_output(changes_path)) if changes_path else None
+        posteriors = None
+        if posteriors_path:
+            posteriors = stack.enter_context(PosteriorsWriter(posteriors_path, labels=spec.label_names,
+                                                              bin_size=spec.bin_size, dtype=posteriors_dtype))
+
+        progress = stack.enter_context(Progress(show_progress, len(plan.jobs)))
+        jobs, per_bins = [], []
+        for job in plan.jobs:
+            gaps = genome.gap_bins(job.name, spec.bin_size, gap_min, job.total_bins) if gap_min else None
+            if gaps is not None and len(gaps):
+                masked = int((gaps[:, 1] - gaps[:, 0]).sum())
+                log.info("%s: %d bins in N gaps of >= %d bp masked", job.name, masked, gap_min)
+            emissions = tracks.emissions(job.name, offset=job.offset, n_bins=job.n_bins, gaps=gaps)
+            if add_bam is not None:
+                emissions = add_bam(job, emissions)
+            emissions = progress.wrap(job.name, job.n_bins, emissions)
+            per_bin = None
+            if boundary_stream or change_stream or posteriors:
+                def sink(target):
+                    beside = target if target != "-" else os.path.join(tempfile.gettempdir(), "flashseg-stdout")
+                    buffer = _BufferedText(temp_path_for(beside, suffix=f".{len(jobs)}"))
+                    return (BedGraphSink(buffer, contig=job.name, bin_size=spec.bin_size, length=job.length_bp,
+                                         offset=job.offset, min_posterior=min_posterior), buffer)
+                per_bin = _PerBin(
+                    boundary=sink(boundaries_path) if boundary_stream else None,
+                    change=sink(changes_path) if change_stream else None,
+                    posteriors=(posteriors.add_contig(job.name, job.total_bins, job.length_bp,
+                                                      job.offset, job.n_bins) if posteriors else None))
+            per_bins.append(per_bin)
+            entry = {"name": job.name, "emissions": emissions, "n_bins": job.n_bins}
+            if per_bin is not None:
+                entry["per_bin"] = per_bin
+            jobs.append(entry)
+
+        decode_contigs = _decode_contigs()
+        results = decode_contigs(spec.model, jobs, threads=threads, method=method,
+                                 merge_adjacent=merge_adjacent, n_samples=n_samples, seed=seed,
+                                 chunk_size=chunk_size, device=device)
+        rows = {}
+        for job, per_bin in zip(plan.jobs, per_bins):
+            try:
+                result = next(results)
+            except DataError as exc:
+                raise exc.located(contig=job.name) from None
+            if result.name != job.name:
+                raise RuntimeError(f"core returned {result.name!r} where {job.name!r} was expected")
+            n_segments = bed.write_calls(job.name, result.calls, length=job.length_bp, offset=job.offset)
+            if samples_writer is not None:
+                samples_writer.write_samples(job.name, result.samples, length=job.length_bp, offset=job.offset)
+            if per_bin is not None:
+                per_bin.finish(boundary_stream, change_stream)
+            viterbi = "NA" if result.viterbi_score is None else "%.12g" % result.viterbi_score
+            rows[job.name] = (f"{job.name}\t{job.n_bins}\t{result.log_partition:.12g}\t{viterbi}\t"
+                              f"{n_segments}\t{result.seconds:.3f}\tok\n")
+            progress.contig_done(job.name, job.n_bins, result.seconds)
+            if result.exact_fallback:
+                log.info("%s: recomputed exactly after the fast path failed its check", job.name)
+        if stats_path:
+            with open_text_output(stats_path, tabix_preset=None) as stats:
+                stats.write("#contig\tbins\tlog_partition\tviterbi_score\tsegments\tseconds\tstatus\n")
+                order = genome.names if genome is not None else tracks.contigs
+                skipped = {name: (bins, why) for name, bins, why in plan.skipped}
+                for name in order:
+                    if name in rows:
+                        stats.write(rows[name])
+                    elif name in skipped:
+                        bins, why = skipped[name]
+                        stats.write(f"{name}\t{bins}\tNA\tNA\t0\t0.000\tskipped: {why}\n")
+        log.info("wrote %d segments on %d contig(s)%s", bed.n_written, len(plan.jobs),
+                 "" if output == "-" else f" to {output}")
