@@ -1,0 +1,87 @@
+"""``flashseg info``: what is in a tracks file or a model; ``--contigs`` lists what decode would decode."""
+from __future__ import annotations
+
+import click
+import numpy as np
+
+from ._common import TrackSpec, existing_file, load_model_spec
+
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+def _is_hdf5(path: str) -> bool:
+    with open(path, "rb") as handle:
+        return handle.read(8) == HDF5_SIGNATURE
+
+
+def describe_tracks(path: str) -> str:
+    from ..io.tracks import open_tracks
+
+    with open_tracks(path) as tracks:
+        lines = [f"file\t{path}", "kind\tflashseg tracks", f"labels\t{len(tracks.labels)}\t{', '.join(tracks.labels)}",
+                 f"bin_size\t{tracks.bin_size}", f"score\t{tracks.score}", f"contigs\t{len(tracks.contigs)}"]
+        total = sum(tracks.n_bins(c) for c in tracks.contigs)
+        lines.append(f"bins\t{total}")
+        lines.append("#contig\tbins\tlength_bp\tdtype\tcompression")
+        for name in tracks.contigs:
+            length = tracks.length_bp(name)
+            lines.append(f"{name}\t{tracks.n_bins(name)}\t{'NA' if length is None else length}\t"
+                         f"{tracks.dtype(name)}\t{tracks.compression(name)}")
+    return "\n".join(lines)
+
+
+def describe_model(path: str) -> str:
+    spec = load_model_spec(path)
+    names = spec.label_names
+    lines = [f"file\t{spec.path}", "kind\tflashseg model", f"name\t{spec.name}", f"sha256\t{spec.sha256}",
+             f"bin_size\t{spec.bin_size}", f"max_duration\t{spec.max_duration}", f"tail\t{spec.tail}",
+             f"labels\t{len(names)}", "#label\tcolor\tstrand\tmean_duration_bins\ttail_rho"]
+    for i, lab in enumerate(spec.labels):
+        rho = spec.tail_rho[i]
+        lines.append(f"{lab.name}\t{lab.color}\t{lab.strand}\t{spec.mean_durations[i]:.6g}\t"
+                     f"{'none' if not np.isfinite(rho) else format(rho, '.6g')}")
+    probs = spec.transition_probabilities
+    lines.append("#transitions (row = from, column = to)\t" + "\t".join(names))
+    for i, name in enumerate(names):
+        lines.append(name + "\t" + "\t".join("%.4g" % p for p in probs[i]))
+    if spec.coverage is not None:
+        cov = spec.coverage
+        lines.append(f"coverage\t{cov.model}\tdispersion={cov.dispersion:g}\tmean="
+                     + ",".join(f"{n}:{m:g}" for n, m in zip(names, cov.mean)))
+    return "\n".join(lines)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("path", required=False, type=existing_file())
+@click.option("--contigs", "list_contigs", is_flag=True,
+              help="Print the contigs a whole-genome decode of -m/-t/--fasta would decode, one per line.")
+@click.option("-m", "--model", "model_path", type=existing_file(), help="Model (with --contigs).")
+@click.option("-t", "--tracks", "track_specs", multiple=True, type=TrackSpec(), help="Tracks (with --contigs).")
+@click.option("--fasta", "fasta_path", type=existing_file(), help="Genome FASTA (with --contigs).")
+def info(path, list_contigs, model_path, track_specs, fasta_path):
+    """Describe TRACKS.h5 or MODEL.yaml (labels, bins, durations, transitions)."""
+    if list_contigs:
+        if path or not model_path or not track_specs:
+            raise click.UsageError("info --contigs needs -m MODEL -t TRACKS [--fasta G] and no PATH")
+        from ..errors import DataError
+        from ..io.fasta import open_genome, plan_contigs
+        from ..io.tracks import open_track_set
+
+        spec = load_model_spec(model_path)
+        with open_track_set(track_specs, spec.label_names) as tracks:
+            if tracks.bin_size != spec.bin_size:
+                raise DataError(f"bin_size {tracks.bin_size} differs from the model's bin_size {spec.bin_size}",
+                                file=tracks.files[0].path)
+            genome = open_genome(fasta_path) if fasta_path else None
+            try:
+                plan = plan_contigs(tracks, genome)
+            finally:
+                if genome is not None:
+                    genome.close()
+        click.echo("\n".join(job.name for job in plan.jobs))
+        return
+    if not path:
+        raise click.UsageError("give TRACKS.h5 or MODEL.yaml (or --contigs -m MODEL -t TRACKS)")
+    if model_path or track_specs or fasta_path:
+        raise click.UsageError("-m/-t/--fasta go with --contigs")
+    click.echo(describe_tracks(path) if _is_hdf5(path) else describe_model(path))
