@@ -1,0 +1,413 @@
+"""The model YAML file (SPEC §4.2) -> :class:`ModelSpec` with the core's arrays.
+
+Every problem is a :class:`flashseg.errors.DataError` naming the file, whose
+message starts with the key path of the offending value, e.g.
+``labels[2].duration.mean: must be > 0`` or
+``transitions.Enhancer.Promotr: unknown label``.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import yaml
+
+from ..core.model import SemiMarkovModel
+from ..errors import DataError
+from .durations import DurationLaw, DurationTable, _number, duration_table, parse_duration
+
+__all__ = ["load_model", "parse_model", "ModelSpec", "LabelSpec", "CoverageSpec"]
+
+NEG_INF = -math.inf
+TOP_KEYS = ("name", "description", "bin_size", "max_duration", "tail", "labels",
+            "initial", "final", "transitions", "coverage")
+LABEL_KEYS = ("name", "color", "strand", "duration")
+COVERAGE_KEYS = ("model", "dispersion", "mean")
+STRANDS = (".", "+", "-")
+
+
+@dataclass(frozen=True)
+class LabelSpec:
+    """One label: its BED name, itemRgb, strand, and its duration law."""
+
+    name: str
+    color: str = "0,0,0"
+    strand: str = "."
+    duration: DurationLaw | None = field(default=None, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class CoverageSpec:
+    """Read-depth emission model (SPEC §4.4).
+
+    Counts around ``mu = mean[label] * depth`` with variance
+    ``mu + dispersion * mu^2``; ``dispersion`` is 0 for ``poisson``.
+    """
+
+    model: str
+    dispersion: float
+    mean: np.ndarray  # (C,) relative copy ratio per label, > 0
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    bin_size: int
+    max_duration: int
+    tail: str                      # "geometric" | "none"
+    labels: list[LabelSpec]
+    model: SemiMarkovModel
+    durations: tuple[DurationTable, ...]
+    mean_durations: np.ndarray     # (C,) mean duration in bins of each truncated law
+    tail_rho: np.ndarray           # (C,) rho, nan where a label has no tail
+    coverage: CoverageSpec | None
+    path: str
+    sha256: str
+    warnings: list[str]
+    description: str = ""
+
+    @property
+    def label_names(self) -> list[str]:
+        return [lab.name for lab in self.labels]
+
+    @property
+    def n_labels(self) -> int:
+        return len(self.labels)
+
+    def label_index(self, name: str) -> int:
+        return self.label_names.index(name)
+
+    @property
+    def transition_probabilities(self) -> np.ndarray:
+        """exp of the transition log matrix (row = from), for display."""
+        return np.exp(self.model.transition)
+
+
+# --------------------------------------------------------------------------
+# YAML reading
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that rejects duplicate mapping keys (PyYAML keeps the last)."""
+
+
+def _construct_mapping(loader, node, deep=False):
+    seen = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        try:
+            hash(key)
+        except TypeError:
+            continue  # yaml reports unhashable keys itself
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r} (first at line {seen[key] + 1})",
+                key_node.start_mark)
+        seen[key] = key_node.start_mark.line
+    return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def _yaml_error(exc: yaml.YAMLError, text: str) -> str:
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    if mark is None:
+        return f"invalid YAML: {problem}"
+    msg = f"invalid YAML at line {mark.line + 1}, column {mark.column + 1}: {problem}"
+    lines = text.splitlines()
+    if mark.line < len(lines) and re.search(r":\s*-\s*$", lines[mark.line]):
+        msg += ' (a bare "-" starts a list: quote it, e.g. strand: "-")'
+    return msg
+
+
+# --------------------------------------------------------------------------
+# value parsing
+
+
+def _err(key: str, msg: str) -> DataError:
+    return DataError(f"{key}: {msg}")
+
+
+def _integer(value: Any, key: str, minimum: int) -> int:
+    x = _number(value, key, None)
+    if not float(x).is_integer():
+        raise _err(key, f"must be an integer, got {value!r}")
+    if x < minimum:
+        raise _err(key, f"must be >= {minimum}, got {int(x)}")
+    return int(x)
+
+
+def _label_key(key: Any, path: str, names: list[str]) -> str:
+    """A mapping key that must name a label."""
+    if isinstance(key, bool):
+        raise _err(f"{path}.{key}", "unknown label (YAML reads unquoted yes/no/on/off as "
+                   "booleans: quote the label name)")
+    name = str(key)
+    if name not in names:
+        close = [n for n in names if n.lower() == name.lower()]
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        raise _err(f"{path}.{name}", f"unknown label{hint}")
+    return name
+
+
+def _log_map(obj: Any, path: str, names: list[str]) -> np.ndarray:
+    """{label: log score} used as given; absent labels get -inf."""
+    if not isinstance(obj, Mapping):
+        raise _err(path, "must be a mapping {label: log score}")
+    out = np.full(len(names), NEG_INF)
+    for key, value in obj.items():
+        name = _label_key(key, path, names)
+        out[names.index(name)] = _number(value, f"{path}.{name}", None, allow_neg_inf=True)
+    return out
+
+
+def _prob_or_log_map(obj: Any, path: str, names: list[str]) -> np.ndarray:
+    """{label: prob} (normalised, absent = 0) or {log: {label: score}} -> log scores."""
+    if isinstance(obj, Mapping) and len(obj) == 1 and "log" in obj and isinstance(obj["log"], Mapping):
+        return _log_map(obj["log"], f"{path}.log", names)
+    if not isinstance(obj, Mapping):
+        raise _err(path, "must be a mapping {label: probability} or {log: {label: score}}")
+    probs = np.zeros(len(names))
+    for key, value in obj.items():
+        name = _label_key(key, path, names)
+        p = _number(value, f"{path}.{name}", None)
+        if p < 0:
+            raise _err(f"{path}.{name}", f"probability must be >= 0, got {p}")
+        probs[names.index(name)] = p
+    total = probs.sum()
+    if not total > 0:
+        raise _err(path, "probabilities must have a positive sum")
+    with np.errstate(divide="ignore"):
+        return np.log(probs / total)
+
+
+def _endpoint(obj: Any, path: str, names: list[str], default: str) -> np.ndarray:
+    C = len(names)
+    if obj is None:
+        obj = default
+    if obj == "uniform":
+        return np.full(C, -math.log(C))
+    if obj == "free":
+        return np.zeros(C)
+    if isinstance(obj, str):
+        raise _err(path, f"must be uniform, free, {{label: prob}} or {{log: {{label: score}}}}, got {obj!r}")
+    out = _prob_or_log_map(obj, path, names)
+    if not np.isfinite(out).any():
+        raise _err(path, "every label has probability 0: no segmentation is possible")
+    return out
+
+
+def _color(value: Any, path: str) -> str:
+    if value is None:
+        return "0,0,0"
+    if isinstance(value, (list, tuple)):
+        parts = list(value)
+    elif isinstance(value, str):
+        parts = [p.strip() for p in value.split(",")]
+    else:
+        parts = []
+    ok = len(parts) == 3
+    rgb = []
+    for p in parts if ok else []:
+        if isinstance(p, bool):
+            ok = False
+            break
+        try:
+            v = int(p)
+        except (TypeError, ValueError):
+            ok = False
+            break
+        if str(p).strip() != str(v) or not 0 <= v <= 255:
+            ok = False
+            break
+        rgb.append(v)
+    if not ok:
+        raise _err(path, f'must be "r,g,b" with integers 0..255, got {value!r}')
+    return ",".join(map(str, rgb))
+
+
+def _labels(obj: Any, base_dir: Path) -> tuple[list[LabelSpec], list[str]]:
+    if not isinstance(obj, list) or not obj:
+        raise _err("labels", "must be a non-empty list of {name, color, strand, duration}")
+    labels, names = [], []
+    for i, item in enumerate(obj):
+        path = f"labels[{i}]"
+        if not isinstance(item, Mapping):
+            raise _err(path, "must be a mapping with name, duration (and color, strand)")
+        for k in item:
+            if k not in LABEL_KEYS:
+                raise _err(f"{path}.{k}", f"unknown key (allowed: {', '.join(LABEL_KEYS)})")
+        if item.get("name") is None:
+            raise _err(f"{path}.name", "missing")
+        name = item["name"]
+        if isinstance(name, bool) or not isinstance(name, (str, int)):
+            raise _err(f"{path}.name", f"must be a string, got {name!r}")
+        name = str(name)
+        if not name or re.search(r"\s", name):
+            raise _err(f"{path}.name", f"must be non-empty without whitespace, got {name!r}")
+        if name in names:
+            raise _err(f"{path}.name", f"duplicate label {name!r} (also labels[{names.index(name)}])")
+        names.append(name)
+        color = _color(item.get("color"), f"{path}.color")
+        strand = item.get("strand", ".")
+        if strand is None:
+            strand = "."
+        if strand not in STRANDS:
+            raise _err(f"{path}.strand", f'must be ".", "+" or "-", got {strand!r}')
+        if "duration" not in item:
+            raise _err(f"{path}.duration", "missing")
+        law = parse_duration(item["duration"], key=f"{path}.duration", label=name, base_dir=base_dir)
+        labels.append(LabelSpec(name, color, strand, law))
+    return labels, names
+
+
+def _transitions(obj: Any, names: list[str]) -> np.ndarray:
+    C = len(names)
+    out = np.full((C, C), NEG_INF)
+    if obj is None:
+        return out
+    if not isinstance(obj, Mapping):
+        raise _err("transitions", "must be a mapping {from_label: {to_label: probability}}")
+    for key, row in obj.items():
+        name = _label_key(key, "transitions", names)
+        path = f"transitions.{name}"
+        if row is None or (isinstance(row, Mapping) and not row):
+            continue  # no outgoing transitions: the label can only end the contig
+        out[names.index(name)] = _prob_or_log_map(row, path, names)
+    return out
+
+
+def _coverage(obj: Any, names: list[str]) -> CoverageSpec | None:
+    if obj is None:
+        return None
+    if not isinstance(obj, Mapping):
+        raise _err("coverage", "must be a mapping with model, mean (and dispersion)")
+    for k in obj:
+        if k not in COVERAGE_KEYS:
+            raise _err(f"coverage.{k}", f"unknown key (allowed: {', '.join(COVERAGE_KEYS)})")
+    model = obj.get("model")
+    if model not in ("poisson", "negative_binomial"):
+        raise _err("coverage.model", f"must be poisson or negative_binomial, got {model!r}")
+    dispersion = 0.0
+    if model == "negative_binomial":
+        if obj.get("dispersion") is None:
+            raise _err("coverage.dispersion", "missing (needed by negative_binomial)")
+        dispersion = _number(obj["dispersion"], "coverage.dispersion", None)
+        if dispersion <= 0:
+            raise _err("coverage.dispersion", f"must be > 0, got {dispersion}")
+    elif obj.get("dispersion") is not None:
+        raise _err("coverage.dispersion", "only for model: negative_binomial")
+    means = obj.get("mean")
+    if not isinstance(means, Mapping):
+        raise _err("coverage.mean", "must be a mapping {label: relative copy ratio}")
+    mean = np.full(len(names), np.nan)
+    for key, value in means.items():
+        name = _label_key(key, "coverage.mean", names)
+        v = _number(value, f"coverage.mean.{name}", None)
+        if v <= 0:
+            raise _err(f"coverage.mean.{name}", f"must be > 0, got {v}")
+        mean[names.index(name)] = v
+    missing = [n for n, v in zip(names, mean) if np.isnan(v)]
+    if missing:
+        raise _err(f"coverage.mean.{missing[0]}", "missing (every label needs a mean"
+                   + (f"; also missing: {', '.join(missing[1:])})" if len(missing) > 1 else ")"))
+    mean.setflags(write=False)
+    return CoverageSpec(model, dispersion, mean)
+
+
+def parse_model(data: Any, *, base_dir: str | Path = ".", path: str = "<model>",
+                sha256: str = "") -> ModelSpec:
+    """Build a :class:`ModelSpec` from already-loaded YAML data.
+
+    Errors carry no file; :func:`load_model` adds it.
+    """
+    base_dir = Path(base_dir)
+    if data is None:
+        raise DataError("the model file is empty")
+    if not isinstance(data, Mapping):
+        raise DataError("the model must be a YAML mapping (name, bin_size, max_duration, labels, ...)")
+    for k in data:
+        if k not in TOP_KEYS:
+            raise _err(str(k), f"unknown key (allowed: {', '.join(TOP_KEYS)})")
+    for k in ("bin_size", "max_duration", "labels", "transitions"):
+        if k not in data:
+            raise _err(k, "missing")
+    name = data.get("name")
+    if name is None:
+        name = Path(path).stem
+    elif not isinstance(name, str) or not name.strip():
+        raise _err("name", f"must be a non-empty string, got {name!r}")
+    description = data.get("description") or ""
+    if not isinstance(description, str):
+        raise _err("description", "must be a string")
+    bin_size = _integer(data["bin_size"], "bin_size", 1)
+    K = _integer(data["max_duration"], "max_duration", 1)
+    tail = data.get("tail", "geometric")
+    if tail is None:
+        tail = "geometric"
+    if tail not in ("geometric", "none"):
+        raise _err("tail", f"must be geometric or none, got {tail!r}")
+
+    labels, names = _labels(data["labels"], base_dir)
+    warnings: list[str] = []
+    tables = []
+    for i, lab in enumerate(labels):
+        table = duration_table(lab.duration, K, tail)
+        warnings.extend(table.warnings)
+        if table.log_prob.max() == NEG_INF and not table.has_tail:
+            warnings.append(f"labels[{i}].duration: no duration is possible with max_duration={K} "
+                            f"and tail: {tail}; label {lab.name} can never occur")
+        tables.append(table)
+
+    initial = _endpoint(data.get("initial"), "initial", names, "uniform")
+    final = _endpoint(data.get("final"), "final", names, "free")
+    transition = _transitions(data["transitions"], names)
+    coverage = _coverage(data.get("coverage"), names)
+
+    duration = np.stack([t.log_prob for t in tables], axis=1)
+    log_rho = np.array([t.log_rho for t in tables])
+    try:
+        model = SemiMarkovModel(duration, None if tail == "none" else log_rho,
+                                transition, initial, final)
+    except ValueError as exc:  # the checks above should make this unreachable
+        raise DataError(f"invalid model: {exc}") from None
+    tail_rho = np.where(np.isfinite(log_rho) & (tail != "none"), np.exp(log_rho), np.nan)
+    mean_durations = np.array([t.mean for t in tables])
+    for a in (tail_rho, mean_durations):
+        a.setflags(write=False)
+    return ModelSpec(name=str(name), bin_size=bin_size, max_duration=K, tail=tail, labels=labels,
+                     model=model, durations=tuple(tables), mean_durations=mean_durations,
+                     tail_rho=tail_rho, coverage=coverage, path=str(path), sha256=sha256,
+                     warnings=warnings, description=description)
+
+
+def load_model(path: str | Path) -> ModelSpec:
+    """Read and validate a model YAML file (SPEC §4.2).
+
+    Raises DataError(file=path) whose message starts with the key path.
+    """
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"cannot read model: {exc.strerror}", file=str(path)) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"not UTF-8 text (byte {exc.start})", file=str(path)) from None
+    try:
+        data = yaml.load(text, Loader=_StrictLoader)
+    except yaml.YAMLError as exc:
+        raise DataError(_yaml_error(exc, text), file=str(path)) from None
+    try:
+        return parse_model(data, base_dir=path.parent, path=str(path),
+                           sha256=hashlib.sha256(raw).hexdigest())
+    except DataError as exc:
+        raise exc.located(file=str(path)) from None
