@@ -1,0 +1,222 @@
+"""Public inference API (see ``flashseg.core`` for the contract)."""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import FlashsegError
+from .driver import ContigRun, SegmentTracker, UncertifiedError, merge_runs
+from .model import SemiMarkovModel
+from .results import ContigResult, SegmentCalls, Segments
+
+log = logging.getLogger("flashseg")
+
+DEFAULT_CHUNK_SIZE = 32768
+
+
+class ArrayEmissions:
+    """An emission source over an in-memory (T, C) array."""
+
+    def __init__(self, x):
+        self.x = np.asarray(x, dtype=np.float64)
+
+    def __call__(self, a: int, b: int) -> np.ndarray:
+        return self.x[a:b]
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+
+@dataclass
+class ViterbiResult:
+    score: float
+    segments: Segments
+
+
+@dataclass
+class PosteriorResult:
+    log_partition: float
+    calls: SegmentCalls | None  # posteriors of the requested/decoded segments
+    exact_fallback: bool
+
+
+def _as_source(emissions):
+    if callable(emissions):
+        return emissions
+    return ArrayEmissions(emissions)
+
+
+def _backend(model: SemiMarkovModel, device: str, exact: bool = False):
+    if device in ("cpu", "auto"):
+        from .cpu import CpuBackend
+
+        return CpuBackend(model, exact=exact)
+    if device == "cuda":
+        from .gpu import gpu_backend
+
+        return gpu_backend(model, exact=exact)
+    raise ValueError(f"unknown device {device!r}")
+
+
+def _with_fallback(model, device, fn, consumer=None):
+    """Run ``fn(backend)`` on the fast path; on a failed certificate, exactly."""
+    backend = _backend(model, device)
+    if backend.exact:
+        return fn(backend), True
+    try:
+        return fn(backend), False
+    except UncertifiedError:
+        log.info("certificate of the fast path failed; recomputing this contig exactly in log space")
+        if consumer is not None and hasattr(consumer, "restart"):
+            consumer.restart()
+        return fn(_backend(model, device, exact=True)), True
+
+
+def log_partition(model: SemiMarkovModel, emissions, n_bins: int | None = None, *,
+                  chunk_size: int = DEFAULT_CHUNK_SIZE, device: str = "cpu",
+                  certify: bool = True) -> float:
+    """log Z of one contig.
+
+    ``certify=False`` runs the linear forward alone (one pass, fastest); its
+    result is exact unless mass flushed below 2**-800 of the running scale
+    would have mattered. The default adds the certificate (backward + forward).
+    """
+    src = _as_source(emissions)
+    T = len(src) if n_bins is None else n_bins
+    if not certify:
+        run = ContigRun(_backend(model, device), src, T, chunk_size)
+        st = run.backend.forward_state()
+        for j in range(len(run.bounds)):
+            st.advance(run.read(j))
+        return st.log_partition()[0]
+
+    def go(backend):
+        return ContigRun(backend, src, T, chunk_size).posterior_pass()[0]
+
+    return _with_fallback(model, device, go)[0]
+
+
+def viterbi(model: SemiMarkovModel, emissions, n_bins: int | None = None, *,
+            chunk_size: int = DEFAULT_CHUNK_SIZE, device: str = "cpu") -> ViterbiResult:
+    """MAP segmentation (ties as SPEC §3) and its score."""
+    src = _as_source(emissions)
+    T = len(src) if n_bins is None else n_bins
+    score, segs = ContigRun(_backend(model, device), src, T, chunk_size).viterbi()
+    return ViterbiResult(score, segs)
+
+
+def posterior(model: SemiMarkovModel, emissions, n_bins: int | None = None, *,
+              consumer=None, segments: Segments | None = None, runs: bool = False,
+              decode: bool = False, chunk_size: int = DEFAULT_CHUNK_SIZE,
+              device: str = "cpu") -> PosteriorResult:
+    """Per-bin posteriors to ``consumer`` and posteriors of segments.
+
+    segments: a tiling segmentation whose exact-segment posteriors to compute
+    (``runs=True``: treat them as merged runs). ``decode=True`` instead
+    decodes by per-bin argmax of gamma and returns the runs with their
+    posteriors.
+    """
+    src = _as_source(emissions)
+    T = len(src) if n_bins is None else n_bins
+
+    def go(backend):
+        run = ContigRun(backend, src, T, chunk_size)
+        trackers = []
+        if decode:
+            trackers.append(SegmentTracker(backend.fwd, T, "run", decode=True))
+        elif segments is not None:
+            trackers.append(SegmentTracker(backend.fwd, T, "run" if runs else "exact",
+                                           segments.start, segments.label))
+        log_z, _ = run.posterior_pass(consumer, trackers)
+        return log_z, (trackers[0].calls if trackers else None)
+
+    (log_z, calls), fell_back = _with_fallback(model, device, go, consumer)
+    return PosteriorResult(log_z, calls, fell_back)
+
+
+def sample(model: SemiMarkovModel, emissions, n_bins: int | None = None, n: int = 1, *,
+           seed: int = 0, name: str = "", chunk_size: int = DEFAULT_CHUNK_SIZE,
+           device: str = "cpu") -> list[Segments]:
+    """``n`` exact posterior samples; the generator is seeded from (seed, name)."""
+    src = _as_source(emissions)
+    T = len(src) if n_bins is None else n_bins
+
+    def go(backend):
+        run = ContigRun(backend, src, T, chunk_size, name)
+        _, fck = run.posterior_pass(None, (), keep_forward_checkpoints=True)
+        return run.sample(n, seed, fck)
+
+    return _with_fallback(model, device, go)[0]
+
+
+def decode_contig(model: SemiMarkovModel, emissions, n_bins: int, *, name: str = "",
+                  method: str = "viterbi", merge_adjacent: bool = False, per_bin=None,
+                  n_samples: int = 0, seed: int = 0, chunk_size: int = DEFAULT_CHUNK_SIZE,
+                  device: str = "cpu") -> ContigResult:
+    """Everything ``flashseg decode`` needs for one contig.
+
+    method "viterbi": MAP segments with exact-segment posteriors (merged into
+    runs with run posteriors when ``merge_adjacent``); "posterior": per-bin
+    argmax of gamma, runs merged, run posteriors (no Viterbi pass).
+    """
+    if method not in ("viterbi", "posterior"):
+        raise ValueError(f"unknown method {method!r}")
+    t0 = time.perf_counter()
+    src = _as_source(emissions)
+    try:
+        score = None
+        segs = None
+        if method == "viterbi":
+            score, segs = ContigRun(_backend(model, device), src, n_bins, chunk_size, name).viterbi()
+            if merge_adjacent:
+                segs = merge_runs(segs)
+
+        def go(backend):
+            run = ContigRun(backend, src, n_bins, chunk_size, name)
+            if method == "posterior":
+                tracker = SegmentTracker(backend.fwd, n_bins, "run", decode=True)
+            else:
+                tracker = SegmentTracker(backend.fwd, n_bins, "run" if merge_adjacent else "exact",
+                                         segs.start, segs.label)
+            log_z, fck = run.posterior_pass(per_bin, [tracker], keep_forward_checkpoints=n_samples > 0)
+            samples = run.sample(n_samples, seed, fck) if n_samples > 0 else []
+            return log_z, tracker.calls, samples, backend.name
+
+        (log_z, calls, samples, backend_name), fell_back = _with_fallback(model, device, go, per_bin)
+    except FlashsegError as exc:
+        raise exc.located(contig=name or None)
+    return ContigResult(name=name, n_bins=int(n_bins), log_partition=float(log_z),
+                        viterbi_score=None if score is None else float(score), calls=calls,
+                        samples=samples, seconds=time.perf_counter() - t0,
+                        backend=backend_name, exact_fallback=fell_back)
+
+
+def decode_contigs(model: SemiMarkovModel, jobs, *, threads: int = 1, **kwargs):
+    """Decode contigs in parallel on ``threads`` threads; yields results in job order.
+
+    jobs: dicts with "name", "emissions", "n_bins" and optionally "per_bin".
+    The numba kernels release the GIL, so threads run contigs concurrently.
+    """
+    jobs = list(jobs)
+
+    def one(job):
+        return decode_contig(model, job["emissions"], job["n_bins"], name=job.get("name", ""),
+                             per_bin=job.get("per_bin"), **kwargs)
+
+    if threads <= 1 or len(jobs) <= 1:
+        for job in jobs:
+            yield one(job)
+        return
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        futures = [pool.submit(one, job) for job in jobs]
+        try:
+            for fut in futures:
+                yield fut.result()
+        finally:
+            for fut in futures:
+                fut.cancel()

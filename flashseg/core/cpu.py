@@ -1,0 +1,313 @@
+"""CPU backend: prepared model arrays and per-pass states around the numba kernels.
+
+A backend hands the chunk driver three recursions with one calling
+convention: ``state.advance(chunk, store)``. ``chunk`` is an
+:class:`EmissionChunk` (log scores plus the linear factors shared by the
+forward and backward passes); ``store`` is a :class:`ForwardStore` (or
+:class:`ViterbiStore`) to fill, or None.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from .model import SemiMarkovModel
+
+LN2_HI = 6.93147180369123816490e-01  # ln 2 split so k * LN2_HI is exact for |k| < 2**20
+LN2_LO = 1.90821492927058770002e-10
+
+# Finite model log-scores beyond this make the linear kernel's bounds invalid
+# (a weight could overflow); such models run in exact log space instead.
+LINEAR_MAX_MODEL_SCORE = 50.0
+# Finite log-weights below this are stored as 0 in linear space; the loss is
+# bounded by the flush accounting (see cpu_kernels.FLOOR).
+LINEAR_MIN_LOG_WEIGHT = -700.0
+
+
+@dataclass
+class EmissionChunk:
+    """One chunk of emissions in both representations (forward orientation)."""
+
+    x: np.ndarray      # (n, C) log scores
+    f: np.ndarray      # (n, C) exp(x - k ln 2)
+    k: np.ndarray      # (n,) int64 binary exponent per bin
+
+    @classmethod
+    def from_log(cls, x: np.ndarray) -> "EmissionChunk":
+        x = np.ascontiguousarray(x, dtype=np.float64)
+        m = x.max(axis=1)
+        k = np.zeros(len(x), dtype=np.int64)
+        finite = np.isfinite(m)
+        k[finite] = np.rint(m[finite] / math.log(2.0)).astype(np.int64)
+        kf = k.astype(np.float64)[:, None]
+        with np.errstate(invalid="ignore"):
+            f = np.exp((x - kf * LN2_HI) - kf * LN2_LO)
+        return cls(x, f, k)
+
+    def reversed(self) -> "EmissionChunk":
+        return EmissionChunk(np.ascontiguousarray(self.x[::-1]),
+                             np.ascontiguousarray(self.f[::-1]),
+                             np.ascontiguousarray(self.k[::-1]))
+
+
+class ForwardStore:
+    """Per-boundary forward values of one chunk: rows 0..n for boundaries t0..t0+n.
+
+    Values are mantissas with one binary exponent per boundary:
+    true E[t, c] = E[r, c] * 2**sexp[r]. ``ghost`` is the natural log of the
+    mass flushed so far (an upper bound, -inf when nothing was lost).
+    """
+
+    def __init__(self, n_rows: int, C: int):
+        self.E = np.empty((n_rows, C))
+        self.A = np.empty((n_rows, C))
+        self.L = np.empty((n_rows, C))
+        self.sexp = np.empty(n_rows, dtype=np.int64)
+        self.ghost = np.empty((n_rows, C))
+        self.rows = 0
+
+    def view(self, rows: int) -> "ForwardStore":
+        out = ForwardStore.__new__(ForwardStore)
+        out.E, out.A, out.L = self.E[:rows], self.A[:rows], self.L[:rows]
+        out.sexp, out.ghost = self.sexp[:rows], self.ghost[:rows]
+        out.rows = rows
+        return out
+
+    def flipped(self) -> "ForwardStore":
+        out = ForwardStore.__new__(ForwardStore)
+        out.E, out.A, out.L = self.E[::-1], self.A[::-1], self.L[::-1]
+        out.sexp, out.ghost = self.sexp[::-1], self.ghost[::-1]
+        out.rows = self.rows
+        return out
+
+    def log_E(self, r, c):
+        return math.log(self.E[r, c]) + self.sexp[r] * math.log(2.0) if self.E[r, c] > 0 else -math.inf
+
+
+class ViterbiStore:
+    def __init__(self, n_rows: int, C: int):
+        self.a_start = np.empty((n_rows, C), dtype=np.int64)
+        self.e_prev = np.empty((n_rows, C), dtype=np.int64)
+
+
+def _kernels():
+    from . import cpu_kernels
+
+    return cpu_kernels
+
+
+def _scaled_exp(v: np.ndarray) -> tuple[np.ndarray, int]:
+    """exp(v) as mantissas times 2**k with one k (v's finite maximum near 1)."""
+    finite = v[np.isfinite(v)]
+    k = int(np.floor(finite.max() / math.log(2.0))) if finite.size else 0
+    return np.exp(v - k * math.log(2.0)), k
+
+
+class PreparedModel:
+    """Model arrays in the layouts the kernels read (one orientation)."""
+
+    def __init__(self, model: SemiMarkovModel):
+        self.model = model
+        K, C = model.duration.shape
+        self.K, self.C = K, C
+        phi = model.duration.T.copy()                          # (C, K), phi[c, d-1]
+        m_idx = (np.arange(2 * K) - 1) % K
+        self.phicirc = np.ascontiguousarray(phi[:, m_idx])     # (C, 2K)
+        self.phiK = np.ascontiguousarray(phi[:, K - 1])
+        self.lrho = np.ascontiguousarray(model.tail_or_none())
+        self.trans = np.ascontiguousarray(model.transition)
+        self.initial = model.initial
+        self.final = model.final
+
+        scores = np.concatenate([model.duration.ravel(), model.transition.ravel(),
+                                 model.initial, model.final, self.lrho])
+        finite = scores[np.isfinite(scores)]
+        self.linear_ok = bool(finite.size == 0 or finite.max() <= LINEAR_MAX_MODEL_SCORE)
+
+        def lin(v):
+            out = np.exp(v)
+            out[v < LINEAR_MIN_LOG_WEIGHT] = 0.0
+            return out
+
+        w = lin(phi)
+        self.wcirc = np.ascontiguousarray(w[:, m_idx])
+        self.wpos = np.ascontiguousarray(np.isfinite(phi)[:, m_idx])
+        self.wK = np.ascontiguousarray(w[:, K - 1])
+        self.phiK_finite = np.isfinite(self.phiK)
+        self.rho = np.where(np.isfinite(self.lrho), np.exp(self.lrho), 0.0)
+        self.Tr = np.ascontiguousarray(lin(model.transition))
+        self.trpos = np.ascontiguousarray(np.isfinite(model.transition))
+        # Bound on how much any duration weight can multiply a lost value.
+        wmax = np.where(np.isfinite(phi), phi, -np.inf).max(axis=1)
+        self.mw = np.maximum(1.0, np.exp(np.minimum(wmax, 700.0)))
+        self.init_m, self.init_k = _scaled_exp(model.initial)
+        self.final_m, self.final_k = _scaled_exp(model.final)
+
+
+class LinearState:
+    """Forward state of the certified linear-space recursion at one boundary."""
+
+    def __init__(self, pm: PreparedModel):
+        self.pm = pm
+        C, K = pm.C, pm.K
+        self.ring = np.zeros((C, K))
+        self.tail = np.zeros(C)
+        self.A = np.zeros(C)
+        self.E = pm.init_m.copy()
+        self.ghost = np.full(C, -np.inf)
+        self.istate = np.array([0, pm.init_k], dtype=np.int64)
+
+    @property
+    def t(self) -> int:
+        return int(self.istate[0])
+
+    def copy(self) -> "LinearState":
+        out = LinearState.__new__(LinearState)
+        out.pm = self.pm
+        out.ring, out.tail, out.A, out.E = self.ring.copy(), self.tail.copy(), self.A.copy(), self.E.copy()
+        out.ghost, out.istate = self.ghost.copy(), self.istate.copy()
+        return out
+
+    def advance(self, chunk: EmissionChunk, store: ForwardStore | None = None) -> int:
+        pm = self.pm
+        k = _kernels()
+        dummy2 = np.empty((0, pm.C))
+        s = store if store is not None else None
+        return int(k.forward_linear(
+            chunk.x, chunk.f, chunk.k, self.ring, self.tail, self.A, self.E, self.ghost,
+            self.istate, pm.wcirc, pm.wpos, pm.wK, pm.phiK_finite, pm.rho, pm.Tr, pm.trpos,
+            s is not None,
+            s.E if s else dummy2, s.A if s else dummy2, s.L if s else dummy2,
+            s.sexp if s else np.empty(0, dtype=np.int64), s.ghost if s else dummy2))
+
+    def log_partition(self) -> tuple[float, float, int]:
+        """(logZ, mantissa in [0.5, 1), binary exponent) at the final boundary."""
+        zm = float(np.dot(self.A, self.pm.final_m))
+        return _split_z(zm, int(self.istate[1]) + self.pm.final_k)
+
+    def lost_at_end(self, log_z: float) -> float:
+        """Certificate term of the ghosts at the contig end (B[T] = final)."""
+        g = self.ghost
+        ok = np.isfinite(g) & np.isfinite(self.pm.final)
+        return float(np.sum(self.pm.mw[ok] * np.exp(g[ok] + self.pm.final[ok] - log_z)))
+
+
+class LogSpaceState:
+    """Forward state of the exact log-space recursion at one boundary."""
+
+    def __init__(self, pm: PreparedModel):
+        self.pm = pm
+        C, K = pm.C, pm.K
+        self.ring = np.full((C, K), -np.inf)
+        self.tail = np.full(C, -np.inf)
+        self.A = np.full(C, -np.inf)
+        self.E = pm.initial.copy()
+        self.istate = np.array([0, 0], dtype=np.int64)
+
+    @property
+    def t(self) -> int:
+        return int(self.istate[0])
+
+    def copy(self) -> "LogSpaceState":
+        out = LogSpaceState.__new__(LogSpaceState)
+        out.pm = self.pm
+        out.ring, out.tail, out.A, out.E = self.ring.copy(), self.tail.copy(), self.A.copy(), self.E.copy()
+        out.istate = self.istate.copy()
+        return out
+
+    def advance(self, chunk: EmissionChunk, store: ForwardStore | None = None) -> int:
+        pm = self.pm
+        dummy2 = np.empty((0, pm.C))
+        s = store
+        return int(_kernels().forward_logspace(
+            chunk.x, self.ring, self.tail, self.A, self.E, self.istate,
+            pm.phicirc, pm.phiK, pm.lrho, pm.trans, s is not None,
+            s.E if s else dummy2, s.A if s else dummy2, s.L if s else dummy2,
+            s.sexp if s else np.empty(0, dtype=np.int64), s.ghost if s else dummy2))
+
+    def log_partition(self) -> tuple[float, float, int]:
+        v = self.A + self.pm.final
+        m = v.max()
+        if not np.isfinite(m):
+            return -math.inf, 0.0, 0
+        k = int(math.floor(m / math.log(2.0)))
+        zm = float(np.sum(np.exp(v - k * math.log(2.0))))
+        return _split_z(zm, k)
+
+    def lost_at_end(self, log_z: float) -> float:
+        return 0.0
+
+
+class ViterbiState:
+    """Max-plus forward state at one boundary."""
+
+    def __init__(self, pm: PreparedModel):
+        self.pm = pm
+        C, K = pm.C, pm.K
+        self.ring = np.full((C, K), -np.inf)
+        self.tail = np.full(C, -np.inf)
+        self.tail_start = np.full(C, -1, dtype=np.int64)
+        self.A = np.full(C, -np.inf)
+        self.E = pm.initial.copy()
+        self.istate = np.array([0, 0], dtype=np.int64)
+
+    @property
+    def t(self) -> int:
+        return int(self.istate[0])
+
+    def copy(self) -> "ViterbiState":
+        out = ViterbiState.__new__(ViterbiState)
+        out.pm = self.pm
+        out.ring, out.tail, out.A, out.E = self.ring.copy(), self.tail.copy(), self.A.copy(), self.E.copy()
+        out.tail_start, out.istate = self.tail_start.copy(), self.istate.copy()
+        return out
+
+    def advance(self, chunk: EmissionChunk, store: ViterbiStore | None = None) -> int:
+        pm = self.pm
+        empty = np.empty((0, pm.C), dtype=np.int64)
+        return int(_kernels().viterbi_forward(
+            chunk.x, self.ring, self.tail, self.tail_start, self.A, self.E, self.istate,
+            pm.phicirc, pm.phiK, pm.lrho, pm.trans, store is not None,
+            store.a_start if store else empty, store.e_prev if store else empty))
+
+    def best_final(self) -> tuple[float, int]:
+        v = self.A + self.pm.final
+        c = int(np.argmax(v))  # argmax returns the lowest label on ties
+        return float(v[c]), c
+
+
+def _split_z(zm: float, zexp: int) -> tuple[float, float, int]:
+    if not zm > 0.0:
+        return -math.inf, 0.0, 0
+    m, e = math.frexp(zm)
+    zexp += e
+    return math.log(m) + zexp * math.log(2.0), m, zexp
+
+
+class CpuBackend:
+    """Numba kernels; ``exact=True`` selects the log-space forward."""
+
+    name = "cpu"
+
+    def __init__(self, model: SemiMarkovModel, exact: bool = False):
+        self.fwd = PreparedModel(model)
+        self.bwd = PreparedModel(model.reversed())
+        self.exact = exact or not self.fwd.linear_ok
+
+    def forward_state(self, backward: bool = False):
+        pm = self.bwd if backward else self.fwd
+        return LogSpaceState(pm) if self.exact else LinearState(pm)
+
+    def viterbi_state(self) -> ViterbiState:
+        return ViterbiState(self.fwd)
+
+    def posterior_chunk(self, fstore, bstore, log_z, zm, zexp, carry, first_boundary, n,
+                        with_last, gamma, boundary, change) -> float:
+        pm = self.fwd
+        return float(_kernels().posterior_chunk(
+            fstore.E, fstore.A, fstore.sexp, fstore.ghost,
+            bstore.E, bstore.A, bstore.sexp, bstore.ghost,
+            pm.Tr, pm.mw, 1.0 / zm, zexp, log_z, carry, first_boundary, n, with_last,
+            gamma, boundary, change))

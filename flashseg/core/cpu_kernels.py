@@ -1,0 +1,523 @@
+"""Compiled CPU kernels (numba): one chunk of one pass at a time.
+
+Every kernel advances a state in place over the bins of one chunk. The chunk
+driver (``driver.py``) owns the order of passes, the checkpoints and the
+consumers; these functions only do arithmetic.
+
+Three forward recursions share one ring layout (ALGORITHMS.md, Forward):
+
+* :func:`forward_linear` — the fast path. Linear space, one shared binary
+  exponent per bin (``sexp``), values flushed to 0 below ``FLOOR`` with the
+  lost mass carried in per-label "ghost" accumulators that the driver turns
+  into an a-posteriori certificate.
+* :func:`forward_logspace` — exact log-space recursion (K exps per bin and
+  label), the fallback when a certificate fails.
+* :func:`viterbi_forward` — the max-plus recursion (log space, nothing to
+  certify), optionally recording argmax pointers for the traceback.
+
+Ring layout: the entry of the segment that started at bin ``s`` lives in
+slot ``(-s) mod K``. At boundary ``t`` (after bins ``0..t-1``) the slot ``j``
+holds a start with duration ``d = ((j + t - 1) mod K) + 1``, so the weight
+of slot ``j`` is ``wcirc[c, j + (t mod K)]`` with
+``wcirc[c, m] = w[c, (m - 1) mod K]``: a contiguous, vectorisable read.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+# Values below FLOOR (in units of 2**sexp) are flushed to zero and their mass is
+# charged to the ghost accumulators. The live maximum is kept inside
+# [2**-64, 2**64], so a flushed value is at least 2**-736 below it.
+FLOOR = 2.0 ** -800
+LOG_FLOOR = -800.0 * math.log(2.0)
+RESCALE_HI = 2.0 ** 64
+RESCALE_LO = 2.0 ** -64
+LN2 = math.log(2.0)
+
+# Linear-space kernels may reassociate sums (vectorised dot products) but must
+# keep IEEE semantics for zeros and infinities: no 'nnan'/'ninf'.
+_FASTMATH = {"reassoc", "contract", "arcp", "nsz"}
+
+
+@njit(nogil=True, cache=True)
+def _logaddexp(a, b):
+    if a == -np.inf:
+        return b
+    if b == -np.inf:
+        return a
+    if a > b:
+        return a + math.log1p(math.exp(b - a))
+    return b + math.log1p(math.exp(a - b))
+
+
+@njit(nogil=True, cache=True, fastmath=_FASTMATH)
+def _ring_step(r, wc, h, fc):
+    """Multiply one label's ring by its emission factor, flush, and read out A.
+
+    Returns (sum of weighted entries, max entry, number of flushed entries).
+    """
+    acc = 0.0
+    mx = 0.0
+    cnt = 0
+    for j in range(r.shape[0]):
+        vo = r[j]
+        v = vo * fc
+        if v < FLOOR:
+            if vo > 0.0:
+                cnt += 1
+            v = 0.0
+        r[j] = v
+        acc += v * wc[j + h]
+        mx = max(mx, v)
+    return acc, mx, cnt
+
+
+@njit(nogil=True, cache=True)
+def forward_linear(x, f, kexp, ring, tail, A, E, ghost, istate,
+                   wcirc, wpos, wK, phiK_finite, rho, Tr, trpos,
+                   do_store, sE, sA, sL, sS, sG):
+    """Advance the certified linear-space forward over the bins of one chunk.
+
+    x (n, C) emissions (log), f (n, C) = exp(x - kexp * ln2), kexp (n,) int64.
+    State (mutated): ring (C, K), tail (C,), A (C,), E (C,) at the current
+    boundary, ghost (C,) natural-log absolute lost mass, istate = [t, sexp].
+    With do_store, rows 0..n of sE, sA, sL (C columns), sS (sexp) and sG
+    (ghost) receive the state at boundaries t..t+n.
+
+    Returns -1, or the chunk-local bin at which all mass vanished.
+    """
+    n, C = x.shape
+    K = ring.shape[1]
+    t = istate[0]
+    sexp = istate[1]
+    lost = np.zeros(C)
+    if do_store:
+        sE[0, :] = E
+        sA[0, :] = A
+        sL[0, :] = tail
+        sS[0] = sexp
+        sG[0, :] = ghost
+    for i in range(n):
+        sexp += kexp[i]
+        h = (t + 1) % K
+        slot = (K - t % K) % K
+        live_max = 0.0
+        for c in range(C):
+            fc = f[i, c]
+            old = ring[c, slot]  # started at t - K: leaves the ring (duration K -> K + 1)
+            nlost = 0.0
+            tl = 0.0
+            if rho[c] > 0.0:
+                tl_old = tail[c]
+                tl = (tl_old + old * wK[c]) * (rho[c] * fc)
+                if tl < FLOOR:
+                    if tl_old > 0.0 or (old > 0.0 and phiK_finite[c]):
+                        nlost += 1.0
+                    tl = 0.0
+                tail[c] = tl
+            ring[c, slot] = E[c]
+            acc, mx, cnt = _ring_step(ring[c], wcirc[c], h, fc)
+            nlost += cnt
+            a = acc + tl
+            if a < FLOOR:
+                if mx > 0.0 or tl > 0.0 or a > 0.0:
+                    # Mass may be alive but only at durations whose weight
+                    # underflowed; charge it only if some weight is really > 0.
+                    alive = tl > 0.0
+                    if not alive:
+                        for j in range(K):
+                            if ring[c, j] > 0.0 and wpos[c, j + h]:
+                                alive = True
+                                break
+                    if alive:
+                        nlost += K + 1.0
+                a = 0.0
+            A[c] = a
+            lost[c] = nlost
+            live_max = max(live_max, mx, tl, a)
+        for c in range(C):
+            e = 0.0
+            for cp in range(C):
+                e += A[cp] * Tr[cp, c]
+            if e < FLOOR:
+                if e > 0.0:
+                    lost[c] += C
+                else:
+                    for cp in range(C):
+                        if A[cp] > 0.0 and trpos[cp, c]:
+                            lost[c] += C
+                            break
+                e = 0.0
+            E[c] = e
+            live_max = max(live_max, e)
+        t += 1
+        # Ghosts: carry earlier losses through this bin, then add this bin's.
+        for c in range(C):
+            g = ghost[c]
+            if g > -np.inf:
+                g += x[i, c]
+            if lost[c] > 0.0:
+                g = _logaddexp(g, math.log(lost[c]) + LOG_FLOOR + sexp * LN2)
+            ghost[c] = g
+        if live_max == 0.0:
+            istate[0] = t
+            istate[1] = sexp
+            return i
+        if live_max > RESCALE_HI or live_max < RESCALE_LO:
+            # Rescale by an exact power of two; values pushed below FLOOR are
+            # flushed and charged like any other loss.
+            shift = math.frexp(live_max)[1]
+            scale = math.ldexp(1.0, -shift)
+            sexp += shift
+            for c in range(C):
+                nl = 0.0
+                for j in range(K):
+                    vo = ring[c, j]
+                    v = vo * scale
+                    if v < FLOOR:
+                        if vo > 0.0:
+                            nl += 1.0
+                        v = 0.0
+                    ring[c, j] = v
+                tv = tail[c] * scale
+                if tv < FLOOR:
+                    if tail[c] > 0.0:
+                        nl += 1.0
+                    tv = 0.0
+                tail[c] = tv
+                av = A[c] * scale
+                if av < FLOOR:
+                    if A[c] > 0.0:
+                        nl += K + 1.0
+                    av = 0.0
+                A[c] = av
+                ev = E[c] * scale
+                if ev < FLOOR:
+                    if E[c] > 0.0:
+                        nl += C
+                    ev = 0.0
+                E[c] = ev
+                if nl > 0.0:
+                    ghost[c] = _logaddexp(ghost[c], math.log(nl) + LOG_FLOOR + sexp * LN2)
+        if do_store:
+            sE[i + 1, :] = E
+            sA[i + 1, :] = A
+            sL[i + 1, :] = tail
+            sS[i + 1] = sexp
+            sG[i + 1, :] = ghost
+    istate[0] = t
+    istate[1] = sexp
+    return -1
+
+
+@njit(nogil=True, cache=True)
+def _store_log_row(row, lE, lA, lL, sE, sA, sL, sS):
+    """Write one boundary of log-space values as mantissas with a shared exponent."""
+    C = lE.shape[0]
+    mx = -np.inf
+    for c in range(C):
+        mx = max(mx, lE[c], lA[c], lL[c])
+    k = 0
+    if mx > -np.inf:
+        k = int(math.floor(mx / LN2))
+    sS[row] = k
+    off = k * LN2
+    for c in range(C):
+        sE[row, c] = math.exp(lE[c] - off)
+        sA[row, c] = math.exp(lA[c] - off)
+        sL[row, c] = math.exp(lL[c] - off)
+
+
+@njit(nogil=True, cache=True)
+def forward_logspace(x, ring, tail, A, E, istate, phicirc, phiK, lrho, trans,
+                     do_store, sE, sA, sL, sS, sG):
+    """Exact log-space forward over one chunk (the certificate's fallback).
+
+    Same ring layout and store format as :func:`forward_linear` (stores are
+    written as mantissas with one binary exponent per boundary; ghosts -inf).
+    Returns -1, or the chunk-local bin at which all mass vanished.
+    """
+    n, C = x.shape
+    K = ring.shape[1]
+    t = istate[0]
+    if do_store:
+        _store_log_row(0, E, A, tail, sE, sA, sL, sS)
+        sG[0, :] = -np.inf
+    for i in range(n):
+        h = (t + 1) % K
+        slot = (K - t % K) % K
+        any_alive = False
+        for c in range(C):
+            xc = x[i, c]
+            old = ring[c, slot]
+            tl = -np.inf
+            if lrho[c] > -np.inf:
+                tl = _logaddexp(tail[c], old + phiK[c]) + lrho[c] + xc
+                if not tl > -np.inf:
+                    tl = -np.inf
+            tail[c] = tl
+            ring[c, slot] = E[c]
+            m = -np.inf
+            for j in range(K):
+                v = ring[c, j] + xc
+                ring[c, j] = v
+                m = max(m, v + phicirc[c, j + h])
+            a = -np.inf
+            if m > -np.inf:
+                s = 0.0
+                for j in range(K):
+                    s += math.exp(ring[c, j] + phicirc[c, j + h] - m)
+                a = m + math.log(s)
+            a = _logaddexp(a, tl)
+            A[c] = a
+            if a > -np.inf or m > -np.inf:
+                any_alive = True
+            for j in range(K):
+                if ring[c, j] > -np.inf:
+                    any_alive = True
+                    break
+        for c in range(C):
+            m = -np.inf
+            for cp in range(C):
+                m = max(m, A[cp] + trans[cp, c])
+            e = -np.inf
+            if m > -np.inf:
+                s = 0.0
+                for cp in range(C):
+                    s += math.exp(A[cp] + trans[cp, c] - m)
+                e = m + math.log(s)
+            E[c] = e
+        t += 1
+        if not any_alive:
+            istate[0] = t
+            return i
+        if do_store:
+            _store_log_row(i + 1, E, A, tail, sE, sA, sL, sS)
+            sG[i + 1, :] = -np.inf
+    istate[0] = t
+    return -1
+
+
+@njit(nogil=True, cache=True)
+def viterbi_forward(x, ring, tail, tail_start, A, E, istate, phicirc, phiK, lrho, trans,
+                    do_store, a_start, e_prev):
+    """Max-plus forward over one chunk; with do_store, argmax pointers per boundary.
+
+    a_start[r, c]: start bin of the best label-c segment ending at boundary
+    t0 + r (shortest duration on exact ties; -1 if impossible).
+    e_prev[r, c]: best previous label for a label-c segment starting at
+    boundary t0 + r (lowest label on ties; -2 at the contig start; -1 if
+    impossible). Row 0 is the incoming boundary (its a_start is taken from
+    the previous chunk; only e_prev is filled there).
+    """
+    n, C = x.shape
+    K = ring.shape[1]
+    t = istate[0]
+    if do_store:
+        _viterbi_prev_row(0, t, A, E, trans, e_prev)
+        for c in range(C):
+            a_start[0, c] = -1
+    for i in range(n):
+        h = (t + 1) % K
+        slot = (K - t % K) % K
+        for c in range(C):
+            xc = x[i, c]
+            old = ring[c, slot]
+            tl = -np.inf
+            if lrho[c] > -np.inf:
+                from_new = old + phiK[c] + lrho[c] + xc
+                from_old = tail[c] + lrho[c] + xc
+                # Ties prefer the shorter segment: the one that just left the ring.
+                if from_new >= from_old and from_new > -np.inf:
+                    tl = from_new
+                    tail_start[c] = t - K
+                elif from_old > -np.inf:
+                    tl = from_old
+            tail[c] = tl
+            ring[c, slot] = E[c]
+            best = -np.inf
+            if not do_store:
+                for j in range(K):
+                    v = ring[c, j] + xc
+                    ring[c, j] = v
+                    best = max(best, v + phicirc[c, j + h])
+                A[c] = max(best, tl)
+            else:
+                best_d = K + 1
+                for j in range(K):
+                    v = ring[c, j] + xc
+                    ring[c, j] = v
+                    cand = v + phicirc[c, j + h]
+                    d = ((j + t) % K) + 1
+                    if cand > best or (cand == best and cand > -np.inf and d < best_d):
+                        best = cand
+                        best_d = d
+                if best >= tl and best > -np.inf:
+                    A[c] = best
+                    a_start[i + 1, c] = t + 1 - best_d
+                elif tl > -np.inf:
+                    A[c] = tl
+                    a_start[i + 1, c] = tail_start[c]
+                else:
+                    A[c] = -np.inf
+                    a_start[i + 1, c] = -1
+        for c in range(C):
+            m = -np.inf
+            for cp in range(C):
+                m = max(m, A[cp] + trans[cp, c])
+            E[c] = m
+        t += 1
+        if do_store:
+            _viterbi_prev_row(i + 1, t, A, E, trans, e_prev)
+    istate[0] = t
+    return -1
+
+
+@njit(nogil=True, cache=True)
+def _viterbi_prev_row(row, t, A, E, trans, e_prev):
+    C = A.shape[0]
+    for c in range(C):
+        if t == 0:
+            e_prev[row, c] = -2
+            continue
+        best = -np.inf
+        arg = -1
+        for cp in range(C):
+            v = A[cp] + trans[cp, c]
+            if v > best:
+                best = v
+                arg = cp
+        e_prev[row, c] = arg
+
+
+@njit(nogil=True, cache=True)
+def viterbi_traceback(a_start, e_prev, t0, pos, c, phase, out_start, out_end, out_label, count):
+    """Follow argmax pointers inside one chunk (pointer rows for boundaries t0, t0+1, ...).
+
+    phase 2: a label-c segment ends at boundary ``pos`` (needs a_start there);
+    phase 1: a label-c segment starts at ``pos`` (needs e_prev there).
+    Segments are appended right to left to the out_* buffers from ``count``.
+    Returns (pos, c, phase, count); phase 0 means the contig start was reached.
+    The caller moves to another chunk (or grows full buffers) and calls again.
+    """
+    while True:
+        if phase == 1:
+            if pos < t0:
+                return pos, c, 1, count
+            c = e_prev[pos - t0, c]
+            phase = 2
+        if pos <= t0 or count == out_start.shape[0]:
+            return pos, c, 2, count
+        s = a_start[pos - t0, c]
+        out_start[count] = s
+        out_end[count] = pos
+        out_label[count] = c
+        count += 1
+        if s == 0:
+            return 0, c, 0, count
+        pos = s
+        phase = 1
+
+
+@njit(nogil=True, cache=True)
+def posterior_chunk(Ef, Af, sf, gf, Bb, Gb, sb, gb, Tr, mw, inv_zm, zexp, log_z,
+                    carry, first_boundary, n, with_last, gamma, boundary, change):
+    """Per-bin posteriors for boundaries 0..n-1 of a chunk, and its certificate term.
+
+    Forward rows (E, A, sexp, ghost) and backward rows (B, G, sexp, ghost) are
+    aligned on the same boundaries. Each boundary's factor
+    2**(sf + sb - zexp) / zm is exact: the scales cancel as integers, so the
+    running gamma sum does not random-walk on rounding of large logs.
+    ``carry`` holds gamma of the previous bin and is updated in place.
+    Returns the certificate term: an upper bound on (mass lost to flushes)/Z.
+    """
+    C = Ef.shape[1]
+    cert = 0.0
+    rows = n + 1 if with_last else n
+    for i in range(rows):
+        # Forward losses continue at most like B; backward losses like E.
+        for c in range(C):
+            if gf[i, c] > -np.inf and Bb[i, c] > 0.0:
+                cert += mw[c] * math.exp(gf[i, c] + math.log(Bb[i, c]) + sb[i] * LN2 - log_z)
+            if gb[i, c] > -np.inf and Ef[i, c] > 0.0:
+                cert += mw[c] * math.exp(gb[i, c] + math.log(Ef[i, c]) + sf[i] * LN2 - log_z)
+        if i == n:
+            break
+        factor = math.ldexp(inv_zm, int(sf[i] + sb[i] - zexp))
+        bsum = 0.0
+        chg = 0.0
+        for c in range(C):
+            p_start = Ef[i, c] * Gb[i, c] * factor
+            p_end = Af[i, c] * Bb[i, c] * factor
+            carry[c] += p_start - p_end
+            bsum += p_start
+            if Gb[i, c] > 0.0:
+                inflow = 0.0
+                for cp in range(C):
+                    if cp != c:
+                        inflow += Af[i, cp] * Tr[cp, c]
+                chg += inflow * Gb[i, c] * factor
+        # Identity sum_c gamma = 1: clip and renormalise the carried sums.
+        tot = 0.0
+        for c in range(C):
+            v = carry[c]
+            if v < 0.0:
+                v = 0.0
+            elif v > 1.0:
+                v = 1.0
+            carry[c] = v
+            tot += v
+        if tot > 0.0:
+            for c in range(C):
+                carry[c] /= tot
+        for c in range(C):
+            gamma[i, c] = carry[c]
+        if first_boundary + i == 0:
+            boundary[i] = 1.0
+            change[i] = 1.0
+        else:
+            boundary[i] = min(bsum, 1.0)
+            change[i] = min(chg, 1.0)
+    return cert
+
+
+@njit(nogil=True, cache=True)
+def run_inner_logweight(n_max, phi, lrho, log_self):
+    """log D(n), n = 0..n_max: all ways to cut a run of n bins of one label
+    into segments joined by self-transitions (durations weighted by phi, the
+    tail by lrho), emissions excluded. O(n_max * K), log space."""
+    K = phi.shape[0]
+    out = np.full(n_max + 1, -np.inf)
+    # F[m]: log mass of cuts of the first m bins ending at a segment boundary.
+    F = np.full(n_max + 1, -np.inf)
+    F[0] = 0.0
+    tail = -np.inf
+    for m in range(1, n_max + 1):
+        best = -np.inf
+        terms = np.empty(K + 1)
+        nt = 0
+        for d in range(1, min(K, m) + 1):
+            start_w = F[m - d] + (0.0 if m - d == 0 else log_self)
+            v = start_w + phi[d - 1]
+            terms[nt] = v
+            nt += 1
+            best = max(best, v)
+        if lrho > -np.inf and m - K - 1 >= 0:
+            j = m - K - 1
+            start_w = F[j] + (0.0 if j == 0 else log_self)
+            tail = _logaddexp(tail + lrho, start_w + phi[K - 1] + lrho)
+        elif lrho > -np.inf:
+            tail = -np.inf
+        terms[nt] = tail
+        nt += 1
+        best = max(best, tail)
+        if best > -np.inf:
+            s = 0.0
+            for q in range(nt):
+                s += math.exp(terms[q] - best)
+            F[m] = best + math.log(s)
+        out[m] = F[m]
+    return out

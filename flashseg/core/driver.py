@@ -1,0 +1,493 @@
+"""The chunk driver: pass order, checkpoints, traceback, posteriors, sampling.
+
+Shared by every backend (CPU numba, GPU Triton). A backend supplies states
+with ``advance(chunk, store)``; the driver never sees their internals.
+
+Pass plan per contig (ALGORITHMS.md, Chunks and output order):
+
+* Viterbi: max-plus forward keeping one checkpoint per chunk; traceback from
+  the contig end recomputes one chunk at a time with argmax pointers.
+* Posteriors: a backward pass (the forward of the reversed model on reversed
+  emissions) keeps checkpoints; then one left-to-right pass recomputes each
+  chunk's backward rows from its checkpoint, runs the forward over it, and
+  emits gamma, b and chg in ascending order. The certificate of the linear
+  fast path is summed in that pass; if it fails, the contig is recomputed in
+  exact log space (consumers get ``restart()``).
+* Sampling: forward checkpoints from the posterior pass; chunks recomputed
+  right to left while every sample walks back through them.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+
+import numpy as np
+
+from ..errors import DataError, NoValidSegmentation
+from .cpu import EmissionChunk, ForwardStore, ViterbiStore
+from .results import SegmentCalls, Segments
+
+LN2 = math.log(2.0)
+# The fast path is accepted when flushed mass can change Z (and so any
+# posterior) by less than this fraction.
+CERTIFICATE_TOLERANCE = 1e-13
+
+
+class UncertifiedError(Exception):
+    """The linear fast path could not certify this contig; recompute exactly."""
+
+
+class ContigRun:
+    """One contig: its emissions, chunk layout and backend."""
+
+    def __init__(self, backend, emissions, n_bins: int, chunk_size: int, name: str = ""):
+        if n_bins < 1:
+            raise DataError("contig has no bins", contig=name or None)
+        if chunk_size < 1:
+            raise ValueError("chunk_size must be >= 1")
+        self.backend = backend
+        self.emissions = emissions
+        self.T = int(n_bins)
+        self.chunk = int(chunk_size)
+        self.name = name
+        self.C = backend.fwd.C
+        self.bounds = [(a, min(a + self.chunk, self.T)) for a in range(0, self.T, self.chunk)]
+
+    # -- emissions -----------------------------------------------------------
+    def read(self, j: int) -> EmissionChunk:
+        a, b = self.bounds[j]
+        x = np.asarray(self.emissions(a, b), dtype=np.float64)
+        if x.shape != (b - a, self.C):
+            raise DataError(f"emission source returned shape {x.shape} for bins [{a}, {b}), "
+                            f"expected {(b - a, self.C)}", contig=self.name or None)
+        bad = np.isnan(x) | np.isposinf(x)
+        if bad.any():
+            i = int(np.argmax(bad.any(axis=1)))
+            what = "NaN" if np.isnan(x[i]).any() else "+inf"
+            raise DataError(f"emission score is {what}", contig=self.name or None, bin=a + i)
+        dead = np.isneginf(x).all(axis=1)
+        if dead.any():
+            i = int(np.argmax(dead))
+            raise NoValidSegmentation("no valid segmentation: every label has probability 0 here",
+                                      contig=self.name or None, bin=a + i)
+        return EmissionChunk.from_log(x)
+
+    def chunk_of_end(self, pos: int) -> int:
+        """The chunk whose rows hold boundary ``pos`` as a segment end (a < pos <= b)."""
+        return (pos - 1) // self.chunk
+
+    def chunk_of_start(self, pos: int) -> int:
+        """A chunk whose rows hold boundary ``pos`` (a <= pos <= b)."""
+        return min(pos // self.chunk, len(self.bounds) - 1)
+
+    def vanished(self, j: int, local: int):
+        raise NoValidSegmentation("no valid segmentation: all paths have probability 0 by here",
+                                  contig=self.name or None, bin=self.bounds[j][0] + local)
+
+    # -- Viterbi -------------------------------------------------------------
+    def viterbi(self) -> tuple[float, Segments]:
+        state = self.backend.viterbi_state()
+        checkpoints = []
+        for j in range(len(self.bounds)):
+            checkpoints.append(state.copy())
+            state.advance(self.read(j))
+        score, label = state.best_final()
+        if not score > -math.inf:
+            raise NoValidSegmentation("no valid segmentation (every path has score -inf)",
+                                      contig=self.name or None)
+        from .cpu_kernels import viterbi_traceback
+
+        cap = 1024
+        out_s = np.empty(cap, dtype=np.int64)
+        out_e = np.empty(cap, dtype=np.int64)
+        out_c = np.empty(cap, dtype=np.int64)
+        count = 0
+        pos, phase = self.T, 2
+        j_loaded, store = -1, None
+        while phase != 0:
+            j = self.chunk_of_end(pos) if phase == 2 else self.chunk_of_start(pos)
+            if j != j_loaded:
+                a, b = self.bounds[j]
+                store = ViterbiStore(b - a + 1, self.C)
+                st = checkpoints[j].copy()
+                st.advance(self.read(j), store)
+                j_loaded = j
+            pos, label, phase, count = viterbi_traceback(
+                store.a_start, store.e_prev, self.bounds[j][0], pos, label, phase,
+                out_s, out_e, out_c, count)
+            if count == cap:
+                cap *= 2
+                out_s, out_e, out_c = (np.resize(v, cap) for v in (out_s, out_e, out_c))
+        segs = Segments(out_s[:count][::-1].copy(), out_e[:count][::-1].copy(),
+                        out_c[:count][::-1].astype(np.int32))
+        return score, segs
+
+    # -- posteriors ----------------------------------------------------------
+    def backward_checkpoints(self):
+        """Backward pass: checkpoints (reversed-problem states) at every chunk end."""
+        state = self.backend.forward_state(backward=True)
+        checkpoints = [None] * len(self.bounds)
+        for j in range(len(self.bounds) - 1, -1, -1):
+            checkpoints[j] = state.copy()
+            status = state.advance(self.read(j).reversed())
+            if status >= 0:
+                a, b = self.bounds[j]
+                if self.backend.exact or not np.isfinite(state.ghost).any():
+                    raise NoValidSegmentation("no valid segmentation: all paths have probability 0 by here",
+                                              contig=self.name or None, bin=b - 1 - status)
+                raise UncertifiedError()
+        log_z, zm, zexp = state.log_partition()
+        if not log_z > -math.inf:
+            if not self.backend.exact and np.isfinite(state.ghost).any():
+                raise UncertifiedError()
+            raise NoValidSegmentation("no valid segmentation (total probability 0)",
+                                      contig=self.name or None)
+        return checkpoints, (log_z, zm, zexp), state
+
+    def posterior_pass(self, consumer=None, trackers=(), keep_forward_checkpoints=False):
+        """Left-to-right emit pass. Returns (logZ, forward checkpoints or None)."""
+        bck, (log_z, zm, zexp), bend = self.backward_checkpoints()
+        # Losses of the backward pass flushed before reaching boundary 0.
+        cert = bend.lost_at_end(log_z)
+        fstate = self.backend.forward_state()
+        fck = [] if keep_forward_checkpoints else None
+        carry = np.zeros(self.C)
+        nb = len(self.bounds)
+        for j, (a, b) in enumerate(self.bounds):
+            n = b - a
+            chunk = self.read(j)
+            bstore = ForwardStore(n + 1, self.C)
+            bs = bck[j].copy()
+            bs.advance(chunk.reversed(), bstore)
+            bstore = bstore.flipped()
+            if fck is not None:
+                fck.append(fstate.copy())
+            fstore = ForwardStore(n + 1, self.C)
+            status = fstate.advance(chunk, fstore)
+            if status >= 0:
+                if self.backend.exact:
+                    self.vanished(j, status)
+                raise UncertifiedError()
+            gamma = np.empty((n, self.C))
+            boundary = np.empty(n)
+            change = np.empty(n)
+            last = j == nb - 1
+            cert += self.backend.posterior_chunk(fstore, bstore, log_z, zm, zexp, carry, a, n,
+                                                 last, gamma, boundary, change)
+            if not self.backend.exact and cert > CERTIFICATE_TOLERANCE:
+                raise UncertifiedError()
+            for tr in trackers:
+                tr.feed(a, b, chunk.x, gamma, boundary, change, fstore, bstore)
+            if consumer is not None:
+                consumer.chunk(a, gamma, boundary, change)
+        cert += fstate.lost_at_end(log_z)
+        if not self.backend.exact and cert > CERTIFICATE_TOLERANCE:
+            raise UncertifiedError()
+        log_zf, _, _ = fstate.log_partition()
+        if not abs(log_zf - log_z) <= 1e-9 * max(1.0, abs(log_z)):
+            if not self.backend.exact:
+                raise UncertifiedError()
+            raise AssertionError(f"forward and backward disagree: {log_zf} vs {log_z}")
+        for tr in trackers:
+            tr.finish(log_z, zm, zexp)
+        return log_z, fck
+
+    # -- sampling ------------------------------------------------------------
+    def sample(self, n: int, seed: int, forward_checkpoints) -> list[Segments]:
+        pm = self.backend.fwd
+        K = pm.K
+        rngs = [np.random.default_rng(s) for s in _sample_seeds(seed, self.name, n)]
+        # per sample: [phase, pos, label, seg_end, log_u, log_surv]; phase 2 end, 3 tail, 1 prev, 0 done
+        states = [[2, self.T, -1, -1, 0.0, 0.0] for _ in range(n)]
+        segs = [[] for _ in range(n)]
+        for j in range(len(self.bounds) - 1, -1, -1):
+            a, b = self.bounds[j]
+            chunk = self.read(j)
+            ck = forward_checkpoints[j]
+            st = ck.copy()
+            store = ForwardStore(b - a + 1, self.C)
+            st.advance(chunk, store)
+            sexp_a = int(store.sexp[0])
+            for q in range(n):
+                self._walk(states[q], segs[q], rngs[q], j, a, b, chunk.x, store, ck, sexp_a, K, pm)
+        out = []
+        for q in range(n):
+            s = np.array([seg[0] for seg in reversed(segs[q])], dtype=np.int64)
+            e = np.array([seg[1] for seg in reversed(segs[q])], dtype=np.int64)
+            c = np.array([seg[2] for seg in reversed(segs[q])], dtype=np.int32)
+            out.append(Segments(s, e, c))
+        return out
+
+    def _walk(self, st, segs, rng, j, a, b, x, store, ck, sexp_a, K, pm):
+        nb = len(self.bounds)
+        while st[0] != 0:
+            phase, pos, c = st[0], st[1], st[2]
+            if phase in (2, 3):
+                if not (a < pos <= b):
+                    return
+            elif not (a <= pos <= b) or (pos == a and j > 0 and False):
+                return
+            r = pos - a
+            if phase == 2 and c < 0:
+                # Contig end: the last label.
+                w = store.A[r] * pm.final_m
+                c = _draw(rng, w)
+                st[2] = c
+                continue
+            if phase == 2:
+                A_e, L_e = store.A[r, c], store.L[r, c]
+                if L_e > 0.0 and rng.random() * A_e < L_e:
+                    st[0], st[3] = 3, pos
+                    st[4], st[5] = math.log(rng.random()), 0.0
+                    continue
+                dmax = min(K, pos)
+                xs = np.cumsum(x[r - 1::-1, c]) if r > 0 else np.zeros(0)
+                logs = np.full(dmax, -np.inf)
+                for d in range(1, dmax + 1):
+                    s = pos - d
+                    if s >= a:
+                        em = store.E[s - a, c]
+                        if em > 0.0:
+                            logs[d - 1] = math.log(em) + store.sexp[s - a] * LN2 + xs[d - 1] + pm.phicirc[c, d]
+                    else:
+                        v = ck.ring[c, (-s) % K]
+                        if v > 0.0:
+                            inner = xs[r - 1] if r > 0 else 0.0
+                            logs[d - 1] = math.log(v) + sexp_a * LN2 + inner + pm.phicirc[c, d]
+                d = 1 + _draw_log(rng, logs)
+                segs.append((pos - d, pos, c))
+                st[0], st[1] = 1, pos - d
+                continue
+            if phase == 3:
+                # Tail: walk back while the L recursion says "started even earlier".
+                t = pos
+                log_u, log_s = st[4], st[5]
+                stopped = False
+                while t > a:
+                    lt, lp = store.L[t - a, c], store.L[t - 1 - a, c]
+                    if lp > 0.0:
+                        lpc = (math.log(lp) + store.sexp[t - 1 - a] * LN2 + pm.lrho[c] + x[t - 1 - a, c]
+                               - math.log(lt) - store.sexp[t - a] * LN2)
+                        log_new = log_s + min(lpc, 0.0)
+                    else:
+                        log_new = -math.inf
+                    if log_u >= log_new:
+                        stopped = True
+                        break
+                    log_s = log_new
+                    t -= 1
+                st[1], st[5] = t, log_s
+                if not stopped:
+                    return
+                s = t - 1 - K
+                segs.append((s, st[3], c))
+                st[0], st[1] = 1, s
+                continue
+            # phase 1: a label-c segment starts at pos
+            if pos == 0:
+                st[0] = 0
+                return
+            if pos == a and j > 0 and r == 0 and store.A[0].max() == 0.0:
+                return
+            w = store.A[r] * pm.Tr[:, c]
+            cp = _draw(rng, w)
+            st[0], st[2] = 2, cp
+        return
+
+
+def _draw(rng, weights) -> int:
+    total = float(np.sum(weights))
+    if not total > 0.0:
+        raise AssertionError("sampling from an all-zero distribution")
+    u = rng.random() * total
+    idx = int(np.searchsorted(np.cumsum(weights), u, side="right"))
+    return min(idx, len(weights) - 1)
+
+
+def _draw_log(rng, logw) -> int:
+    m = np.max(logw)
+    return _draw(rng, np.exp(logw - m))
+
+
+def _sample_seeds(seed: int, name: str, n: int):
+    digest = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "little")
+    return np.random.SeedSequence([int(seed) & 0xFFFFFFFFFFFFFFFF, digest]).spawn(n)
+
+
+def log_duration_weight(pm, labels: np.ndarray, d: np.ndarray) -> np.ndarray:
+    """phi_c(d) for arrays of labels and durations (tail included)."""
+    K = pm.K
+    labels = np.asarray(labels, dtype=np.int64)
+    d = np.asarray(d, dtype=np.int64)
+    phi = pm.model.duration[np.minimum(d, K) - 1, labels]
+    lrho = pm.lrho[labels]
+    over = d > K
+    with np.errstate(invalid="ignore"):
+        tail = phi + (d - K) * lrho
+    return np.where(over, np.where(np.isfinite(lrho), tail, -np.inf), phi)
+
+
+def _safe_log(v):
+    with np.errstate(divide="ignore"):
+        return np.log(v)
+
+
+class SegmentTracker:
+    """Streams the posteriors of a tiling set of segments through the emit pass.
+
+    ``kind`` is "exact" (P of that exact segment; b at its ends) or "run"
+    (P of the merged run; chg at its ends). Segment starts are either known up
+    front (``starts``/``labels``) or discovered per chunk from gamma
+    (``decode=True``: per-bin argmax, lowest label on ties). Everything is
+    vectorised per chunk: an HMM can have a segment per bin.
+    """
+
+    def __init__(self, pm, T: int, kind: str, starts=None, labels=None, decode=False):
+        self.pm = pm
+        self.T = T
+        self.kind = kind
+        self.decode = decode
+        self.known_starts = None if starts is None else np.asarray(starts, dtype=np.int64)
+        self.known_labels = None if labels is None else np.asarray(labels, dtype=np.int64)
+        self.cursor = 0
+        self.prev_label = -1
+        # the segment still running: start, label, log left factor, S, gamma sum, start_post
+        self.open = None
+        self.parts = []
+        self._run_weights = {}
+
+    def _starts_in(self, a, b, gamma):
+        if not self.decode:
+            ks = self.known_starts
+            i0 = self.cursor
+            i1 = int(np.searchsorted(ks, b, side="left"))
+            self.cursor = i1
+            return ks[i0:i1], self.known_labels[i0:i1]
+        lab = np.argmax(gamma, axis=1)
+        prev = np.concatenate([[self.prev_label], lab[:-1]])
+        idx = np.flatnonzero(lab != prev)
+        self.prev_label = int(lab[-1])
+        return a + idx, lab[idx]
+
+    def _left_log(self, rows, labels, starts, fstore):
+        """log of the left factor (E, or the inflow from other labels) at starts."""
+        E = fstore.E[rows, labels]
+        if self.kind == "exact":
+            m = E
+        else:
+            inflow = fstore.A[rows] * self.pm.Tr[:, labels].T
+            inflow[np.arange(len(rows)), labels] = 0.0
+            m = np.where(starts == 0, E, inflow.sum(axis=1))
+        return _safe_log(m) + fstore.sexp[rows] * LN2
+
+    def _right_log(self, rows, labels, ends, bstore):
+        B = bstore.E[rows, labels]
+        if self.kind == "exact":
+            m = B
+        else:
+            outflow = bstore.A[rows] * self.pm.Tr[labels]
+            outflow[np.arange(len(rows)), labels] = 0.0
+            m = np.where(ends == self.T, B, outflow.sum(axis=1))
+        return _safe_log(m) + bstore.sexp[rows] * LN2
+
+    def feed(self, a, b, x, gamma, boundary, change, fstore, bstore):
+        starts, labels = self._starts_in(a, b, gamma)
+        post = boundary if self.kind == "exact" else change
+        lead = self.open is not None and (len(starts) == 0 or starts[0] != a)
+        cut = starts - a
+        if lead:
+            cut = np.concatenate([[0], cut])
+        xs = np.add.reduceat(x, cut, axis=0) if len(cut) else np.zeros((0, x.shape[1]))
+        gs = np.add.reduceat(gamma, cut, axis=0) if len(cut) else np.zeros((0, x.shape[1]))
+        if lead:
+            c = self.open["label"]
+            self.open["S"] += xs[0, c]
+            self.open["G"] += gs[0, c]
+            xs, gs = xs[1:], gs[1:]
+        k = len(starts)
+        if k:
+            idx = np.arange(k)
+            rows = starts - a
+            new_left = self._left_log(rows, labels, starts, fstore)
+            new_S = xs[idx, labels]
+            new_G = gs[idx, labels]
+            new_sp = np.where(starts == 0, 1.0, post[rows])
+            # Segments closed in this chunk: the open one, then all new but the last.
+            if self.open is not None:
+                o = self.open
+                c_start = np.concatenate([[o["start"]], starts[:-1]])
+                c_label = np.concatenate([[o["label"]], labels[:-1]])
+                c_left = np.concatenate([[o["left"]], new_left[:-1]])
+                c_S = np.concatenate([[o["S"]], new_S[:-1]])
+                c_G = np.concatenate([[o["G"]], new_G[:-1]])
+                c_sp = np.concatenate([[o["start_post"]], new_sp[:-1]])
+            else:
+                c_start, c_label, c_left = starts[:-1], labels[:-1], new_left[:-1]
+                c_S, c_G, c_sp = new_S[:-1], new_G[:-1], new_sp[:-1]
+            self._close(c_start, starts, c_label, c_left, c_S, c_G, c_sp, starts - a, bstore)
+            self.open = {"start": int(starts[-1]), "label": int(labels[-1]), "left": float(new_left[-1]),
+                         "S": float(new_S[-1]), "G": float(new_G[-1]), "start_post": float(new_sp[-1])}
+        if b == self.T and self.open is not None:
+            o = self.open
+            self._close(np.array([o["start"]]), np.array([self.T]), np.array([o["label"]]),
+                        np.array([o["left"]]), np.array([o["S"]]), np.array([o["G"]]),
+                        np.array([o["start_post"]]), np.array([b - a]), bstore)
+            self.open = None
+
+    def _close(self, start, end, label, left, S, G, start_post, end_rows, bstore):
+        if len(start) == 0:
+            return
+        start = np.asarray(start, dtype=np.int64)
+        end = np.asarray(end, dtype=np.int64)
+        label = np.asarray(label, dtype=np.int64)
+        right = self._right_log(end_rows, label, end, bstore)
+        log_num = left + right + S + self._log_weight(label, end - start)
+        self.parts.append((start, end, label, log_num, np.asarray(start_post, dtype=np.float64),
+                           np.asarray(G, dtype=np.float64)))
+
+    def _log_weight(self, labels, d):
+        if self.kind == "exact":
+            return log_duration_weight(self.pm, labels, d)
+        out = log_duration_weight(self.pm, labels, d)
+        for c in np.unique(labels).tolist():
+            log_self = self.pm.model.transition[c, c]
+            if not log_self > -math.inf:
+                continue
+            sel = labels == c
+            need = int(d[sel].max())
+            table = self._run_weights.get(c)
+            if table is None or len(table) <= need:
+                from .cpu_kernels import run_inner_logweight
+
+                n_max = max(need, 2 * (len(table) if table is not None else 0), 64)
+                table = run_inner_logweight(n_max, np.ascontiguousarray(self.pm.model.duration[:, c]),
+                                            float(self.pm.lrho[c]), float(log_self))
+                self._run_weights[c] = table
+            out[sel] = table[d[sel]]
+        return out
+
+    def finish(self, log_z, zm, zexp):
+        if self.parts:
+            start, end, label, log_num, start_post, label_sum = (np.concatenate(v) for v in zip(*self.parts))
+        else:
+            start = end = np.zeros(0, dtype=np.int64)
+            label = np.zeros(0, dtype=np.int64)
+            log_num = start_post = label_sum = np.zeros(0)
+        with np.errstate(over="ignore"):
+            seg_post = np.clip(np.exp(log_num - log_z), 0.0, 1.0)
+        end_post = np.append(start_post[1:], 1.0) if len(start_post) else np.zeros(0)
+        label_post = np.clip(label_sum / np.maximum(end - start, 1), 0.0, 1.0)
+        self.calls = SegmentCalls(start, end, label.astype(np.int32), seg_post, start_post,
+                                  end_post, label_post)
+
+
+def merge_runs(segs: Segments) -> Segments:
+    """Merge adjacent segments of the same label into runs."""
+    if len(segs) == 0:
+        return segs
+    keep = np.ones(len(segs), dtype=bool)
+    keep[1:] = segs.label[1:] != segs.label[:-1]
+    starts = segs.start[keep]
+    labels = segs.label[keep]
+    ends = np.append(starts[1:], segs.end[-1])
+    return Segments(starts, ends, labels)
