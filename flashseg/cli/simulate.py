@@ -1,0 +1,157 @@
+"""``flashseg simulate``: a synthetic genome drawn from a model, with its truth.
+
+For each ``--contig NAME:LENGTH`` (bp): a segmentation is drawn exactly from
+the model's prior (``flashseg.core.sample`` with zero emissions), each bin
+gets an observation ``y ~ Normal(level[label], 1)`` with levels ``--signal``
+apart (``level[c] = c * signal``), and the tracks store the Gaussian
+log-likelihood of ``y`` under every label. Written to ``-o DIR``:
+
+- ``tracks.h5``  emission tracks (score log_likelihood), SPEC 4.1;
+- ``truth.bed``  the drawn segments, ``#chrom start end name``;
+- ``genome.fa``  random ACGT of each length (+ ``.fai``), with an N run of
+  ``--n-gap`` bp in the middle of each contig if asked;
+- ``model.yaml`` a copy of the model, so the directory decodes on its own.
+
+The same ``--seed`` gives the same files. Everything is generated chunk by
+chunk, so large genomes need little memory.
+"""
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import zlib
+
+import click
+import numpy as np
+
+from ._common import existing_file, load_model_spec
+
+_CHUNK_BINS = 1 << 16
+_FASTA_LINE = 60
+
+
+def parse_contig(text: str) -> tuple[str, int]:
+    name, sep, length = text.rpartition(":")
+    try:
+        value = int(length.replace(",", "").replace("_", ""))
+    except ValueError:
+        value = 0
+    if not sep or not name or "/" in name or value < 1:
+        raise click.BadParameter(f"{text!r}: expected NAME:LENGTH with LENGTH >= 1 bp", param_hint="--contig")
+    return name, value
+
+
+def contig_rng(seed: int, name: str) -> np.random.Generator:
+    return np.random.default_rng([seed & 0xFFFFFFFF, zlib.crc32(name.encode("utf-8"))])
+
+
+def observations_log_likelihood(y: np.ndarray, levels: np.ndarray) -> np.ndarray:
+    """log N(y; level_c, 1) for every label: (n, C)."""
+    return -0.5 * (y[:, None] - levels[None, :]) ** 2 - 0.5 * math.log(2 * math.pi)
+
+
+def labels_of_bins(segments, a: int, b: int) -> np.ndarray:
+    """Per-bin labels for bins [a, b) from sorted, tiling segments."""
+    start, end, label = segments.start, segments.end, segments.label
+    i = int(np.searchsorted(end, a, side="right"))
+    j = int(np.searchsorted(start, b, side="left"))
+    s = np.maximum(start[i:j], a)
+    e = np.minimum(end[i:j], b)
+    return np.repeat(label[i:j], e - s)
+
+
+def write_fasta_contig(handle, name: str, length: int, rng: np.random.Generator, gap: tuple[int, int] | None):
+    handle.write(f">{name}\n")
+    bases = np.frombuffer(b"ACGT", dtype=np.uint8)
+    block = _FASTA_LINE * 20000
+    for a in range(0, length, block):
+        b = min(length, a + block)
+        seq = bases[rng.integers(0, 4, b - a)]
+        if gap is not None:
+            lo, hi = max(a, gap[0]), min(b, gap[1])
+            if hi > lo:
+                seq[lo - a:hi - a] = ord("N")
+        raw = seq.tobytes()
+        handle.write("\n".join(raw[i:i + _FASTA_LINE].decode("ascii")
+                               for i in range(0, len(raw), _FASTA_LINE)) + "\n")
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-m", "--model", "model_path", required=True, type=existing_file(), help="Model YAML.")
+@click.option("--contig", "contigs", multiple=True, required=True, metavar="NAME:LENGTH",
+              help="A contig of LENGTH bp (repeatable).")
+@click.option("--signal", type=click.FloatRange(min=0.0), default=2.0, show_default=True,
+              help="Distance between adjacent labels' observation levels (in units of the noise sd).")
+@click.option("--n-gap", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Put a run of this many N in the middle of each contig's sequence.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--dtype", type=click.Choice(["float16", "float32", "float64"]), default="float32", show_default=True)
+@click.option("--compression", type=click.Choice(["none", "lzf", "gzip"]), default="lzf", show_default=True)
+@click.option("-o", "--outdir", required=True, type=click.Path(file_okay=False), help="Output directory.")
+def simulate(model_path, contigs, signal, n_gap, seed, dtype, compression, outdir):
+    """Draw a genome from MODEL: tracks.h5, truth.bed, genome.fa (reproducible by --seed)."""
+    parsed = [parse_contig(c) for c in contigs]
+    names = [n for n, _ in parsed]
+    if len(set(names)) != len(names):
+        raise click.BadParameter("contig names must be distinct", param_hint="--contig")
+    spec = load_model_spec(model_path)
+    os.makedirs(outdir, exist_ok=True)
+    simulate_genome(spec, parsed, outdir, signal=signal, n_gap=n_gap, seed=seed, dtype=dtype,
+                    compression=compression)
+    click.echo(f"wrote {os.path.join(outdir, 'tracks.h5')}, truth.bed, genome.fa, model.yaml "
+               f"({len(parsed)} contigs)", err=True)
+
+
+def simulate_genome(spec, contigs, outdir, *, signal=2.0, n_gap=0, seed=0, dtype="float32",
+                    compression="lzf", chunk_bins=_CHUNK_BINS):
+    from ..core import sample
+    from ..errors import DataError
+    from ..io.bed import provenance_lines
+    from ..io.output import atomic_path, open_text_output
+    from ..io.tracks import TracksWriter
+    from .._version import __version__
+
+    bin_size = spec.bin_size
+    C = len(spec.label_names)
+    levels = np.arange(C, dtype=np.float64) * float(signal)
+    fasta_target = os.path.join(outdir, "genome.fa")
+    with TracksWriter(os.path.join(outdir, "tracks.h5"), labels=spec.label_names, bin_size=bin_size,
+                      score="log_likelihood", dtype=dtype, compression=compression) as tracks, \
+            open_text_output(os.path.join(outdir, "truth.bed"), tabix_preset=None) as truth, \
+            atomic_path(fasta_target) as fasta_temp:
+        for line in provenance_lines(version=__version__, model_path=spec.path, model_sha256=spec.sha256,
+                                     seed=seed):
+            truth.write(line + "\n")
+        truth.write("#chrom\tstart\tend\tname\n")
+        with open(fasta_temp, "w", encoding="ascii") as fasta:
+            for name, length in contigs:
+                n_bins = -(-length // bin_size)
+                zero = lambda a, b: np.zeros((b - a, C))  # noqa: E731 - prior: no evidence
+                try:
+                    segments = sample(spec.model, zero, n_bins, 1, seed=seed, name=name)[0]
+                except DataError as exc:
+                    raise exc.located(file=spec.path, contig=name) from None
+                rng = contig_rng(seed, name)
+                tracks.add_contig(name, n_bins, length_bp=length)
+                for a in range(0, n_bins, chunk_bins):
+                    b = min(n_bins, a + chunk_bins)
+                    lab = labels_of_bins(segments, a, b)
+                    y = levels[lab] + rng.standard_normal(b - a)
+                    tracks.write(name, a, observations_log_likelihood(y, levels))
+                starts = np.asarray(segments.start) * bin_size
+                ends = np.minimum(np.asarray(segments.end) * bin_size, length)
+                truth.write("".join(f"{name}\t{s}\t{e}\t{spec.label_names[c]}\n" for s, e, c in
+                                    zip(starts.tolist(), ends.tolist(), np.asarray(segments.label).tolist())))
+                gap = None
+                if n_gap:
+                    lo = max(0, (length - n_gap) // 2)
+                    gap = (lo, min(length, lo + n_gap))
+                write_fasta_contig(fasta, name, length, rng, gap)
+    if os.path.abspath(spec.path) != os.path.abspath(os.path.join(outdir, "model.yaml")):
+        with atomic_path(os.path.join(outdir, "model.yaml")) as temp:
+            shutil.copyfile(spec.path, temp)
+    # index the FASTA now, so the directory also works where it is read-only later
+    from ..io.fasta import open_genome
+
+    open_genome(fasta_target).close()
