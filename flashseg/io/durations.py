@@ -844,7 +844,7 @@ def duration_table(law: DurationLaw, max_duration: int, tail: str = "geometric")
                 if log_rho >= 0:
                     raise _err(key, f"geometric tail ratio rho = P(K+1)/P(K) = "
                                f"{math.exp(min(log_rho, 700.0)):.6g} >= 1 at max_duration={K} "
-                               f"(K is below the mode of the law); {hint}", label)
+                               f"(the law does not decrease there yet: K is below its mode or inside a flat stretch); {hint}", label)
             if not math.isinf(law.max):
                 warnings.append(f"{key}.max: the geometric tail beyond max_duration={K} "
                                 f"does not stop at max={int(law.max)}{where}")
