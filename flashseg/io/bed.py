@@ -96,6 +96,11 @@ class BedWriter:
             return 0
         start, end = self.bp_intervals(calls, offset, length)
         label = np.asarray(calls.label, dtype=np.int64)
+        beyond = np.flatnonzero(start >= length)
+        if beyond.size:
+            i = int(beyond[0])
+            raise DataError(f"segment starts at {start[i]}, outside the contig length {length}",
+                            file=self.target, contig=contig, bin=int(calls.start[i]) + offset)
         bad = np.flatnonzero(start >= end)
         if bad.size:
             i = int(bad[0])
