@@ -523,15 +523,72 @@ class CoverageEmissions:
 
 
 def coverage_emissions(bam_path, contig, n_bins, spec, depth, *, length=None, read_filter=ReadFilter(),
-                       reference=None, blacklist=None, **kwargs) -> CoverageEmissions:
+                       reference=None, blacklist=None, gaps=None, **kwargs) -> CoverageEmissions:
     """Streaming coverage log-likelihoods of one contig for ``decode --bam``.
 
-    `blacklist` is the dict from :func:`read_blacklist` (or None); `length`
-    the contig length in bp (defaults to n_bins * bin_size).
+    `blacklist` is the dict from :func:`read_blacklist` (or None); `gaps` a
+    (G, 2) array of half-open bin ranges (N gaps) that also score 0; `length`
+    the contig length in bp (defaults to n_bins * bin_size). Bins are the
+    contig's own (0..n_bins): callers decoding a region add their offset.
     """
     length = int(length) if length is not None else int(n_bins) * int(spec.bin_size)
     mask = None
     if blacklist is not None and blacklist.get(contig):
         mask = blacklist_mask(blacklist[contig], length, int(spec.bin_size))[:int(n_bins)]
+    if gaps is not None and len(gaps):
+        mask = np.zeros(int(n_bins), dtype=bool) if mask is None else mask.copy()
+        for first, last in np.asarray(gaps, dtype=np.int64).reshape(-1, 2):
+            mask[max(0, first):max(0, min(int(n_bins), last))] = True
     return CoverageEmissions(bam_path, contig, n_bins, spec, depth, length=length, read_filter=read_filter,
                              reference=reference, mask=mask, **kwargs)
+
+
+class BamContigs:
+    """A BAM's contigs in the shape decode's contig planner expects of a track set.
+
+    For ``decode --bam`` without ``-t``: the contigs are the FASTA's (checked
+    against the BAM header) or else the BAM's, each with ceil(L / bin_size)
+    bins; the base scores are 0 and the caller adds
+    :func:`coverage_emissions`.
+    """
+
+    def __init__(self, bam_path, spec, *, reference=None, fasta=None):
+        from types import SimpleNamespace
+
+        self.bin_size = int(spec.bin_size)
+        self.labels = list(spec.label_names)
+        self.files = [SimpleNamespace(path=os.fspath(bam_path))]
+        self._lengths = dict(select_contigs(bam_path, reference=reference, fasta=fasta))
+        self.contigs = list(self._lengths)
+
+    @property
+    def n_labels(self) -> int:
+        return len(self.labels)
+
+    def __contains__(self, contig) -> bool:
+        return contig in self._lengths
+
+    def n_bins(self, contig) -> int:
+        return n_bins_of(self._lengths[contig], self.bin_size)
+
+    def length_bp(self, contig) -> int:
+        return self._lengths[contig]
+
+    def check_length(self, contig, length_bp, fasta_path=None) -> None:
+        if self._lengths[contig] != length_bp:
+            raise DataError(f"contig is {self._lengths[contig]} bp in the BAM header but {length_bp} bp in "
+                            f"{fasta_path}", file=self.files[0].path, contig=contig)
+
+    def emissions(self, contig, *, offset=0, n_bins=None, gaps=None):
+        n = self.n_bins(contig) - offset if n_bins is None else n_bins
+        n_labels = self.n_labels
+
+        def emissions(a, b):
+            if a < 0 or b > n or a > b:
+                raise ValueError(f"emission range [{a}, {b}) outside [0, {n})")
+            return np.zeros((b - a, n_labels), dtype=np.float64)
+
+        return emissions
+
+    def close(self) -> None:
+        pass
