@@ -195,9 +195,10 @@ def _open_sources(spec, track_specs, bam_path, fasta_path, nan_as_missing, threa
     from ..io.tracks import open_track_set
 
     if not track_specs:
-        raise DataError("decoding from --bam alone is not wired into decode yet: "
-                        "make tracks with `flashseg tracks coverage` and pass them with -t",
-                        file=bam_path)
+        # --bam alone: the BAM (or FASTA) gives the contigs; coverage is added by _bam_adder.
+        from ..io.bam import BamContigs
+
+        return BamContigs(bam_path, spec, reference=fasta_path, fasta=fasta_path)
     tracks = open_track_set(track_specs, spec.label_names, nan_as_missing=nan_as_missing)
     if tracks.bin_size != spec.bin_size:
         tracks.close()
@@ -210,7 +211,9 @@ def _bam_adder(spec, bam_path, fasta_path, plan, threads):
     """Per-contig coverage emissions from --bam, added to the track scores."""
     from ..io import bam as bam_io
 
-    contigs = [(job.name, job.length_bp) for job in plan.jobs]
+    # Depth from the whole genome, not just the contigs decoded now: a per-contig
+    # run (--contig, Snakemake scatter) must score bins as a whole-genome run does.
+    contigs = bam_io.select_contigs(bam_path, reference=fasta_path, fasta=fasta_path)
     depth = bam_io.estimate_depth(bam_path, contigs, spec.bin_size, reference=fasta_path, threads=threads)
     log.info("%s: depth %.4g reads per bin at copy ratio 1", bam_path, depth)
 
