@@ -10,7 +10,10 @@ log-likelihood of ``y`` under every label. Written to ``-o DIR``:
 - ``truth.bed``  the drawn segments, ``#chrom start end name``;
 - ``genome.fa``  random ACGT of each length (+ ``.fai``), with an N run of
   ``--n-gap`` bp in the middle of each contig if asked;
-- ``model.yaml`` a copy of the model, so the directory decodes on its own.
+- ``model.yaml`` a copy of the model, so the directory decodes on its own;
+- ``reads.bam`` (+ ``.bai``) with ``--reads-depth D``: single-end reads whose
+  per-bin depth is Poisson around ``mean[label] * D`` from the model's
+  coverage section (``flashseg.io.simreads``).
 
 The same ``--seed`` gives the same files. Everything is generated chunk by
 chunk, so large genomes need little memory.
@@ -88,23 +91,37 @@ def write_fasta_contig(handle, name: str, length: int, rng: np.random.Generator,
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--dtype", type=click.Choice(["float16", "float32", "float64"]), default="float32", show_default=True)
 @click.option("--compression", type=click.Choice(["none", "lzf", "gzip"]), default="lzf", show_default=True)
+@click.option("--reads-depth", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Also write reads.bam: D reads per bin at copy ratio 1, scaled by each label's coverage mean.")
+@click.option("--read-length", type=click.IntRange(min=1), default=100, show_default=True,
+              help="Aligned length of the simulated reads (bp).")
 @click.option("-o", "--outdir", required=True, type=click.Path(file_okay=False), help="Output directory.")
-def simulate(model_path, contigs, signal, n_gap, seed, dtype, compression, outdir):
+def simulate(model_path, contigs, signal, n_gap, seed, dtype, compression, reads_depth, read_length, outdir):
     """Draw a genome from MODEL: tracks.h5, truth.bed, genome.fa (reproducible by --seed)."""
     parsed = [parse_contig(c) for c in contigs]
     names = [n for n, _ in parsed]
     if len(set(names)) != len(names):
         raise click.BadParameter("contig names must be distinct", param_hint="--contig")
     spec = load_model_spec(model_path)
+    if reads_depth is not None and spec.coverage is None:
+        from ..errors import DataError
+
+        raise DataError("--reads-depth needs a model with a coverage section", file=model_path)
     os.makedirs(outdir, exist_ok=True)
-    simulate_genome(spec, parsed, outdir, signal=signal, n_gap=n_gap, seed=seed, dtype=dtype,
-                    compression=compression)
-    click.echo(f"wrote {os.path.join(outdir, 'tracks.h5')}, truth.bed, genome.fa, model.yaml "
-               f"({len(parsed)} contigs)", err=True)
+    drawn = simulate_genome(spec, parsed, outdir, signal=signal, n_gap=n_gap, seed=seed, dtype=dtype,
+                            compression=compression)
+    if reads_depth is not None:
+        from ..io.simreads import simulate_reads
+
+        simulate_reads(os.path.join(outdir, "reads.bam"), parsed, drawn, spec, reads_depth,
+                       read_length=read_length, seed=seed)
+    click.echo(f"wrote {os.path.join(outdir, 'tracks.h5')}, truth.bed, genome.fa, model.yaml"
+               f"{', reads.bam' if reads_depth is not None else ''} ({len(parsed)} contigs)", err=True)
 
 
 def simulate_genome(spec, contigs, outdir, *, signal=2.0, n_gap=0, seed=0, dtype="float32",
                     compression="lzf", chunk_bins=_CHUNK_BINS):
+    """Write the files; returns {contig: drawn Segments} (for simulated reads)."""
     from ..core import sample
     from ..errors import DataError
     from ..io.bed import provenance_lines
@@ -116,6 +133,7 @@ def simulate_genome(spec, contigs, outdir, *, signal=2.0, n_gap=0, seed=0, dtype
     C = len(spec.label_names)
     levels = np.arange(C, dtype=np.float64) * float(signal)
     fasta_target = os.path.join(outdir, "genome.fa")
+    drawn = {}
     with TracksWriter(os.path.join(outdir, "tracks.h5"), labels=spec.label_names, bin_size=bin_size,
                       score="log_likelihood", dtype=dtype, compression=compression) as tracks, \
             open_text_output(os.path.join(outdir, "truth.bed"), tabix_preset=None) as truth, \
@@ -132,6 +150,7 @@ def simulate_genome(spec, contigs, outdir, *, signal=2.0, n_gap=0, seed=0, dtype
                     segments = sample(spec.model, zero, n_bins, 1, seed=seed, name=name)[0]
                 except DataError as exc:
                     raise exc.located(file=spec.path, contig=name) from None
+                drawn[name] = segments
                 rng = contig_rng(seed, name)
                 tracks.add_contig(name, n_bins, length_bp=length)
                 for a in range(0, n_bins, chunk_bins):
@@ -155,3 +174,4 @@ def simulate_genome(spec, contigs, outdir, *, signal=2.0, n_gap=0, seed=0, dtype
     from ..io.fasta import open_genome
 
     open_genome(fasta_target).close()
+    return drawn
