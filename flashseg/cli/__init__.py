@@ -84,6 +84,7 @@ def _terminate(signum, frame):
 def main(argv=None) -> None:
     """Entry point: runs the click group and turns errors into exit codes."""
     from ..errors import FlashsegError
+    from ..io.output import StdoutClosed  # stdlib-only module: keeps --help fast
 
     signal.signal(signal.SIGTERM, _terminate)
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
@@ -102,7 +103,7 @@ def main(argv=None) -> None:
             raise
         click.echo(f"flashseg: error: {exc}", err=True)
         sys.exit(exc.exit_code)
-    except BrokenPipeError:
+    except (StdoutClosed, BrokenPipeError):
         # A closed stdout (e.g. `| head`) ends quietly; keep Python from
         # complaining again when it flushes stdout at exit.
         devnull = os.open(os.devnull, os.O_WRONLY)

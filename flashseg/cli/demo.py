@@ -67,14 +67,18 @@ def demo(outdir, progress):
                changes_path=changes, gap_min=1000, threads=default_threads(),
                show_progress=progress_enabled(progress))
     click.echo(f"flashseg demo: decoded the example in {data}")
-    click.echo(f"  segments (BED9+4):         {segments}")
+    click.echo(f"  segments (BED9+4):            {segments}")
     click.echo(f"  change posteriors (bedGraph): {changes}")
-    click.echo(f"  per-contig summary:        {stats}")
+    click.echo(f"  per-contig summary (TSV):     {stats}")
     agree = _agreement(os.path.join(data, "truth.bed"), segments)
     click.echo(f"  agreement with the simulated truth: {100 * agree:.1f}% of bp")
-    click.echo("first lines of the BED:")
+    click.echo("first lines of the BED (after its ##flashseg provenance lines):")
     with open(segments, encoding="utf-8") as handle:
-        for i, line in enumerate(handle):
-            if i >= 12:
-                break
+        shown = 0
+        for line in handle:
+            if line.startswith("##"):
+                continue
             click.echo("  " + line.rstrip("\n"))
+            shown += 1
+            if shown > 8:
+                break

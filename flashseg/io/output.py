@@ -22,6 +22,13 @@ import threading
 
 from ..errors import DataError, FlashsegError
 
+class StdoutClosed(Exception):
+    """The reader of stdout went away (``| head``): the run ends quietly with 0.
+
+    Deliberately not an OSError: click turns an EPIPE OSError into exit 1.
+    """
+
+
 _live_temporaries: set[str] = set()
 _live_lock = threading.Lock()
 
@@ -184,10 +191,20 @@ def open_text_output(path, tabix_preset: str | None = "bed"):
     stream = target.open()
     try:
         yield stream
+    except BrokenPipeError:
+        target.abort()
+        if target.path == "-":
+            raise StdoutClosed() from None
+        raise
     except BaseException:
         target.abort()
         raise
-    target.finish()
+    try:
+        target.finish()
+    except BrokenPipeError:
+        if target.path == "-":
+            raise StdoutClosed() from None
+        raise
 
 
 def copy_file_into(src_path: str, stream) -> None:
@@ -201,5 +218,5 @@ def copy_file_into(src_path: str, stream) -> None:
 
 
 __all__ = ["atomic_path", "open_text_output", "temp_path_for", "discard", "commit",
-           "check_writable_dir", "remove_temporaries", "is_stdout", "copy_file_into",
+           "check_writable_dir", "remove_temporaries", "is_stdout", "copy_file_into", "StdoutClosed",
            "FlashsegError"]
