@@ -1,0 +1,405 @@
+"""GPU backend: the Triton kernels behind the chunk driver's state interface.
+
+The driver (``driver.py``) sees the same objects as from the CPU backend:
+``fwd``/``bwd`` (host-side :class:`~flashseg.core.cpu.PreparedModel`, which
+the driver's trackers and sampler read), ``forward_state(backward=)``,
+``viterbi_state()`` and ``posterior_chunk``. The states keep their ring,
+tail and messages on the device and advance them with one kernel launch per
+chunk; stores (E, A, L, sexp, ghost rows; Viterbi pointers) are produced on
+the device and copied into the driver's ForwardStore/ViterbiStore.
+
+First version: the per-bin posterior combination (``posterior_chunk``) is
+the CPU numba kernel on the copied rows, and emission chunks come from the
+host. Device-resident chunks (:class:`DeviceChunk`) are accepted by
+``advance`` too (the benchmark synthesises emissions on the device).
+
+Nothing here imports torch or triton at module level: :func:`gpu_available`
+must answer False on a machine without an NVIDIA device without them.
+"""
+from __future__ import annotations
+
+import glob
+import math
+import os
+import shutil
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import DeviceError
+from .cpu import LN2_HI, LN2_LO, EmissionChunk, PreparedModel, _split_z
+from .model import SemiMarkovModel
+
+
+def interpreting() -> bool:
+    """True when Triton runs its kernels in the CPU interpreter (tests)."""
+    return os.environ.get("TRITON_INTERPRET", "") not in ("", "0")
+
+
+def nvidia_device_possible() -> bool:
+    """Cheap check, no torch: could this process see an NVIDIA GPU at all?"""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None and visible.strip() in ("", "-1", "none", "NoDevFiles"):
+        return False
+    if glob.glob("/dev/nvidia[0-9]*") or os.path.exists("/dev/nvidiactl"):
+        return True
+    return shutil.which("nvidia-smi") is not None
+
+
+def _unusable_reason() -> str | None:
+    """None if a CUDA GPU with triton is usable, else why not (imports torch only if a GPU may exist)."""
+    if not nvidia_device_possible():
+        return "no NVIDIA device visible"
+    import importlib.util
+
+    if importlib.util.find_spec("torch") is None or importlib.util.find_spec("triton") is None:
+        return "torch and triton are not installed; pip install 'flashseg[gpu]'"
+    import torch
+
+    if not torch.cuda.is_available():
+        return "torch sees no CUDA device"
+    return None
+
+
+def gpu_available() -> bool:
+    """True when a CUDA GPU and triton are usable; never imports torch without a device."""
+    return _unusable_reason() is None
+
+
+def resolve_device(device: str) -> str:
+    """"auto" | "cpu" | "cuda" -> "cpu" | "cuda" (DeviceError for cuda without a GPU)."""
+    if device == "cpu":
+        return "cpu"
+    if device == "auto":
+        return "cuda" if gpu_available() else "cpu"
+    if device == "cuda":
+        if interpreting():
+            return "cuda"
+        why = _unusable_reason()
+        if why is not None:
+            raise DeviceError(f"--device cuda: no usable CUDA GPU ({why})")
+        return "cuda"
+    raise ValueError(f"unknown device {device!r}")
+
+
+def _torch_device():
+    import torch
+
+    if interpreting():
+        return torch.device("cpu")
+    return torch.device("cuda")
+
+
+def gpu_backend(model: SemiMarkovModel, exact: bool = False) -> "GpuBackend":
+    """The Triton backend for ``model``; DeviceError when no GPU can run it.
+
+    With TRITON_INTERPRET=1 the kernels run on CPU tensors (tests).
+    """
+    if not interpreting():
+        why = _unusable_reason()
+        if why is not None:
+            raise DeviceError(f"--device cuda: no usable CUDA GPU ({why})")
+    return GpuBackend(model, exact=exact)
+
+
+class DeviceModel:
+    """One orientation's model arrays as device tensors, in the kernels' layouts."""
+
+    def __init__(self, pm: PreparedModel, device):
+        import torch
+
+        def f64(a):
+            return torch.as_tensor(np.ascontiguousarray(a, dtype=np.float64), device=device)
+
+        def i8(a):
+            return torch.as_tensor(np.ascontiguousarray(a, dtype=np.int8), device=device)
+
+        self.pm = pm
+        self.device = device
+        self.linear = {
+            "wcirc": f64(pm.wcirc), "wpos": i8(pm.wpos), "wK": f64(pm.wK),
+            "phiKf": i8(pm.phiK_finite), "rho": f64(pm.rho),
+            "TrT": f64(pm.Tr.T), "trposT": i8(pm.trpos.T),
+        }
+        self.log = {
+            "phicirc": f64(pm.phicirc), "phiK": f64(pm.phiK), "lrho": f64(pm.lrho),
+            "transT": f64(pm.trans.T),
+        }
+
+
+@dataclass
+class DeviceChunk:
+    """Emissions of one chunk already on the device: x, f (1, n, C) fp64, k (1, n) int64."""
+
+    x: object
+    f: object
+    k: object
+
+    @classmethod
+    def from_log(cls, x):
+        """Device twin of ``EmissionChunk.from_log`` (same k and f, computed on the device)."""
+        import torch
+
+        x = x.to(torch.float64)
+        if x.dim() == 2:
+            x = x[None]
+        m = x.max(dim=2).values
+        finite = torch.isfinite(m)
+        k = torch.where(finite, torch.round(m / math.log(2.0)), torch.zeros_like(m)).to(torch.int64)
+        kf = k.to(torch.float64)[..., None]
+        f = torch.exp((x - kf * LN2_HI) - kf * LN2_LO)
+        return cls(x.contiguous(), f.contiguous(), k.contiguous())
+
+
+def _device_chunk(chunk, device) -> DeviceChunk:
+    if isinstance(chunk, DeviceChunk):
+        return chunk
+    import torch
+
+    return DeviceChunk(torch.as_tensor(chunk.x, device=device)[None],
+                       torch.as_tensor(chunk.f, device=device)[None],
+                       torch.as_tensor(chunk.k, device=device)[None])
+
+
+class _DeviceState:
+    """Common plumbing: a dict of (1, ...) device tensors and host views on demand."""
+
+    _host_fields: tuple = ()
+
+    def _clone_into(self, out):
+        out.dm = self.dm
+        out.dev = {key: v.clone() for key, v in self.dev.items()}
+        out._host = {}
+        return out
+
+    def _host_view(self, key):
+        if key not in self._host:
+            # A copy: under the interpreter .cpu() aliases the live tensor.
+            self._host[key] = self.dev[key][0].cpu().numpy().copy()
+        return self._host[key]
+
+    @property
+    def istate(self) -> np.ndarray:
+        return self._host_view("istate")
+
+    @property
+    def t(self) -> int:
+        return int(self.istate[0])
+
+    @property
+    def ring(self) -> np.ndarray:
+        return self._host_view("ring")
+
+    @property
+    def tail(self) -> np.ndarray:
+        return self._host_view("tail")
+
+    @property
+    def A(self) -> np.ndarray:
+        return self._host_view("A")
+
+    @property
+    def E(self) -> np.ndarray:
+        return self._host_view("E")
+
+    def _n(self, dc):
+        import torch
+
+        return torch.tensor([dc.x.shape[1]], dtype=torch.int64, device=self.dm.device)
+
+
+def _new_state(dm: DeviceModel, fill_ring: float, E0: np.ndarray, sexp0: int, C: int, K: int):
+    import torch
+
+    dev = dm.device
+    return {
+        "ring": torch.full((1, C, K), fill_ring, dtype=torch.float64, device=dev),
+        "tail": torch.full((1, C), fill_ring, dtype=torch.float64, device=dev),
+        "A": torch.full((1, C), fill_ring, dtype=torch.float64, device=dev),
+        "E": torch.as_tensor(np.asarray(E0, dtype=np.float64), device=dev)[None].clone(),
+        "istate": torch.tensor([[0, sexp0]], dtype=torch.int64, device=dev),
+    }
+
+
+class GpuLinearState(_DeviceState):
+    """Certified linear-space forward state on the device (see triton/linear.py)."""
+
+    def __init__(self, dm: DeviceModel):
+        import torch
+
+        pm = dm.pm
+        self.dm = dm
+        self.dev = _new_state(dm, 0.0, pm.init_m, pm.init_k, pm.C, pm.K)
+        self.dev["ghost"] = torch.full((1, pm.C), -math.inf, dtype=torch.float64, device=dm.device)
+        self._host = {}
+
+    def copy(self) -> "GpuLinearState":
+        return self._clone_into(GpuLinearState.__new__(GpuLinearState))
+
+    @property
+    def ghost(self) -> np.ndarray:
+        return self._host_view("ghost")
+
+    def advance(self, chunk, store=None) -> int:
+        from .triton.linear import linear_forward
+
+        dc = _device_chunk(chunk, self.dm.device)
+        dstore = _device_store(dc, self.dm, store, linear=True)
+        status = linear_forward(dc.x, dc.f, dc.k, self._n(dc), self.dev, self.dm.linear, dstore)
+        self._host = {}
+        _copy_store_back(dstore, store)
+        return int(status[0])
+
+    def log_partition(self) -> tuple[float, float, int]:
+        zm = float(np.dot(self.A, self.dm.pm.final_m))
+        return _split_z(zm, int(self.istate[1]) + self.dm.pm.final_k)
+
+    def lost_at_end(self, log_z: float) -> float:
+        pm = self.dm.pm
+        g = self.ghost
+        ok = np.isfinite(g) & np.isfinite(pm.final)
+        return float(np.sum(pm.mw[ok] * np.exp(g[ok] + pm.final[ok] - log_z)))
+
+
+class GpuLogSpaceState(_DeviceState):
+    """Exact log-space forward state on the device (see triton/logspace.py)."""
+
+    def __init__(self, dm: DeviceModel):
+        pm = dm.pm
+        self.dm = dm
+        self.dev = _new_state(dm, -math.inf, pm.initial, 0, pm.C, pm.K)
+        self._host = {}
+
+    def copy(self) -> "GpuLogSpaceState":
+        return self._clone_into(GpuLogSpaceState.__new__(GpuLogSpaceState))
+
+    @property
+    def ghost(self) -> np.ndarray:
+        return np.full(self.dm.pm.C, -math.inf)
+
+    def advance(self, chunk, store=None) -> int:
+        from .triton.logspace import logspace_forward
+
+        dc = _device_chunk(chunk, self.dm.device)
+        dstore = _device_store(dc, self.dm, store, linear=True)
+        status = logspace_forward(dc.x, self._n(dc), self.dev, self.dm.log, dstore)
+        self._host = {}
+        _copy_store_back(dstore, store)
+        return int(status[0])
+
+    def log_partition(self) -> tuple[float, float, int]:
+        v = self.A + self.dm.pm.final
+        m = v.max()
+        if not np.isfinite(m):
+            return -math.inf, 0.0, 0
+        k = int(math.floor(m / math.log(2.0)))
+        return _split_z(float(np.sum(np.exp(v - k * math.log(2.0)))), k)
+
+    def lost_at_end(self, log_z: float) -> float:
+        return 0.0
+
+
+class GpuViterbiState(_DeviceState):
+    """Max-plus forward state on the device (see triton/viterbi.py)."""
+
+    def __init__(self, dm: DeviceModel):
+        import torch
+
+        pm = dm.pm
+        self.dm = dm
+        self.dev = _new_state(dm, -math.inf, pm.initial, 0, pm.C, pm.K)
+        self.dev["tail_start"] = torch.full((1, pm.C), -1, dtype=torch.int64, device=dm.device)
+        self._host = {}
+
+    def copy(self) -> "GpuViterbiState":
+        return self._clone_into(GpuViterbiState.__new__(GpuViterbiState))
+
+    @property
+    def tail_start(self) -> np.ndarray:
+        return self._host_view("tail_start")
+
+    def advance(self, chunk, store=None) -> int:
+        import torch
+
+        from .triton.viterbi import viterbi_forward
+
+        dc = _device_chunk(chunk, self.dm.device)
+        dstore = None
+        if store is not None:
+            rows = dc.x.shape[1] + 1
+            C = self.dm.pm.C
+            dstore = {key: torch.empty((1, rows, C), dtype=torch.int64, device=self.dm.device)
+                      for key in ("a_start", "e_prev")}
+        viterbi_forward(dc.x, self._n(dc), self.dev, self.dm.log, dstore)
+        self._host = {}
+        if store is not None:
+            store.a_start[:] = dstore["a_start"][0].cpu().numpy()
+            store.e_prev[:] = dstore["e_prev"][0].cpu().numpy()
+        return -1
+
+    def best_final(self) -> tuple[float, int]:
+        v = self.A + self.dm.pm.final
+        c = int(np.argmax(v))  # lowest label on ties
+        return float(v[c]), c
+
+
+def _device_store(dc: DeviceChunk, dm: DeviceModel, store, linear: bool):
+    if store is None:
+        return None
+    import torch
+
+    rows = dc.x.shape[1] + 1
+    C = dm.pm.C
+    out = {key: torch.empty((1, rows, C), dtype=torch.float64, device=dm.device)
+           for key in ("E", "A", "L", "ghost")}
+    out["sexp"] = torch.empty((1, rows), dtype=torch.int64, device=dm.device)
+    return out
+
+
+def _copy_store_back(dstore, store) -> None:
+    if store is None:
+        return
+    store.E[:] = dstore["E"][0].cpu().numpy()
+    store.A[:] = dstore["A"][0].cpu().numpy()
+    store.L[:] = dstore["L"][0].cpu().numpy()
+    store.ghost[:] = dstore["ghost"][0].cpu().numpy()
+    store.sexp[:] = dstore["sexp"][0].cpu().numpy()
+
+
+class GpuBackend:
+    """Triton kernels on one CUDA device (or the Triton interpreter on CPU tensors)."""
+
+    name = "cuda"
+
+    def __init__(self, model: SemiMarkovModel, exact: bool = False):
+        self.fwd = PreparedModel(model)
+        self.bwd = PreparedModel(model.reversed())
+        self.exact = exact or not self.fwd.linear_ok
+        device = _torch_device()
+        self.device = device
+        self.dev_fwd = DeviceModel(self.fwd, device)
+        self.dev_bwd = DeviceModel(self.bwd, device)
+
+    def forward_state(self, backward: bool = False):
+        dm = self.dev_bwd if backward else self.dev_fwd
+        return GpuLogSpaceState(dm) if self.exact else GpuLinearState(dm)
+
+    def viterbi_state(self) -> GpuViterbiState:
+        return GpuViterbiState(self.dev_fwd)
+
+    def posterior_chunk(self, fstore, bstore, log_z, zm, zexp, carry, first_boundary, n,
+                        with_last, gamma, boundary, change) -> float:
+        # First version: the per-bin combination runs on the host rows the
+        # kernels stored (the CPU numba kernel; same formulas, same checks).
+        from . import cpu_kernels
+
+        pm = self.fwd
+        return float(cpu_kernels.posterior_chunk(
+            fstore.E, fstore.A, fstore.sexp, fstore.ghost,
+            bstore.E, bstore.A, bstore.sexp, bstore.ghost,
+            pm.Tr, pm.mw, 1.0 / zm, zexp, log_z, carry, first_boundary, n, with_last,
+            gamma, boundary, change))
+
+
+__all__ = ["gpu_available", "gpu_backend", "resolve_device", "interpreting", "GpuBackend",
+           "DeviceChunk", "DeviceModel", "nvidia_device_possible", "EmissionChunk"]

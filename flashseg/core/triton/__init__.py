@@ -1,0 +1,18 @@
+"""Triton kernels of the GPU backend, one module per kernel family.
+
+Each module has the ``@triton.jit`` kernel (``*_kernel``), a launcher that
+takes torch tensors (batched: one program per sequence of the batch) and a
+plain torch reference of the same chunk recursion, used by the tests.
+
+Importing this package imports torch and triton: only ``flashseg.core.gpu``
+does, and only once a GPU (or the Triton interpreter) is in use.
+"""
+from .common import FLOOR, LOG_FLOOR, RESCALE_HI, RESCALE_LO, LN2, block_sizes
+from .linear import linear_forward, linear_forward_reference
+from .logspace import logspace_forward, logspace_forward_reference
+from .viterbi import viterbi_forward, viterbi_forward_reference
+
+__all__ = ["FLOOR", "LOG_FLOOR", "RESCALE_HI", "RESCALE_LO", "LN2", "block_sizes",
+           "linear_forward", "linear_forward_reference",
+           "logspace_forward", "logspace_forward_reference",
+           "viterbi_forward", "viterbi_forward_reference"]

@@ -1,0 +1,271 @@
+"""Certified linear-space forward over one chunk (the fast path).
+
+Same recursion, flush rules and ghost accounting as
+``cpu_kernels.forward_linear`` (ALGORITHMS.md, "Linear space, certified"):
+one program per sequence walks the chunk's bins in order; the ring of each
+label (the last K starts times their emission products) lives in a
+(BLOCK_C, BLOCK_K) register tile, so each bin costs O(K C + C^2): the ring
+is multiplied by the bin's emission factor and read out against the
+duration weights (the A message), and the entering message E is one
+C x C matrix-vector product. The transition is never applied per duration.
+
+Precision: everything is fp64 with one shared power-of-two scale per bin
+(``sexp``, int64). fp32 mantissas would need a private exponent per stored
+value to be exact (ALGORITHMS.md); with one shared exponent fp32 would flush
+anything 2**-126 below the running maximum, far more often than the fp64
+floor of 2**-800, and the certificate would fail on ordinary inputs.
+
+Rescaling is by exact powers of two (bit manipulation, no log/exp), so the
+stored mantissas and exponents are those of the CPU kernel up to the order
+of the K-term sums.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import triton
+import triton.language as tl
+
+from .common import FLOOR, LN2, LOG_FLOOR, RESCALE_HI, RESCALE_LO, block_sizes, exp2_int, \
+    frexp_exponent, logaddexp, num_warps_for
+
+
+@triton.jit
+def linear_forward_kernel(
+        x_ptr, f_ptr, k_ptr, n_ptr,
+        ring_ptr, tail_ptr, A_ptr, E_ptr, ghost_ptr, istate_ptr, status_ptr,
+        wcirc_ptr, wpos_ptr, wK_ptr, phiKf_ptr, rho_ptr, TrT_ptr, trposT_ptr,
+        sE_ptr, sA_ptr, sL_ptr, sS_ptr, sG_ptr,
+        C, K, NMAX,
+        STORE: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_K: tl.constexpr):
+    b = tl.program_id(0)
+    cc = tl.arange(0, BLOCK_C)
+    jj = tl.arange(0, BLOCK_K)
+    cmask = cc < C
+    kmask = jj < K
+    m2 = cmask[:, None] & kmask[None, :]
+    mcc = cmask[:, None] & cmask[None, :]
+
+    # --- model (read once; the rotating duration weights are re-read per bin from cache)
+    wK = tl.load(wK_ptr + cc, mask=cmask, other=0.0)
+    phiKf = tl.load(phiKf_ptr + cc, mask=cmask, other=0) != 0
+    rho = tl.load(rho_ptr + cc, mask=cmask, other=0.0)
+    TrT = tl.load(TrT_ptr + cc[:, None] * C + cc[None, :], mask=mcc, other=0.0)
+    trposT = tl.load(trposT_ptr + cc[:, None] * C + cc[None, :], mask=mcc, other=0) != 0
+    has_tail = rho > 0.0
+
+    # --- state of this sequence
+    ring_off = b * C * K + cc[:, None] * K + jj[None, :]
+    ring = tl.load(ring_ptr + ring_off, mask=m2, other=0.0)
+    tail = tl.load(tail_ptr + b * C + cc, mask=cmask, other=0.0)
+    A = tl.load(A_ptr + b * C + cc, mask=cmask, other=0.0)
+    E = tl.load(E_ptr + b * C + cc, mask=cmask, other=0.0)
+    ghost = tl.load(ghost_ptr + b * C + cc, mask=cmask, other=float("-inf"))
+    t = tl.load(istate_ptr + 2 * b)
+    sexp = tl.load(istate_ptr + 2 * b + 1)
+    n = tl.load(n_ptr + b)
+
+    xrow = x_ptr + b * NMAX * C
+    frow = f_ptr + b * NMAX * C
+    krow = k_ptr + b * NMAX
+    srow = b * (NMAX + 1) * C
+    if STORE:
+        tl.store(sE_ptr + srow + cc, E, mask=cmask)
+        tl.store(sA_ptr + srow + cc, A, mask=cmask)
+        tl.store(sL_ptr + srow + cc, tail, mask=cmask)
+        tl.store(sG_ptr + srow + cc, ghost, mask=cmask)
+        tl.store(sS_ptr + b * (NMAX + 1), sexp)
+
+    status = t * 0 - 1
+    for i in range(0, n):
+        sexp += tl.load(krow + i)
+        h = (t + 1) % K
+        slot = (K - t % K) % K
+        fc = tl.load(frow + i * C + cc, mask=cmask, other=0.0)
+        xc = tl.load(xrow + i * C + cc, mask=cmask, other=float("-inf"))
+        is_slot = (jj == slot)[None, :] & m2
+
+        # The start K bins back leaves the ring (duration K -> K + 1): into the tail.
+        old = tl.sum(tl.where(is_slot, ring, 0.0), axis=1)
+        tl_new = (tail + old * wK) * (rho * fc)
+        tl_flush = tl_new < FLOOR
+        nlost = tl.where(has_tail & tl_flush & ((tail > 0.0) | ((old > 0.0) & phiKf)), 1.0, 0.0)
+        tail = tl.where(has_tail & (~tl_flush), tl_new, 0.0)
+
+        # New start enters the free slot; every live start takes this bin's factor.
+        ring = tl.where(is_slot, E[:, None], ring)
+        v = ring * fc[:, None]
+        flushed = v < FLOOR
+        nlost += tl.sum(tl.where(flushed & (ring > 0.0), 1.0, 0.0), axis=1)
+        ring = tl.where(flushed, 0.0, v)
+        w_off = cc[:, None] * (2 * K) + jj[None, :] + h
+        w = tl.load(wcirc_ptr + w_off, mask=m2, other=0.0)
+        acc = tl.sum(ring * w, axis=1)
+        mx = tl.max(ring, axis=1)
+
+        a = acc + tail
+        a_flush = a < FLOOR
+        # Mass may be alive only at durations whose weight underflowed:
+        # charge it only if some live start has a really positive weight.
+        wp = tl.load(wpos_ptr + w_off, mask=m2, other=0) != 0
+        alive = (tail > 0.0) | (tl.sum(tl.where((ring > 0.0) & wp, 1, 0), axis=1) > 0)
+        nlost += tl.where(a_flush & ((mx > 0.0) | (tail > 0.0) | (a > 0.0)) & alive, K + 1.0, 0.0)
+        A = tl.where(a_flush, 0.0, a)
+        live_max = tl.maximum(tl.maximum(tl.max(mx, axis=0), tl.max(tail, axis=0)), tl.max(A, axis=0))
+
+        # Entering message: E[c] = sum_c' A[c'] Tr[c', c] (the factored transition).
+        e = tl.sum(TrT * A[None, :], axis=1)
+        e_flush = e < FLOOR
+        feeds = tl.sum(tl.where((A[None, :] > 0.0) & trposT, 1, 0), axis=1) > 0
+        nlost += tl.where(e_flush & ((e > 0.0) | feeds), C * 1.0, 0.0)
+        E = tl.where(e_flush, 0.0, e)
+        live_max = tl.maximum(live_max, tl.max(E, axis=0))
+        t += 1
+
+        # Ghosts: earlier losses continue through this bin; add this bin's.
+        ghost = tl.where(ghost > float("-inf"), ghost + xc, ghost)
+        add = tl.log(nlost.to(tl.float64)) + LOG_FLOOR + sexp.to(tl.float64) * LN2
+        ghost = tl.where(nlost > 0.0, logaddexp(ghost, add), ghost)
+
+        status = tl.where((live_max == 0.0) & (status < 0), i, status)
+        if (live_max > RESCALE_HI) | ((live_max < RESCALE_LO) & (live_max > 0.0)):
+            # Rescale by an exact power of two; values pushed below the
+            # floor are flushed and charged like any other loss.
+            shift = frexp_exponent(live_max)
+            scale = exp2_int(-shift)
+            sexp += shift
+            rv = ring * scale
+            rf = rv < FLOOR
+            nl = tl.sum(tl.where(rf & (ring > 0.0), 1.0, 0.0), axis=1)
+            ring = tl.where(rf, 0.0, rv)
+            tv = tail * scale
+            nl += tl.where((tv < FLOOR) & (tail > 0.0), 1.0, 0.0)
+            tail = tl.where(tv < FLOOR, 0.0, tv)
+            av = A * scale
+            nl += tl.where((av < FLOOR) & (A > 0.0), K + 1.0, 0.0)
+            A = tl.where(av < FLOOR, 0.0, av)
+            ev = E * scale
+            nl += tl.where((ev < FLOOR) & (E > 0.0), C * 1.0, 0.0)
+            E = tl.where(ev < FLOOR, 0.0, ev)
+            add2 = tl.log(nl.to(tl.float64)) + LOG_FLOOR + sexp.to(tl.float64) * LN2
+            ghost = tl.where(nl > 0.0, logaddexp(ghost, add2), ghost)
+        if STORE:
+            r = srow + (i + 1) * C + cc
+            tl.store(sE_ptr + r, E, mask=cmask)
+            tl.store(sA_ptr + r, A, mask=cmask)
+            tl.store(sL_ptr + r, tail, mask=cmask)
+            tl.store(sG_ptr + r, ghost, mask=cmask)
+            tl.store(sS_ptr + b * (NMAX + 1) + i + 1, sexp)
+
+    tl.store(ring_ptr + ring_off, ring, mask=m2)
+    tl.store(tail_ptr + b * C + cc, tail, mask=cmask)
+    tl.store(A_ptr + b * C + cc, A, mask=cmask)
+    tl.store(E_ptr + b * C + cc, E, mask=cmask)
+    tl.store(ghost_ptr + b * C + cc, ghost, mask=cmask)
+    tl.store(istate_ptr + 2 * b, t)
+    tl.store(istate_ptr + 2 * b + 1, sexp)
+    tl.store(status_ptr + b, status)
+
+
+def linear_forward(x, f, k, n, state, model, store=None):
+    """Launch one chunk for a batch of B sequences (all tensors on one device).
+
+    x, f (B, NMAX, C) fp64; k (B, NMAX) int64; n (B,) int64 bins per sequence.
+    state: dict ring (B, C, K), tail, A, E, ghost (B, C) fp64, istate (B, 2)
+    int64 [t, sexp] — advanced in place. model: dict wcirc, wpos, wK, phiKf,
+    rho, TrT, trposT (see ``flashseg.core.gpu.DeviceModel``). store: None or
+    dict E, A, L, ghost (B, NMAX + 1, C) fp64 and sexp (B, NMAX + 1) int64.
+    Returns status (B,) int64: -1, or the first chunk-local bin at which all
+    mass vanished.
+    """
+    B, NMAX, C = x.shape
+    K = state["ring"].shape[2]
+    BC, BK = block_sizes(C, K)
+    status = torch.empty(B, dtype=torch.int64, device=x.device)
+    do_store = store is not None
+    s = store if do_store else {key: x for key in ("E", "A", "L", "ghost")} | {"sexp": k}
+    linear_forward_kernel[(B,)](
+        x, f, k, n,
+        state["ring"], state["tail"], state["A"], state["E"], state["ghost"], state["istate"], status,
+        model["wcirc"], model["wpos"], model["wK"], model["phiKf"], model["rho"], model["TrT"],
+        model["trposT"],
+        s["E"], s["A"], s["L"], s["sexp"], s["ghost"],
+        C, K, NMAX,
+        STORE=do_store, BLOCK_C=BC, BLOCK_K=BK, num_warps=num_warps_for(BC, BK))
+    return status
+
+
+def linear_forward_reference(x, f, k, n, state, model, store=None):
+    """Plain torch version of :func:`linear_forward` (same arguments, same effects).
+
+    Vectorised over labels and durations, one Python step per bin; for tests.
+    """
+    B, NMAX, C = x.shape
+    K = state["ring"].shape[2]
+    Tr = model["TrT"].T
+    trpos = model["trposT"].T != 0
+    wpos_all = model["wpos"] != 0
+    phiKf = model["phiKf"] != 0
+    rho, wK = model["rho"], model["wK"]
+    status = torch.full((B,), -1, dtype=torch.int64, device=x.device)
+    jj = torch.arange(K, device=x.device)
+    for b in range(B):
+        ring, tail = state["ring"][b], state["tail"][b]
+        A, E, ghost = state["A"][b], state["E"][b], state["ghost"][b]
+        t, sexp = int(state["istate"][b, 0]), int(state["istate"][b, 1])
+        if store is not None:
+            store["E"][b, 0], store["A"][b, 0], store["L"][b, 0] = E, A, tail
+            store["ghost"][b, 0], store["sexp"][b, 0] = ghost, sexp
+        for i in range(int(n[b])):
+            sexp += int(k[b, i])
+            h = (t + 1) % K
+            slot = (K - t % K) % K
+            fc, xc = f[b, i], x[b, i]
+            old = ring[:, slot].clone()
+            tl_new = (tail + old * wK) * (rho * fc)
+            lost = ((rho > 0) & (tl_new < FLOOR) & ((tail > 0) | ((old > 0) & phiKf))).double()
+            tail = torch.where((rho > 0) & (tl_new >= FLOOR), tl_new, torch.zeros_like(tl_new))
+            ring[:, slot] = E
+            v = ring * fc[:, None]
+            lost += ((v < FLOOR) & (ring > 0)).sum(1).double()
+            ring = torch.where(v < FLOOR, torch.zeros_like(v), v)
+            w = model["wcirc"][:, h:h + K]
+            a = (ring * w).sum(1) + tail
+            mx = ring.max(1).values
+            alive = (tail > 0) | ((ring > 0) & wpos_all[:, h:h + K]).any(1)
+            lost += ((a < FLOOR) & ((mx > 0) | (tail > 0) | (a > 0)) & alive).double() * (K + 1)
+            A = torch.where(a < FLOOR, torch.zeros_like(a), a)
+            e = A @ Tr
+            feeds = ((A[:, None] > 0) & trpos).any(0)
+            lost += ((e < FLOOR) & ((e > 0) | feeds)).double() * C
+            E = torch.where(e < FLOOR, torch.zeros_like(e), e)
+            live_max = max(float(mx.max()), float(tail.max()), float(A.max()), float(E.max()))
+            t += 1
+            ghost = torch.where(ghost > -torch.inf, ghost + xc, ghost)
+            add = torch.log(lost) + LOG_FLOOR + sexp * LN2
+            ghost = torch.where(lost > 0, torch.logaddexp(ghost, add), ghost)
+            if live_max == 0.0:
+                if status[b] < 0:
+                    status[b] = i
+            elif live_max > RESCALE_HI or live_max < RESCALE_LO:
+                shift = math.frexp(live_max)[1]
+                scale = 2.0 ** -shift
+                sexp += shift
+                nl = torch.zeros(C, dtype=torch.float64, device=x.device)
+                parts = []
+                for arr, weight in ((ring, 1.0), (tail, 1.0), (A, K + 1.0), (E, float(C))):
+                    sv = arr * scale
+                    cnt = ((sv < FLOOR) & (arr > 0)).double() * weight
+                    nl += cnt.sum(1) if cnt.dim() == 2 else cnt
+                    parts.append(torch.where(sv < FLOOR, torch.zeros_like(sv), sv))
+                ring, tail, A, E = parts
+                add2 = torch.log(nl) + LOG_FLOOR + sexp * LN2
+                ghost = torch.where(nl > 0, torch.logaddexp(ghost, add2), ghost)
+            if store is not None:
+                store["E"][b, i + 1], store["A"][b, i + 1], store["L"][b, i + 1] = E, A, tail
+                store["ghost"][b, i + 1], store["sexp"][b, i + 1] = ghost, sexp
+        state["ring"][b], state["tail"][b], state["A"][b], state["E"][b] = ring, tail, A, E
+        state["ghost"][b] = ghost
+        state["istate"][b, 0], state["istate"][b, 1] = t, sexp
+    return status

@@ -1,0 +1,178 @@
+"""Exact log-space forward over one chunk (the certificate's fallback).
+
+Same recursion as ``cpu_kernels.forward_logspace``: the ring holds log
+values, A is a log-sum-exp over the K weighted ring entries (max-shifted)
+plus the tail; nothing is flushed, so nothing needs certifying. Stored rows
+are mantissas with one binary exponent per boundary (ForwardStore layout,
+ghosts -inf), exactly like the CPU kernel, so the driver's posterior pass
+reads both the same way.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import triton
+import triton.language as tl
+
+from .common import LN2, block_sizes, logaddexp, num_warps_for
+
+NEG = float("-inf")
+
+
+@triton.jit
+def _store_log_row(sE_ptr, sA_ptr, sL_ptr, sS_ptr, sG_ptr, r, srow_s, E, A, tail, cc, cmask):
+    mx = tl.maximum(tl.maximum(tl.max(E, axis=0), tl.max(A, axis=0)), tl.max(tail, axis=0))
+    k = tl.where(mx > float("-inf"), tl.floor(mx / LN2), 0.0).to(tl.int64)
+    off = k.to(tl.float64) * LN2
+    tl.store(sE_ptr + r + cc, tl.exp(E - off), mask=cmask)
+    tl.store(sA_ptr + r + cc, tl.exp(A - off), mask=cmask)
+    tl.store(sL_ptr + r + cc, tl.exp(tail - off), mask=cmask)
+    tl.store(sG_ptr + r + cc, tl.full(E.shape, float("-inf"), tl.float64), mask=cmask)
+    tl.store(sS_ptr + srow_s, k)
+
+
+@triton.jit
+def logspace_forward_kernel(
+        x_ptr, n_ptr,
+        ring_ptr, tail_ptr, A_ptr, E_ptr, istate_ptr, status_ptr,
+        phicirc_ptr, phiK_ptr, lrho_ptr, transT_ptr,
+        sE_ptr, sA_ptr, sL_ptr, sS_ptr, sG_ptr,
+        C, K, NMAX,
+        STORE: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_K: tl.constexpr):
+    b = tl.program_id(0)
+    cc = tl.arange(0, BLOCK_C)
+    jj = tl.arange(0, BLOCK_K)
+    cmask = cc < C
+    kmask = jj < K
+    m2 = cmask[:, None] & kmask[None, :]
+    mcc = cmask[:, None] & cmask[None, :]
+
+    phiK = tl.load(phiK_ptr + cc, mask=cmask, other=float("-inf"))
+    lrho = tl.load(lrho_ptr + cc, mask=cmask, other=float("-inf"))
+    transT = tl.load(transT_ptr + cc[:, None] * C + cc[None, :], mask=mcc, other=float("-inf"))
+    has_tail = lrho > float("-inf")
+
+    ring_off = b * C * K + cc[:, None] * K + jj[None, :]
+    ring = tl.load(ring_ptr + ring_off, mask=m2, other=float("-inf"))
+    tail = tl.load(tail_ptr + b * C + cc, mask=cmask, other=float("-inf"))
+    A = tl.load(A_ptr + b * C + cc, mask=cmask, other=float("-inf"))
+    E = tl.load(E_ptr + b * C + cc, mask=cmask, other=float("-inf"))
+    t = tl.load(istate_ptr + 2 * b)
+    n = tl.load(n_ptr + b)
+
+    xrow = x_ptr + b * NMAX * C
+    srow = b * (NMAX + 1) * C
+    if STORE:
+        _store_log_row(sE_ptr, sA_ptr, sL_ptr, sS_ptr, sG_ptr, srow, b * (NMAX + 1), E, A, tail, cc, cmask)
+
+    status = t * 0 - 1
+    for i in range(0, n):
+        h = (t + 1) % K
+        slot = (K - t % K) % K
+        xc = tl.load(xrow + i * C + cc, mask=cmask, other=float("-inf"))
+        is_slot = (jj == slot)[None, :] & m2
+
+        old = tl.max(tl.where(is_slot, ring, float("-inf")), axis=1)
+        tl_new = logaddexp(tail, old + phiK) + lrho + xc
+        tail = tl.where(has_tail & (tl_new > float("-inf")), tl_new, float("-inf"))
+
+        ring = tl.where(is_slot, E[:, None], ring) + xc[:, None]
+        ring = tl.where(m2, ring, float("-inf"))
+        phi = tl.load(phicirc_ptr + cc[:, None] * (2 * K) + jj[None, :] + h, mask=m2,
+                      other=float("-inf"))
+        cand = ring + phi
+        m = tl.max(cand, axis=1)
+        m_safe = tl.where(m > float("-inf"), m, 0.0)
+        s = tl.sum(tl.exp(cand - m_safe[:, None]), axis=1)
+        a = tl.where(m > float("-inf"), m_safe + tl.log(s), float("-inf"))
+        A = logaddexp(a, tail)
+        alive = (A > float("-inf")) | (m > float("-inf")) | (tl.max(ring, axis=1) > float("-inf"))
+        any_alive = tl.max(alive.to(tl.int32), axis=0) > 0
+
+        v = transT + A[None, :]
+        me = tl.max(v, axis=1)
+        me_safe = tl.where(me > float("-inf"), me, 0.0)
+        se = tl.sum(tl.exp(v - me_safe[:, None]), axis=1)
+        E = tl.where(me > float("-inf"), me_safe + tl.log(se), float("-inf"))
+        t += 1
+        status = tl.where((~any_alive) & (status < 0), i, status)
+        if STORE:
+            _store_log_row(sE_ptr, sA_ptr, sL_ptr, sS_ptr, sG_ptr, srow + (i + 1) * C,
+                           b * (NMAX + 1) + i + 1, E, A, tail, cc, cmask)
+
+    tl.store(ring_ptr + ring_off, ring, mask=m2)
+    tl.store(tail_ptr + b * C + cc, tail, mask=cmask)
+    tl.store(A_ptr + b * C + cc, A, mask=cmask)
+    tl.store(E_ptr + b * C + cc, E, mask=cmask)
+    tl.store(istate_ptr + 2 * b, t)
+    tl.store(status_ptr + b, status)
+
+
+def logspace_forward(x, n, state, model, store=None):
+    """Launch one exact log-space chunk for a batch of B sequences.
+
+    x (B, NMAX, C) fp64; n (B,) int64. state: dict ring (B, C, K), tail, A, E
+    (B, C) fp64 log values, istate (B, 2) int64 (advanced in place). model:
+    dict phicirc, phiK, lrho, transT. store: None or dict E, A, L, ghost
+    (B, NMAX + 1, C) fp64 and sexp (B, NMAX + 1) int64. Returns status (B,).
+    """
+    B, NMAX, C = x.shape
+    K = state["ring"].shape[2]
+    BC, BK = block_sizes(C, K)
+    status = torch.empty(B, dtype=torch.int64, device=x.device)
+    do_store = store is not None
+    s = store if do_store else {key: x for key in ("E", "A", "L", "ghost")} | {"sexp": status}
+    logspace_forward_kernel[(B,)](
+        x, n,
+        state["ring"], state["tail"], state["A"], state["E"], state["istate"], status,
+        model["phicirc"], model["phiK"], model["lrho"], model["transT"],
+        s["E"], s["A"], s["L"], s["sexp"], s["ghost"],
+        C, K, NMAX,
+        STORE=do_store, BLOCK_C=BC, BLOCK_K=BK, num_warps=num_warps_for(BC, BK))
+    return status
+
+
+def logspace_forward_reference(x, n, state, model, store=None):
+    """Plain torch version of :func:`logspace_forward` (same arguments and effects)."""
+    B, NMAX, C = x.shape
+    K = state["ring"].shape[2]
+    trans = model["transT"].T
+    lrho, phiK = model["lrho"], model["phiK"]
+    status = torch.full((B,), -1, dtype=torch.int64, device=x.device)
+
+    def store_row(b, r, E, A, tail):
+        mx = float(torch.cat([E, A, tail]).max())
+        k = math.floor(mx / LN2) if mx > NEG else 0
+        store["sexp"][b, r] = k
+        store["E"][b, r] = torch.exp(E - k * LN2)
+        store["A"][b, r] = torch.exp(A - k * LN2)
+        store["L"][b, r] = torch.exp(tail - k * LN2)
+        store["ghost"][b, r] = NEG
+
+    for b in range(B):
+        ring, tail, A, E = state["ring"][b], state["tail"][b], state["A"][b], state["E"][b]
+        t = int(state["istate"][b, 0])
+        if store is not None:
+            store_row(b, 0, E, A, tail)
+        for i in range(int(n[b])):
+            h = (t + 1) % K
+            slot = (K - t % K) % K
+            xc = x[b, i]
+            old = ring[:, slot].clone()
+            tl_new = torch.logaddexp(tail, old + phiK) + lrho + xc
+            tail = torch.where((lrho > NEG) & (tl_new > NEG), tl_new, torch.full_like(tl_new, NEG))
+            ring[:, slot] = E
+            ring = ring + xc[:, None]
+            a = torch.logsumexp(ring + model["phicirc"][:, h:h + K], dim=1)
+            A = torch.logaddexp(a, tail)
+            alive = bool((A > NEG).any() or (ring > NEG).any())
+            E = torch.logsumexp(A[:, None] + trans, dim=0)
+            t += 1
+            if not alive and status[b] < 0:
+                status[b] = i
+            if store is not None:
+                store_row(b, i + 1, E, A, tail)
+        state["ring"][b], state["tail"][b], state["A"][b], state["E"][b] = ring, tail, A, E
+        state["istate"][b, 0] = t
+    return status
