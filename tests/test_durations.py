@@ -198,6 +198,8 @@ def test_unbounded_normalisation_far_in_the_tail():
     ({"family": "geometric", "mean": 5000, "min": 100}, stats.geom(1 / 5000, loc=-1), "d"),
     ({"family": "gamma", "shape": 0.5, "mean": 20}, stats.gamma(0.5, scale=40), "c"),
     ({"family": "gamma", "shape": 1.2, "mean": 1500, "min": 60}, stats.gamma(1.2, scale=1250), "c"),
+    # windows [1, 1025] and [18976, 21024] with Euler-Maclaurin gaps between and beyond
+    ({"family": "gamma", "shape": 3, "mean": 20000}, stats.gamma(3, scale=20000 / 3), "c"),
     ({"family": "lognormal", "mu": 3, "sigma": 0.6, "max": 5000}, stats.lognorm(0.6, scale=math.exp(3)), "c"),
     ({"family": "lognormal", "mu": 4.6, "sigma": 0.001}, stats.lognorm(0.001, scale=math.exp(4.6)), "c"),
 ])

@@ -7,6 +7,7 @@ message starts with the key path of the offending value, e.g.
 """
 from __future__ import annotations
 
+import difflib
 import hashlib
 import math
 import re
@@ -151,7 +152,7 @@ def _label_key(key: Any, path: str, names: list[str]) -> str:
                    "booleans: quote the label name)")
     name = str(key)
     if name not in names:
-        close = [n for n in names if n.lower() == name.lower()]
+        close = difflib.get_close_matches(name, names, n=1)
         hint = f" (did you mean {close[0]}?)" if close else ""
         raise _err(f"{path}.{name}", f"unknown label{hint}")
     return name
