@@ -130,7 +130,8 @@ def fake_spec(path="model.yaml", bin_size=10, labels=("A", "B")):
     C = len(labels)
     K = 8
     dur = np.log(np.full((K, C), 1.0 / K))
-    trans = np.log(np.where(np.eye(C) > 0, 0.0, 1.0 / max(1, C - 1))) if C > 1 else np.zeros((1, 1))
+    with np.errstate(divide="ignore"):  # log 0 = -inf: no self-transitions
+        trans = np.log(np.where(np.eye(C) > 0, 0.0, 1.0 / max(1, C - 1))) if C > 1 else np.zeros((1, 1))
     model = SemiMarkovModel(dur, None, trans, np.full(C, -math.log(C)), np.zeros(C))
     colors = ["255,0,0", "0,0,255", "0,128,0", "128,128,128"]
     strands = [".", "+", "-", "."]

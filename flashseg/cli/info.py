@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import click
-import numpy as np
 
 from ._common import TrackSpec, existing_file, load_model_spec
 
@@ -31,6 +30,8 @@ def describe_tracks(path: str) -> str:
 
 
 def describe_model(path: str) -> str:
+    import numpy as np
+
     spec = load_model_spec(path)
     names = spec.label_names
     lines = [f"file\t{spec.path}", "kind\tflashseg model", f"name\t{spec.name}", f"sha256\t{spec.sha256}",

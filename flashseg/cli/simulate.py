@@ -26,7 +26,6 @@ import shutil
 import zlib
 
 import click
-import numpy as np
 
 from ._common import existing_file, load_model_spec
 
@@ -46,16 +45,22 @@ def parse_contig(text: str) -> tuple[str, int]:
 
 
 def contig_rng(seed: int, name: str) -> np.random.Generator:
+    import numpy as np
+
     return np.random.default_rng([seed & 0xFFFFFFFF, zlib.crc32(name.encode("utf-8"))])
 
 
 def observations_log_likelihood(y: np.ndarray, levels: np.ndarray) -> np.ndarray:
     """log N(y; level_c, 1) for every label: (n, C)."""
+    import numpy as np
+
     return -0.5 * (y[:, None] - levels[None, :]) ** 2 - 0.5 * math.log(2 * math.pi)
 
 
 def labels_of_bins(segments, a: int, b: int) -> np.ndarray:
     """Per-bin labels for bins [a, b) from sorted, tiling segments."""
+    import numpy as np
+
     start, end, label = segments.start, segments.end, segments.label
     i = int(np.searchsorted(end, a, side="right"))
     j = int(np.searchsorted(start, b, side="left"))
@@ -65,6 +70,8 @@ def labels_of_bins(segments, a: int, b: int) -> np.ndarray:
 
 
 def write_fasta_contig(handle, name: str, length: int, rng: np.random.Generator, gap: tuple[int, int] | None):
+    import numpy as np
+
     handle.write(f">{name}\n")
     bases = np.frombuffer(b"ACGT", dtype=np.uint8)
     block = _FASTA_LINE * 20000
@@ -122,6 +129,8 @@ def simulate(model_path, contigs, signal, n_gap, seed, dtype, compression, reads
 def simulate_genome(spec, contigs, outdir, *, signal=2.0, n_gap=0, seed=0, dtype="float32",
                     compression="lzf", chunk_bins=_CHUNK_BINS):
     """Write the files; returns {contig: drawn Segments} (for simulated reads)."""
+    import numpy as np
+
     from ..core import sample
     from ..errors import DataError
     from ..io.bed import provenance_lines
