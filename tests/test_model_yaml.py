@@ -214,7 +214,7 @@ def _del(path):
 
 
 ERRORS = [
-    (_set(["labels", 2, "duration", "mean"], -3), "labels[2].duration.mean: must be >= 1, got -3.0 (label Quiescent)"),
+    (_set(["labels", 2, "duration", "mean"], -3), "labels[2].duration.mean: must be >= 1, got -3 (label Quiescent)"),
     (_set(["labels", 1, "duration", "dispersion"], 0), "labels[1].duration.dispersion: must be > 0"),
     (_set(["labels", 0, "duration"], {"family": "gamma", "shape": 2, "mean": -1}),
      "labels[0].duration.mean: must be > 0"),

@@ -556,6 +556,12 @@ _COMMON_KEYS = ("family", "min", "max", "tail_rho")
 _TABLE_KEYS = ("probabilities", "log", "path", "scale")
 
 
+def _fmt(x: float) -> str:
+    """A number as the user wrote it: 3 not 3.0, 0.9999999 not 1."""
+    x = float(x)
+    return str(int(x)) if x.is_integer() else repr(x)
+
+
 def _err(key: str, msg: str, label: str | None) -> DataError:
     where = f" (label {label})" if label else ""
     return DataError(f"{key}: {msg}{where}")
@@ -682,7 +688,7 @@ def _parse_table(spec: Mapping, key: str, label: str | None,
     bad = np.flatnonzero(probs < 0)
     if bad.size:
         i = int(bad[0])
-        raise _err(f"{key}.probabilities[{i}]", f"must be >= 0, got {probs[i]}", label)
+        raise _err(f"{key}.probabilities[{i}]", f"must be >= 0, got {_fmt(probs[i])}", label)
     if probs.sum() <= 0:
         raise _err(f"{key}.probabilities", "must have a positive sum", label)
     with np.errstate(divide="ignore"):
@@ -725,19 +731,19 @@ def parse_duration(spec: Any, *, key: str = "duration", label: str | None = None
     if spec.get("tail_rho") is not None:
         tail_rho = _number(spec["tail_rho"], f"{key}.tail_rho", label)
         if not 0.0 < tail_rho < 1.0:
-            raise _err(f"{key}.tail_rho", f"must be in (0, 1), got {tail_rho}", label)
+            raise _err(f"{key}.tail_rho", f"must be in (0, 1), got {_fmt(tail_rho)}", label)
 
     params = {k: spec[k] for k in FAMILIES[family]}
     log_scores = False
     if family in ("geometric", "negative_binomial", "poisson"):
         mean = _number(spec["mean"], f"{key}.mean", label)
         if mean < 1:
-            raise _err(f"{key}.mean", f"must be >= 1, got {mean}", label)
+            raise _err(f"{key}.mean", f"must be >= 1, got {_fmt(mean)}", label)
         dispersion = None
         if family == "negative_binomial":
             dispersion = _number(spec["dispersion"], f"{key}.dispersion", label)
             if dispersion <= 0:
-                raise _err(f"{key}.dispersion", f"must be > 0, got {dispersion}", label)
+                raise _err(f"{key}.dispersion", f"must be > 0, got {_fmt(dispersion)}", label)
         m = mean - 1.0
         if m == 0:
             law: _Law = _PointMass()
@@ -751,15 +757,15 @@ def parse_duration(spec: Any, *, key: str = "duration", label: str | None = None
         mu = _number(spec["mu"], f"{key}.mu", label)
         sigma = _number(spec["sigma"], f"{key}.sigma", label)
         if sigma <= 0:
-            raise _err(f"{key}.sigma", f"must be > 0, got {sigma}", label)
+            raise _err(f"{key}.sigma", f"must be > 0, got {_fmt(sigma)}", label)
         law = _LogNormal(mu, sigma)
     elif family == "gamma":
         shape = _number(spec["shape"], f"{key}.shape", label)
         if shape <= 0:
-            raise _err(f"{key}.shape", f"must be > 0, got {shape}", label)
+            raise _err(f"{key}.shape", f"must be > 0, got {_fmt(shape)}", label)
         mean = _number(spec["mean"], f"{key}.mean", label)
         if mean <= 0:
-            raise _err(f"{key}.mean", f"must be > 0, got {mean}", label)
+            raise _err(f"{key}.mean", f"must be > 0, got {_fmt(mean)}", label)
         law = _Gamma(shape, mean / shape)
     elif family == "uniform":
         if math.isinf(dmax):

@@ -20,7 +20,7 @@ import yaml
 
 from ..core.model import SemiMarkovModel
 from ..errors import DataError
-from .durations import DurationLaw, DurationTable, _number, duration_table, parse_duration
+from .durations import DurationLaw, DurationTable, _fmt, _number, duration_table, parse_duration
 
 __all__ = ["load_model", "parse_model", "ModelSpec", "LabelSpec", "CoverageSpec"]
 
@@ -180,7 +180,7 @@ def _prob_or_log_map(obj: Any, path: str, names: list[str]) -> np.ndarray:
         name = _label_key(key, path, names)
         p = _number(value, f"{path}.{name}", None)
         if p < 0:
-            raise _err(f"{path}.{name}", f"probability must be >= 0, got {p}")
+            raise _err(f"{path}.{name}", f"probability must be >= 0, got {_fmt(p)}")
         probs[names.index(name)] = p
     total = probs.sum()
     if not total > 0:
@@ -302,7 +302,7 @@ def _coverage(obj: Any, names: list[str]) -> CoverageSpec | None:
             raise _err("coverage.dispersion", "missing (needed by negative_binomial)")
         dispersion = _number(obj["dispersion"], "coverage.dispersion", None)
         if dispersion <= 0:
-            raise _err("coverage.dispersion", f"must be > 0, got {dispersion}")
+            raise _err("coverage.dispersion", f"must be > 0, got {_fmt(dispersion)}")
     elif obj.get("dispersion") is not None:
         raise _err("coverage.dispersion", "only for model: negative_binomial")
     means = obj.get("mean")
@@ -313,7 +313,7 @@ def _coverage(obj: Any, names: list[str]) -> CoverageSpec | None:
         name = _label_key(key, "coverage.mean", names)
         v = _number(value, f"coverage.mean.{name}", None)
         if v <= 0:
-            raise _err(f"coverage.mean.{name}", f"must be > 0, got {v}")
+            raise _err(f"coverage.mean.{name}", f"must be > 0, got {_fmt(v)}")
         mean[names.index(name)] = v
     missing = [n for n, v in zip(names, mean) if np.isnan(v)]
     if missing:
