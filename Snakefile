@@ -7,7 +7,8 @@ Per sample: faidx -> (coverage tracks from a BAM) -> the list of contigs a
 whole-genome `flashseg decode` would decode (`flashseg info --contigs`, a
 checkpoint, so FASTA contigs absent from the tracks are skipped) -> one
 `flashseg decode --contig` per contig -> `flashseg gather` into
-<outdir>/<sample>.bed.gz (BGZF + tabix). Samples are seeded per contig, so
+<outdir>/<sample>.bed.gz (BGZF + tabix), and with `decode: samples: N` the
+posterior samples into <outdir>/<sample>.samples.bed. Samples are seeded per contig, so
 the gathered result equals one whole-genome decode apart from `##` lines.
 """
 import os
@@ -115,7 +116,7 @@ if N_SAMPLES:
 rule all:
     input:
         expand(f"{OUT}/{{sample}}.bed.gz", sample=SAMPLES),
-        expand(f"{OUT}/{{sample}}.samples.bed.gz", sample=SAMPLES) if N_SAMPLES else [],
+        expand(f"{OUT}/{{sample}}.samples.bed", sample=SAMPLES) if N_SAMPLES else [],
 
 
 rule faidx:
@@ -233,8 +234,8 @@ rule gather_samples:
         fasta=FASTA,
         fai=FAI,
     output:
-        bed=f"{OUT}/{{sample}}.samples.bed.gz",
-        tbi=f"{OUT}/{{sample}}.samples.bed.gz.tbi",
+        # plain text: samples are ordered by sample, then position, which tabix cannot index
+        bed=f"{OUT}/{{sample}}.samples.bed",
     log:
         f"{OUT}/logs/{{sample}}/gather_samples.log",
     conda:
