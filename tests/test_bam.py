@@ -222,3 +222,15 @@ def test_not_a_bam(tmp_path):
     path.write_bytes(b"hello, not a BAM\n" * 10)
     with pytest.raises(DataError, match="junk.bam"):
         bam.open_alignments(path)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_corrupt_block_mid_file(tmp_path, random_bam, threads):
+    data = bytearray(open(random_bam, "rb").read())
+    middle = len(data) // 2
+    data[middle:middle + 500] = bytes(500)  # the end-of-file marker stays intact
+    path = tmp_path / "corrupt.bam"
+    path.write_bytes(bytes(data))
+    shutil.copy(random_bam + ".bai", str(path) + ".bai")
+    with pytest.raises(DataError, match=r"corrupt\.bam.*truncated or corrupt BAM while reading chr"):
+        bam.count_contigs(path, CONTIGS, 100, threads=threads, unit_bp=5_000)

@@ -35,6 +35,7 @@ threads would not scale). Only O(bins) integer counts are kept.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from collections import OrderedDict
@@ -90,6 +91,9 @@ def open_alignments(path, reference=None):
     import pysam
 
     path = os.fspath(path)
+    # htslib's own stderr messages would duplicate (and garble) the one-line
+    # errors raised here from its return codes.
+    pysam.set_verbosity(0)
     if _is_cram(path) and reference is None:
         raise DataError("a CRAM file needs its reference: give --fasta", file=path)
     mode = "rc" if _is_cram(path) else "rb"
@@ -279,9 +283,14 @@ def count_contigs(path, contigs, bin_size: int, read_filter: ReadFilter = ReadFi
     counts = {name: np.zeros(n_bins_of(length, bin_size), dtype=np.int32) for name, length in contigs}
     units = list(_units(contigs, bin_size, unit_bp))
     if threads <= 1 or len(units) <= 1:
-        with open_alignments(path, reference) as bam:
+        bam = open_alignments(path, reference)
+        try:
             for name, a, b, length in units:
                 counts[name][a:b] = count_bins(bam, name, a, b, bin_size, length, read_filter, path)
+        finally:
+            # closing a file that failed mid-read raises again: keep the first error
+            with contextlib.suppress(OSError):
+                bam.close()
         return counts
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
@@ -296,8 +305,12 @@ def count_contigs(path, contigs, bin_size: int, read_filter: ReadFilter = ReadFi
                              initializer=_worker_init, initargs=(path, reference)) as pool:
         futures = [(name, a, b, pool.submit(_worker_count, name, a, b, bin_size, length, read_filter))
                    for name, a, b, length in units]
-        for name, a, b, future in futures:
-            counts[name][a:b] = future.result()
+        try:
+            for name, a, b, future in futures:
+                counts[name][a:b] = future.result()
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
     return counts
 
 
