@@ -36,14 +36,18 @@ threads would not scale). Only O(bins) integer counts are kept.
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import os
+from array import array
 from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..errors import DataError
+
+log = logging.getLogger("flashseg")
 
 # BAM flag bits (SAM spec 1.4).
 FLAG_PAIRED = 0x1
@@ -121,7 +125,25 @@ def open_alignments(path, reference=None):
         tool = "samtools index"
         raise DataError(f"no index found (.{'crai' if mode == 'rc' else 'bai/.csi'}): run `{tool} {path}`",
                         file=path)
+    _warn_if_index_stale(path)
     return bam
+
+
+_warned_stale: set = set()
+
+
+def _warn_if_index_stale(path: str) -> None:
+    """An index older than its file may point at the wrong blocks: say so (once per file)."""
+    stem = path[:-4] if path.lower().endswith((".bam", ".cram")) else path
+    if path.lower().endswith(".cram"):
+        stem = path[:-5]
+    for index in (path + ".bai", path + ".csi", path + ".crai", stem + ".bai", stem + ".crai"):
+        if os.path.exists(index):
+            if os.path.getmtime(index) < os.path.getmtime(path) and path not in _warned_stale:
+                _warned_stale.add(path)
+                log.warning("%s: the index %s is older than the file; if the file changed, run "
+                            "`samtools index %s`", path, index, path)
+            return
 
 
 def _looks_sorted(bam, n_reads: int = 10000) -> bool:
@@ -202,7 +224,7 @@ def count_bins(bam, contig: str, start_bin: int, end_bin: int, bin_size: int, le
     if n <= 0:
         return np.zeros(0, dtype=np.int32)
     min_mapq = read_filter.min_mapq
-    positions = []
+    positions = array("q")  # 8 bytes a read, not a Python int object each
     append = positions.append
     previous = -1
     try:
@@ -239,7 +261,7 @@ def count_bins(bam, contig: str, start_bin: int, end_bin: int, bin_size: int, le
                         file=path or None) from None
     if not positions:
         return np.zeros(n, dtype=np.int32)
-    offsets = (np.asarray(positions, dtype=np.int64) - start_bp) // bin_size
+    offsets = (np.frombuffer(positions, dtype=np.int64) - start_bp) // bin_size
     return np.bincount(offsets, minlength=n).astype(np.int32)
 
 
