@@ -1,6 +1,7 @@
 """BAM coverage: counting vs a plain pysam loop, filters, likelihoods vs scipy, depth, errors."""
 from __future__ import annotations
 
+import os
 import shutil
 
 import numpy as np
@@ -234,3 +235,21 @@ def test_corrupt_block_mid_file(tmp_path, random_bam, threads):
     shutil.copy(random_bam + ".bai", str(path) + ".bai")
     with pytest.raises(DataError, match=r"corrupt\.bam.*truncated or corrupt BAM while reading chr"):
         bam.count_contigs(path, CONTIGS, 100, threads=threads, unit_bp=5_000)
+
+
+def test_stale_index_warns_once(tmp_path):
+    import logging
+
+    path = write_bam(tmp_path / "stale.bam", CONTIGS, [{"contig": "chr1", "pos": 5}])
+    os.utime(path + ".bai", (1_000_000, 1_000_000))  # index older than the file
+    messages = []
+    handler = logging.Handler()
+    handler.emit = lambda record: messages.append(record.getMessage())
+    logger = logging.getLogger("flashseg")
+    logger.addHandler(handler)
+    try:
+        bam.count_contigs(path, CONTIGS, 100)
+        bam.count_contigs(path, CONTIGS, 100)
+    finally:
+        logger.removeHandler(handler)
+    assert len(messages) == 1 and "older than the file" in messages[0] and "samtools index" in messages[0]
