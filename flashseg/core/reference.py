@@ -19,9 +19,17 @@ Conventions (all arrays natural log, ``-inf`` = impossible):
 * ``G[s, c]``: log total score of a label-``c`` segment starting at ``s`` and
   everything after it. ``G[T] = -inf``.
 
-Segment emission sums are accumulated directly (a cumulative sum running
-away from one fixed end), never as differences of prefix sums: a ``-inf``
-emission would turn such a difference into NaN.
+Segment emission sums are accumulated directly (each bin is added to the
+running sum of every open segment), never as differences of prefix sums: a
+``-inf`` emission would turn such a difference into NaN.
+
+Everything is computed in ``np.longdouble`` (80-bit extended on x86-64
+Linux, where the tests run) and returned as float64. A reference in plain
+float64 carries one ulp of |logZ| into every posterior (``exp(E + G -
+logZ)``), and the running sum that gives gamma random-walks those errors:
+1e-10 after 5000 bins at logZ ~ 6000, the size of the tolerance the kernels
+are held to. The wider mantissa keeps the reference well below that. On a
+platform where longdouble is float64 the results are just float64-accurate.
 """
 from __future__ import annotations
 
@@ -36,13 +44,16 @@ __all__ = [
 ]
 
 
+_WORK = np.longdouble   # working precision (see the module docstring)
+
+
 def _lse(a: np.ndarray, axis: int) -> np.ndarray:
     """log(sum(exp(a))) along ``axis``; all ``-inf`` or empty gives ``-inf`` (no NaN)."""
     if a.shape[axis] == 0:
-        return np.full(np.delete(a.shape, axis), -np.inf)[()]
+        return np.full(np.delete(a.shape, axis), -np.inf, dtype=a.dtype)[()]
     m = np.max(a, axis=axis, keepdims=True)
-    shift = np.where(np.isfinite(m), m, 0.0)
-    with np.errstate(divide="ignore"):
+    shift = np.where(np.isfinite(m), m, 0.0).astype(a.dtype)
+    with np.errstate(divide="ignore", under="ignore"):
         out = np.log(np.sum(np.exp(a - shift), axis=axis, keepdims=True)) + shift
     return np.squeeze(out, axis=axis)
 
@@ -61,7 +72,7 @@ def _check(model: SemiMarkovModel, x) -> np.ndarray:
 
 
 def duration_table(model: SemiMarkovModel, T: int) -> np.ndarray:
-    """``phi[d, c]`` for ``d = 0..T`` (row 0 is ``-inf``: no empty segments)."""
+    """``phi[d, c]`` for ``d = 0..T`` (row 0 is ``-inf``: no empty segments), float64."""
     phi = np.full((T + 1, model.n_labels), -np.inf)
     for d in range(1, T + 1):
         phi[d] = model.log_duration(d)
@@ -72,84 +83,138 @@ def _no_valid() -> NoValidSegmentation:
     return NoValidSegmentation("no segmentation has positive probability under the model")
 
 
-def forward(model: SemiMarkovModel, x) -> tuple[np.ndarray, np.ndarray]:
-    """Forward messages ``(E, A)``, each ``(T + 1, C)`` (see module docstring)."""
-    x = _check(model, x)
-    T, C = x.shape
-    phi = duration_table(model, T)
-    E = np.full((T + 1, C), -np.inf)
-    A = np.full((T + 1, C), -np.inf)
-    E[0] = model.initial
+class _Work:
+    """The model's arrays and the emissions in working precision."""
+
+    def __init__(self, model: SemiMarkovModel, x):
+        x = _check(model, x)
+        self.T, self.C = x.shape
+        self.x = x.astype(_WORK)
+        self.phi = duration_table(model, self.T).astype(_WORK)
+        self.trans = model.transition.astype(_WORK)
+        self.initial = model.initial.astype(_WORK)
+        self.final = model.final.astype(_WORK)
+
+
+def _lse_rows_inplace(buf: np.ndarray) -> np.ndarray:
+    """log-sum-exp of each row of ``buf`` (C, n), overwriting ``buf``."""
+    m = buf.max(axis=1)
+    shift = np.where(np.isfinite(m), m, 0.0).astype(buf.dtype)
+    buf -= shift[:, None]
+    with np.errstate(divide="ignore", under="ignore"):
+        np.exp(buf, out=buf)
+        return np.log(buf.sum(axis=1)) + shift
+
+
+def _forward(w: _Work, viterbi: bool = False):
+    """(E, A) in working precision, each (T + 1, C). With ``viterbi``, max
+    instead of log-sum-exp, plus the argmax tables (shortest duration,
+    lowest previous label). Internally label-major (C, T) so that the sums
+    over starts run along contiguous memory."""
+    T, C = w.T, w.C
+    E = np.full((C, T + 1), -np.inf, dtype=_WORK)
+    A = np.full((C, T + 1), -np.inf, dtype=_WORK)
+    E[:, 0] = w.initial
+    best_d = np.zeros((T + 1, C), dtype=np.int64)
+    best_prev = np.zeros((T + 1, C), dtype=np.int64)
+    x = np.ascontiguousarray(w.x.T)
+    phi_rev = np.ascontiguousarray(w.phi.T[:, ::-1])   # phi_rev[:, T - d] = phi(d)
+    open_sum = np.zeros((C, T), dtype=_WORK)           # open_sum[:, s] = x[s:t].sum, s < t
+    buf = np.empty((C, T), dtype=_WORK)
     for t in range(1, T + 1):
-        # sums[d - 1] = x[t - d : t].sum(axis=0), accumulated right to left
-        sums = np.cumsum(x[t - 1::-1], axis=0)
-        starts = t - np.arange(1, t + 1)
-        A[t] = _lse(E[starts] + sums + phi[1:t + 1], axis=0)
-        E[t] = _lse(A[t][:, None] + model.transition, axis=0)
-    return E, A
+        open_sum[:, :t] += x[:, t - 1:t]                # add the bin to every open segment
+        terms = buf[:, :t]                              # column s: start s, duration t - s
+        np.add(E[:, :t], open_sum[:, :t], out=terms)
+        terms += phi_rev[:, T - t:T]
+        if viterbi:
+            by_duration = terms[:, ::-1]                # column d - 1: duration d
+            best_d[t] = np.argmax(by_duration, axis=1) + 1   # first maximum = shortest
+            A[:, t] = np.max(terms, axis=1)
+            into = A[:, t][:, None] + w.trans           # row = previous label
+            best_prev[t] = np.argmax(into, axis=0)      # first maximum = lowest label
+            E[:, t] = np.max(into, axis=0)
+        else:
+            A[:, t] = _lse_rows_inplace(terms)
+            E[:, t] = _lse(A[:, t][:, None] + w.trans, axis=0)
+    if viterbi:
+        return E.T, A.T, best_d, best_prev
+    return E.T, A.T
+
+
+def _backward(w: _Work):
+    """(B, G) in working precision, each (T + 1, C); label-major inside."""
+    T, C = w.T, w.C
+    B = np.full((C, T + 1), -np.inf, dtype=_WORK)
+    G = np.full((C, T + 1), -np.inf, dtype=_WORK)
+    B[:, T] = w.final
+    x = np.ascontiguousarray(w.x.T)
+    phi = np.ascontiguousarray(w.phi.T)
+    open_sum = np.zeros((C, T + 1), dtype=_WORK)       # open_sum[:, e] = x[s:e].sum, e > s
+    buf = np.empty((C, T), dtype=_WORK)
+    for s in range(T - 1, -1, -1):
+        open_sum[:, s + 1:] += x[:, s:s + 1]
+        terms = buf[:, :T - s]                          # column d - 1: end e = s + d
+        np.add(open_sum[:, s + 1:], phi[:, 1:T - s + 1], out=terms)
+        terms += B[:, s + 1:]
+        G[:, s] = _lse_rows_inplace(terms)
+        B[:, s] = _lse(w.trans + G[:, s][None, :], axis=1)
+    return B.T, G.T
+
+
+def forward(model: SemiMarkovModel, x) -> tuple[np.ndarray, np.ndarray]:
+    """Forward messages ``(E, A)``, each ``(T + 1, C)`` float64 (module docstring)."""
+    E, A = _forward(_Work(model, x))
+    return E.astype(np.float64), A.astype(np.float64)
 
 
 def backward(model: SemiMarkovModel, x) -> tuple[np.ndarray, np.ndarray]:
-    """Backward messages ``(B, G)``, each ``(T + 1, C)`` (see module docstring)."""
-    x = _check(model, x)
-    T, C = x.shape
-    phi = duration_table(model, T)
-    B = np.full((T + 1, C), -np.inf)
-    G = np.full((T + 1, C), -np.inf)
-    B[T] = model.final
-    for s in range(T - 1, -1, -1):
-        # sums[d - 1] = x[s : s + d].sum(axis=0), accumulated left to right
-        sums = np.cumsum(x[s:], axis=0)
-        ends = s + np.arange(1, T - s + 1)
-        G[s] = _lse(sums + phi[1:T - s + 1] + B[ends], axis=0)
-        B[s] = _lse(model.transition + G[s][None, :], axis=1)
-    return B, G
+    """Backward messages ``(B, G)``, each ``(T + 1, C)`` float64 (module docstring)."""
+    B, G = _backward(_Work(model, x))
+    return B.astype(np.float64), G.astype(np.float64)
 
 
-def _logz_from(model, A) -> float:
-    return float(_lse(A[-1] + model.final, axis=0))
-
-
-def log_partition(model: SemiMarkovModel, x) -> float:
-    """logZ; raises :class:`NoValidSegmentation` when every path is forbidden."""
-    _, A = forward(model, x)
-    logz = _logz_from(model, A)
+def _logz(w: _Work, A) -> np.floating:
+    logz = _lse(A[-1] + w.final, axis=0)
     if logz == -np.inf:
         raise _no_valid()
     return logz
 
 
+def log_partition(model: SemiMarkovModel, x) -> float:
+    """logZ; raises :class:`NoValidSegmentation` when every path is forbidden."""
+    w = _Work(model, x)
+    _, A = _forward(w)
+    return float(_logz(w, A))
+
+
 def _messages(model, x):
-    x = _check(model, x)
-    E, A = forward(model, x)
-    B, G = backward(model, x)
-    logz = _logz_from(model, A)
-    if logz == -np.inf:
-        raise _no_valid()
-    return x, E, A, B, G, logz
+    w = _Work(model, x)
+    E, A = _forward(w)
+    logz = _logz(w, A)
+    B, G = _backward(w)
+    return w, E, A, B, G, logz
 
 
 def posteriors(model: SemiMarkovModel, x) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(gamma (T, C), boundary (T,), change (T,))`` per SPEC §3.
+    """``(gamma (T, C), boundary (T,), change (T,))`` per SPEC §3, float64.
 
     ``boundary[0] = change[0] = 1``: the contig start is a boundary.
     """
-    x, E, A, B, G, logz = _messages(model, x)
-    T, C = x.shape
+    w, E, A, B, G, logz = _messages(model, x)
+    T, C = w.T, w.C
     with np.errstate(under="ignore"):
-        p_start = np.exp(E[:T] + G[:T] - logz)      # segment of label c starts at s = 0..T-1
-        p_end = np.exp(A[1:] + B[1:] - logz)        # segment of label c ends at e = 1..T
-        # bin i is covered by c iff a c-segment started at s <= i and none ended at e <= i
-        ended_by = np.vstack([np.zeros((1, C)), np.cumsum(p_end[:T - 1], axis=0)])
+        p_start = np.exp(E[:T] + G[:T] - logz)      # a label-c segment starts at s = 0..T-1
+        p_end = np.exp(A[1:] + B[1:] - logz)        # a label-c segment ends at e = 1..T
+        # bin i lies in a c-segment iff one started at s <= i and has not ended at e <= i
+        ended_by = np.vstack([np.zeros((1, C), dtype=_WORK), np.cumsum(p_end[:T - 1], axis=0)])
         gamma = np.cumsum(p_start, axis=0) - ended_by
         boundary = p_start.sum(axis=1)
-        switch = np.where(np.eye(C, dtype=bool), -np.inf, model.transition)
-        change = np.empty(T)
-        for i in range(1, T):
-            change[i] = np.exp(A[i][:, None] + switch + G[i][None, :] - logz).sum()
+        # label c' ends at i and a different label c starts there
+        switch = np.where(np.eye(C, dtype=bool), -np.inf, w.trans)
+        change = np.ones(T, dtype=_WORK)
+        change[1:] = np.exp(A[1:T, :, None] + switch[None] + G[1:T, None, :] - logz).sum(axis=(1, 2))
     boundary[0] = 1.0
-    change[0] = 1.0
-    return gamma, boundary, change
+    return gamma.astype(np.float64), boundary.astype(np.float64), change.astype(np.float64)
 
 
 def _check_segment(s, e, c, T, C):
@@ -159,52 +224,49 @@ def _check_segment(s, e, c, T, C):
 
 def segment_posterior(model: SemiMarkovModel, x, segments) -> np.ndarray:
     """P(segment ``(s, e, c)`` is one of the path's segments), for each triple."""
-    x, E, A, B, G, logz = _messages(model, x)
-    T, C = x.shape
+    w, E, A, B, G, logz = _messages(model, x)
     out = np.empty(len(segments))
     for k, (s, e, c) in enumerate(segments):
-        _check_segment(s, e, c, T, C)
-        score = E[s, c] + np.sum(x[s:e, c]) + model.log_duration(e - s)[c] + B[e, c]
+        _check_segment(s, e, c, w.T, w.C)
+        score = E[s, c] + np.sum(w.x[s:e, c]) + w.phi[e - s, c] + B[e, c]
         out[k] = np.exp(score - logz)
     return out
 
 
-def _run_inner(model: SemiMarkovModel, xc: np.ndarray, c: int) -> float:
-    """log sum over ways to cut one run of label c (emissions ``xc``) into
-    c-segments joined by ``trans[c, c]``: a one-label semi-Markov forward."""
-    n = len(xc)
-    phi = np.array([-np.inf] + [model.log_duration(d)[c] for d in range(1, n + 1)])
-    stay = model.transition[c, c]
-    enter = np.full(n + 1, -np.inf)     # a c-segment starts at u (relative), u = 0..n
-    end = np.full(n + 1, -np.inf)       # a c-segment ends at u
+def _run_inner(w: _Work, s: int, e: int, c: int):
+    """log sum over ways to cut the run [s, e) of label c into c-segments
+    joined by ``trans[c, c]``: a one-label semi-Markov forward over the run."""
+    n = e - s
+    stay = w.trans[c, c]
+    enter = np.full(n + 1, -np.inf, dtype=_WORK)    # a c-segment starts at s + u
+    end = np.full(n + 1, -np.inf, dtype=_WORK)      # a c-segment ends at s + u
     enter[0] = 0.0
+    open_sum = np.zeros(n, dtype=_WORK)
     for u in range(1, n + 1):
-        sums = np.cumsum(xc[u - 1::-1])
-        starts = u - np.arange(1, u + 1)
-        end[u] = _lse(enter[starts] + sums + phi[1:u + 1], axis=0)
+        open_sum[:u] += w.x[s + u - 1, c]
+        end[u] = _lse(enter[:u] + open_sum[:u] + w.phi[u:0:-1, c], axis=0)
         enter[u] = end[u] + stay
-    return float(end[n])
+    return end[n]
 
 
 def run_posterior(model: SemiMarkovModel, x, runs) -> np.ndarray:
     """P(label changes at s and at e, and every bin of [s, e) has label c)
     for each merged run ``(s, e, c)``; contig ends count as changes."""
-    x, E, A, B, G, logz = _messages(model, x)
-    T, C = x.shape
+    w, E, A, B, G, logz = _messages(model, x)
+    T, C = w.T, w.C
     out = np.empty(len(runs))
     for k, (s, e, c) in enumerate(runs):
         _check_segment(s, e, c, T, C)
         others = np.arange(C) != c
         if s == 0:
-            ein = model.initial[c]
-        else:
-            ein = _lse(A[s, others] + model.transition[others, c], axis=0)
+            ein = w.initial[c]
+        else:   # enter c from a different label
+            ein = _lse(A[s, others] + w.trans[others, c], axis=0)
         if e == T:
-            bout = model.final[c]
-        else:
-            bout = _lse(model.transition[c, others] + G[e, others], axis=0)
-        inner = _run_inner(model, x[s:e, c], c)
-        out[k] = np.exp(ein + inner + bout - logz)
+            bout = w.final[c]
+        else:   # leave c for a different label
+            bout = _lse(w.trans[c, others] + G[e, others], axis=0)
+        out[k] = np.exp(ein + _run_inner(w, s, e, c) + bout - logz)
     return out
 
 
@@ -214,30 +276,15 @@ def viterbi(model: SemiMarkovModel, x) -> tuple[float, list[tuple[int, int, int]
     Exact ties, traced back from the contig end: lowest label at the end,
     shortest duration at a segment's end, lowest previous label at its start.
     """
-    x = _check(model, x)
-    T, C = x.shape
-    phi = duration_table(model, T)
-    VE = np.full((T + 1, C), -np.inf)
-    VA = np.full((T + 1, C), -np.inf)
-    best_d = np.zeros((T + 1, C), dtype=np.int64)
-    best_prev = np.zeros((T + 1, C), dtype=np.int64)
-    VE[0] = model.initial
-    for t in range(1, T + 1):
-        sums = np.cumsum(x[t - 1::-1], axis=0)
-        starts = t - np.arange(1, t + 1)
-        terms = VE[starts] + sums + phi[1:t + 1]       # row d - 1: duration d
-        best_d[t] = np.argmax(terms, axis=0) + 1        # first maximum = shortest d
-        VA[t] = np.max(terms, axis=0)
-        into = VA[t][:, None] + model.transition        # row = previous label
-        best_prev[t] = np.argmax(into, axis=0)          # first maximum = lowest label
-        VE[t] = np.max(into, axis=0)
-    last = VA[T] + model.final
-    c = int(np.argmax(last))
+    w = _Work(model, x)
+    _, A, best_d, best_prev = _forward(w, viterbi=True)
+    last = A[w.T] + w.final
+    c = int(np.argmax(last))                     # first maximum = lowest label
     score = float(last[c])
     if score == -np.inf:
         raise _no_valid()
     segments = []
-    e = T
+    e = w.T
     while e > 0:
         s = e - int(best_d[e, c])
         segments.append((s, e, c))
@@ -265,8 +312,10 @@ def posterior_decode(model: SemiMarkovModel, x) -> list[tuple[int, int, int]]:
 
 
 def _draw(rng: np.random.Generator, logw: np.ndarray) -> int:
-    w = np.exp(logw - np.max(logw))
-    cdf = np.cumsum(w)
+    """Index k with probability proportional to exp(logw[k]); never a -inf one."""
+    with np.errstate(under="ignore"):
+        weights = np.exp((logw - np.max(logw)).astype(np.float64))
+    cdf = np.cumsum(weights)
     return int(np.searchsorted(cdf, rng.random() * cdf[-1], side="right"))
 
 
@@ -274,25 +323,26 @@ def sample(model: SemiMarkovModel, x, n: int,
            rng: np.random.Generator) -> list[list[tuple[int, int, int]]]:
     """``n`` segmentations drawn exactly from P (forward filtering, backward
     sampling), each a list of ``(s, e, c)`` in ascending order."""
-    x = _check(model, x)
-    T, C = x.shape
-    E, A = forward(model, x)
-    if _logz_from(model, A) == -np.inf:
-        raise _no_valid()
-    phi = duration_table(model, T)
+    w = _Work(model, x)
+    E, A = _forward(w)
+    _logz(w, A)
+    # label-major copies: every draw reads one label's row
+    E_by_label = np.ascontiguousarray(E.T)
+    x_by_label = np.ascontiguousarray(w.x.T)
+    phi_rev = np.ascontiguousarray(w.phi.T[:, ::-1])   # phi_rev[:, T - d] = phi(d)
+    T = w.T
     out = []
     for _ in range(n):
         segments = []
-        c = _draw(rng, A[T] + model.final)
+        c = _draw(rng, A[T] + w.final)
         e = T
         while e > 0:
-            # terms of A[e, c] over starts s = e-1 down to 0 (duration d = e - s)
-            sums = np.cumsum(x[e - 1::-1, c])
-            starts = e - np.arange(1, e + 1)
-            s = int(starts[_draw(rng, E[starts, c] + sums + phi[1:e + 1, c])])
+            # the terms of A[e, c]: start s = 0..e-1, duration e - s
+            sums = np.cumsum(x_by_label[c, e - 1::-1])[::-1]    # sums[s] = x[s:e, c].sum()
+            s = _draw(rng, E_by_label[c, :e] + sums + phi_rev[c, T - e:T])
             segments.append((s, e, c))
             if s > 0:
-                c = _draw(rng, A[s] + model.transition[:, c])
+                c = _draw(rng, A[s] + w.trans[:, c])     # the terms of E[s, c]
             e = s
         segments.reverse()
         out.append(segments)
