@@ -60,30 +60,36 @@ class ForwardStore:
     mass flushed so far (an upper bound, -inf when nothing was lost).
     """
 
-    def __init__(self, n_rows: int, C: int):
+    def __init__(self, n_rows: int, C: int, is_log: bool = False):
         self.E = np.empty((n_rows, C))
         self.A = np.empty((n_rows, C))
         self.L = np.empty((n_rows, C))
         self.sexp = np.empty(n_rows, dtype=np.int64)
         self.ghost = np.empty((n_rows, C))
-        self.rows = 0
+        self.rows = n_rows
+        self.is_log = is_log   # E, A, L hold natural logs (exact backend)
 
-    def view(self, rows: int) -> "ForwardStore":
-        out = ForwardStore.__new__(ForwardStore)
-        out.E, out.A, out.L = self.E[:rows], self.A[:rows], self.L[:rows]
-        out.sexp, out.ghost = self.sexp[:rows], self.ghost[:rows]
-        out.rows = rows
-        return out
+    def _log(self, values, rows):
+        if self.is_log:
+            return values
+        with np.errstate(divide="ignore"):
+            return np.log(values) + self.sexp[rows] * math.log(2.0)
+
+    def log_E(self, rows, cols):
+        return self._log(self.E[rows, cols], rows)
+
+    def log_A(self, rows, cols):
+        return self._log(self.A[rows, cols], rows)
+
+    def log_L(self, rows, cols):
+        return self._log(self.L[rows, cols], rows)
 
     def flipped(self) -> "ForwardStore":
         out = ForwardStore.__new__(ForwardStore)
         out.E, out.A, out.L = self.E[::-1], self.A[::-1], self.L[::-1]
         out.sexp, out.ghost = self.sexp[::-1], self.ghost[::-1]
-        out.rows = self.rows
+        out.rows, out.is_log = self.rows, self.is_log
         return out
-
-    def log_E(self, r, c):
-        return math.log(self.E[r, c]) + self.sexp[r] * math.log(2.0) if self.E[r, c] > 0 else -math.inf
 
 
 class ViterbiStore:
@@ -187,6 +193,10 @@ class LinearState:
         zm = float(np.dot(self.A, self.pm.final_m))
         return _split_z(zm, int(self.istate[1]) + self.pm.final_k)
 
+    def log_ring_entry(self, c: int, slot: int) -> float:
+        v = self.ring[c, slot]
+        return math.log(v) + int(self.istate[1]) * math.log(2.0) if v > 0 else -math.inf
+
     def lost_at_end(self, log_z: float) -> float:
         """Certificate term of the ghosts at the contig end (B[T] = final)."""
         g = self.ghost
@@ -236,8 +246,15 @@ class LogSpaceState:
         zm = float(np.sum(np.exp(v - k * math.log(2.0))))
         return _split_z(zm, k)
 
+    def log_ring_entry(self, c: int, slot: int) -> float:
+        return float(self.ring[c, slot])
+
     def lost_at_end(self, log_z: float) -> float:
         return 0.0
+
+    @property
+    def ghost(self):
+        return np.full(self.pm.C, -np.inf)
 
 
 class ViterbiState:
@@ -303,9 +320,16 @@ class CpuBackend:
     def viterbi_state(self) -> ViterbiState:
         return ViterbiState(self.fwd)
 
+    def new_store(self, n_rows: int) -> ForwardStore:
+        return ForwardStore(n_rows, self.fwd.C, is_log=self.exact)
+
     def posterior_chunk(self, fstore, bstore, log_z, zm, zexp, carry, first_boundary, n,
                         with_last, gamma, boundary, change) -> float:
         pm = self.fwd
+        if self.exact:
+            _kernels().posterior_chunk_log(fstore.E, fstore.A, bstore.E, bstore.A, pm.trans,
+                                           log_z, carry, first_boundary, n, gamma, boundary, change)
+            return 0.0
         return float(_kernels().posterior_chunk(
             fstore.E, fstore.A, fstore.sexp, fstore.ghost,
             bstore.E, bstore.A, bstore.sexp, bstore.ghost,

@@ -214,37 +214,23 @@ def forward_linear(x, f, kexp, ring, tail, A, E, ghost, istate,
 
 
 @njit(nogil=True, cache=True)
-def _store_log_row(row, lE, lA, lL, sE, sA, sL, sS):
-    """Write one boundary of log-space values as mantissas with a shared exponent."""
-    C = lE.shape[0]
-    mx = -np.inf
-    for c in range(C):
-        mx = max(mx, lE[c], lA[c], lL[c])
-    k = 0
-    if mx > -np.inf:
-        k = int(math.floor(mx / LN2))
-    sS[row] = k
-    off = k * LN2
-    for c in range(C):
-        sE[row, c] = math.exp(lE[c] - off)
-        sA[row, c] = math.exp(lA[c] - off)
-        sL[row, c] = math.exp(lL[c] - off)
-
-
-@njit(nogil=True, cache=True)
 def forward_logspace(x, ring, tail, A, E, istate, phicirc, phiK, lrho, trans,
                      do_store, sE, sA, sL, sS, sG):
     """Exact log-space forward over one chunk (the certificate's fallback).
 
-    Same ring layout and store format as :func:`forward_linear` (stores are
-    written as mantissas with one binary exponent per boundary; ghosts -inf).
+    Same ring layout as :func:`forward_linear`; its stores hold natural logs
+    (sS = 0, ghosts -inf): one shared exponent per boundary could not hold
+    values far below that boundary's maximum, which may still matter.
     Returns -1, or the chunk-local bin at which all mass vanished.
     """
     n, C = x.shape
     K = ring.shape[1]
     t = istate[0]
     if do_store:
-        _store_log_row(0, E, A, tail, sE, sA, sL, sS)
+        sE[0, :] = E
+        sA[0, :] = A
+        sL[0, :] = tail
+        sS[0] = 0
         sG[0, :] = -np.inf
     for i in range(n):
         h = (t + 1) % K
@@ -295,7 +281,10 @@ def forward_logspace(x, ring, tail, A, E, istate, phicirc, phiK, lrho, trans,
             istate[0] = t
             return i
         if do_store:
-            _store_log_row(i + 1, E, A, tail, sE, sA, sL, sS)
+            sE[i + 1, :] = E
+            sA[i + 1, :] = A
+            sL[i + 1, :] = tail
+            sS[i + 1] = 0
             sG[i + 1, :] = -np.inf
     istate[0] = t
     return -1
@@ -446,12 +435,18 @@ def posterior_chunk(Ef, Af, sf, gf, Bb, Gb, sb, gb, Tr, mw, inv_zm, zexp, log_z,
                 cert += mw[c] * math.exp(gb[i, c] + math.log(Ef[i, c]) + sf[i] * LN2 - log_z)
         if i == n:
             break
-        factor = math.ldexp(inv_zm, int(sf[i] + sb[i] - zexp))
+        k = int(sf[i] + sb[i] - zexp)
+        # Mantissas may sit far below their boundary's scale (down to FLOOR):
+        # when the exponent is large, split it between the two factors so
+        # that neither the product nor 2**k leaves the double range.
+        k_left = k // 2 if k > 900 else 0
+        scale_left = math.ldexp(1.0, k_left)
+        factor = math.ldexp(inv_zm, k - k_left)
         bsum = 0.0
         chg = 0.0
         for c in range(C):
-            p_start = Ef[i, c] * Gb[i, c] * factor
-            p_end = Af[i, c] * Bb[i, c] * factor
+            p_start = (Ef[i, c] * scale_left) * Gb[i, c] * factor
+            p_end = (Af[i, c] * scale_left) * Bb[i, c] * factor
             carry[c] += p_start - p_end
             bsum += p_start
             if Gb[i, c] > 0.0:
@@ -459,7 +454,7 @@ def posterior_chunk(Ef, Af, sf, gf, Bb, Gb, sb, gb, Tr, mw, inv_zm, zexp, log_z,
                 for cp in range(C):
                     if cp != c:
                         inflow += Af[i, cp] * Tr[cp, c]
-                chg += inflow * Gb[i, c] * factor
+                chg += (inflow * scale_left) * Gb[i, c] * factor
         # Identity sum_c gamma = 1: clip and renormalise the carried sums.
         tot = 0.0
         for c in range(C):
@@ -521,3 +516,39 @@ def run_inner_logweight(n_max, phi, lrho, log_self):
             F[m] = best + math.log(s)
         out[m] = F[m]
     return out
+
+
+@njit(nogil=True, cache=True)
+def posterior_chunk_log(lE, lA, lB, lG, trans, log_z, carry, first_boundary, n,
+                        gamma, boundary, change):
+    """:func:`posterior_chunk` for log-space stores (the exact fallback)."""
+    C = lE.shape[1]
+    for i in range(n):
+        bsum = 0.0
+        chg = 0.0
+        for c in range(C):
+            p_start = math.exp(lE[i, c] + lG[i, c] - log_z) if lE[i, c] + lG[i, c] > -np.inf else 0.0
+            p_end = math.exp(lA[i, c] + lB[i, c] - log_z) if lA[i, c] + lB[i, c] > -np.inf else 0.0
+            carry[c] += p_start - p_end
+            bsum += p_start
+            for cp in range(C):
+                if cp != c:
+                    v = lA[i, cp] + trans[cp, c] + lG[i, c]
+                    if v > -np.inf:
+                        chg += math.exp(v - log_z)
+        tot = 0.0
+        for c in range(C):
+            v = min(max(carry[c], 0.0), 1.0)
+            carry[c] = v
+            tot += v
+        if tot > 0.0:
+            for c in range(C):
+                carry[c] /= tot
+        for c in range(C):
+            gamma[i, c] = carry[c]
+        if first_boundary + i == 0:
+            boundary[i] = 1.0
+            change[i] = 1.0
+        else:
+            boundary[i] = min(bsum, 1.0)
+            change[i] = min(chg, 1.0)

@@ -52,6 +52,7 @@ class ContigRun:
         self.name = name
         self.C = backend.fwd.C
         self.bounds = [(a, min(a + self.chunk, self.T)) for a in range(0, self.T, self.chunk)]
+        self._viterbi_score = None
 
     # -- emissions -----------------------------------------------------------
     def read(self, j: int) -> EmissionChunk:
@@ -85,6 +86,15 @@ class ContigRun:
                                   contig=self.name or None, bin=self.bounds[j][0] + local)
 
     # -- Viterbi -------------------------------------------------------------
+    def viterbi_score(self) -> float:
+        """The MAP score alone (one max-plus pass, no checkpoints)."""
+        if self._viterbi_score is None:
+            state = self.backend.viterbi_state()
+            for j in range(len(self.bounds)):
+                state.advance(self.read(j))
+            self._viterbi_score = state.best_final()[0]
+        return self._viterbi_score
+
     def viterbi(self) -> tuple[float, Segments]:
         state = self.backend.viterbi_state()
         checkpoints = []
@@ -95,6 +105,7 @@ class ContigRun:
         if not score > -math.inf:
             raise NoValidSegmentation("no valid segmentation (every path has score -inf)",
                                       contig=self.name or None)
+        self._viterbi_score = score
         from .cpu_kernels import viterbi_traceback
 
         cap = 1024
@@ -153,16 +164,17 @@ class ContigRun:
         fck = [] if keep_forward_checkpoints else None
         carry = np.zeros(self.C)
         nb = len(self.bounds)
+        lost_fwd = lost_bwd = False
         for j, (a, b) in enumerate(self.bounds):
             n = b - a
             chunk = self.read(j)
-            bstore = ForwardStore(n + 1, self.C)
+            bstore = self.backend.new_store(n + 1)
             bs = bck[j].copy()
             bs.advance(chunk.reversed(), bstore)
             bstore = bstore.flipped()
             if fck is not None:
                 fck.append(fstate.copy())
-            fstore = ForwardStore(n + 1, self.C)
+            fstore = self.backend.new_store(n + 1)
             status = fstate.advance(chunk, fstore)
             if status >= 0:
                 if self.backend.exact:
@@ -176,6 +188,9 @@ class ContigRun:
                                                  last, gamma, boundary, change)
             if not self.backend.exact and cert > CERTIFICATE_TOLERANCE:
                 raise UncertifiedError()
+            if not self.backend.exact:
+                lost_fwd = lost_fwd or bool(np.isfinite(fstore.ghost).any())
+                lost_bwd = lost_bwd or bool(np.isfinite(bstore.ghost).any())
             for tr in trackers:
                 tr.feed(a, b, chunk.x, gamma, boundary, change, fstore, bstore)
             if consumer is not None:
@@ -188,6 +203,13 @@ class ContigRun:
             if not self.backend.exact:
                 raise UncertifiedError()
             raise AssertionError(f"forward and backward disagree: {log_zf} vs {log_z}")
+        if lost_fwd and lost_bwd:
+            # The certificate multiplies each pass's losses by the other pass's
+            # computed values, so a path flushed by both passes escapes it.
+            # Z can never be below the exact (log-space) MAP score: if it is,
+            # the dominant path was lost on both sides.
+            if log_z < self.viterbi_score() - 1e-9 * max(1.0, abs(log_z)):
+                raise UncertifiedError()
         for tr in trackers:
             tr.finish(log_z, zm, zexp)
         return log_z, fck
@@ -205,11 +227,10 @@ class ContigRun:
             chunk = self.read(j)
             ck = forward_checkpoints[j]
             st = ck.copy()
-            store = ForwardStore(b - a + 1, self.C)
+            store = self.backend.new_store(b - a + 1)
             st.advance(chunk, store)
-            sexp_a = int(store.sexp[0])
             for q in range(n):
-                self._walk(states[q], segs[q], rngs[q], j, a, b, chunk.x, store, ck, sexp_a, K, pm)
+                self._walk(states[q], segs[q], rngs[q], a, b, chunk.x, store, ck, K, pm)
         out = []
         for q in range(n):
             s = np.array([seg[0] for seg in reversed(segs[q])], dtype=np.int64)
@@ -218,27 +239,27 @@ class ContigRun:
             out.append(Segments(s, e, c))
         return out
 
-    def _walk(self, st, segs, rng, j, a, b, x, store, ck, sexp_a, K, pm):
-        nb = len(self.bounds)
+    def _walk(self, st, segs, rng, a, b, x, store, ck, K, pm):
+        """Advance one sample's backward walk through the chunk [a, b)."""
+        C = self.C
+        labels = np.arange(C)
         while st[0] != 0:
             phase, pos, c = st[0], st[1], st[2]
             if phase in (2, 3):
                 if not (a < pos <= b):
                     return
-            elif not (a <= pos <= b) or (pos == a and j > 0 and False):
+            elif not (a <= pos <= b):
                 return
             r = pos - a
             if phase == 2 and c < 0:
                 # Contig end: the last label.
-                w = store.A[r] * pm.final_m
-                c = _draw(rng, w)
-                st[2] = c
+                st[2] = _draw_log(rng, store.log_A(np.full(C, r), labels) + pm.final)
                 continue
             if phase == 2:
-                A_e, L_e = store.A[r, c], store.L[r, c]
-                if L_e > 0.0 and rng.random() * A_e < L_e:
+                log_a, log_l = store.log_A(r, c), store.log_L(r, c)
+                if log_l > -math.inf and math.log(rng.random()) + log_a < log_l:
                     st[0], st[3] = 3, pos
-                    st[4], st[5] = math.log(rng.random()), 0.0
+                    st[4], st[5] = _log_uniform(rng), 0.0
                     continue
                 dmax = min(K, pos)
                 xs = np.cumsum(x[r - 1::-1, c]) if r > 0 else np.zeros(0)
@@ -246,29 +267,25 @@ class ContigRun:
                 for d in range(1, dmax + 1):
                     s = pos - d
                     if s >= a:
-                        em = store.E[s - a, c]
-                        if em > 0.0:
-                            logs[d - 1] = math.log(em) + store.sexp[s - a] * LN2 + xs[d - 1] + pm.phicirc[c, d]
+                        logs[d - 1] = store.log_E(s - a, c) + xs[d - 1] + pm.phicirc[c, d]
                     else:
-                        v = ck.ring[c, (-s) % K]
-                        if v > 0.0:
-                            inner = xs[r - 1] if r > 0 else 0.0
-                            logs[d - 1] = math.log(v) + sexp_a * LN2 + inner + pm.phicirc[c, d]
+                        inner = xs[r - 1] if r > 0 else 0.0
+                        logs[d - 1] = ck.log_ring_entry(c, (-s) % K) + inner + pm.phicirc[c, d]
                 d = 1 + _draw_log(rng, logs)
                 segs.append((pos - d, pos, c))
                 st[0], st[1] = 1, pos - d
                 continue
             if phase == 3:
-                # Tail: walk back while the L recursion says "started even earlier".
+                # Tail: walk back while the L recursion says "started even earlier";
+                # one uniform per tail inverts the survival product.
                 t = pos
                 log_u, log_s = st[4], st[5]
                 stopped = False
                 while t > a:
-                    lt, lp = store.L[t - a, c], store.L[t - 1 - a, c]
-                    if lp > 0.0:
-                        lpc = (math.log(lp) + store.sexp[t - 1 - a] * LN2 + pm.lrho[c] + x[t - 1 - a, c]
-                               - math.log(lt) - store.sexp[t - a] * LN2)
-                        log_new = log_s + min(lpc, 0.0)
+                    lp = store.log_L(t - 1 - a, c)
+                    if lp > -math.inf:
+                        cont = lp + pm.lrho[c] + x[t - 1 - a, c] - store.log_L(t - a, c)
+                        log_new = log_s + min(cont, 0.0)
                     else:
                         log_new = -math.inf
                     if log_u >= log_new:
@@ -283,16 +300,16 @@ class ContigRun:
                 segs.append((s, st[3], c))
                 st[0], st[1] = 1, s
                 continue
-            # phase 1: a label-c segment starts at pos
+            # phase 1: a label-c segment starts at pos; draw the previous label.
             if pos == 0:
                 st[0] = 0
                 return
-            if pos == a and j > 0 and r == 0 and store.A[0].max() == 0.0:
-                return
-            w = store.A[r] * pm.Tr[:, c]
-            cp = _draw(rng, w)
-            st[0], st[2] = 2, cp
-        return
+            st[0], st[2] = 2, _draw_log(rng, store.log_A(np.full(C, r), labels) + pm.trans[:, c])
+
+
+def _log_uniform(rng) -> float:
+    u = rng.random()
+    return math.log(u) if u > 0.0 else -math.inf
 
 
 def _draw(rng, weights) -> int:
@@ -327,9 +344,11 @@ def log_duration_weight(pm, labels: np.ndarray, d: np.ndarray) -> np.ndarray:
     return np.where(over, np.where(np.isfinite(lrho), tail, -np.inf), phi)
 
 
-def _safe_log(v):
-    with np.errstate(divide="ignore"):
-        return np.log(v)
+def _lse_rows(a):
+    m = a.max(axis=1)
+    shift = np.where(np.isfinite(m), m, 0.0)
+    with np.errstate(divide="ignore", under="ignore"):
+        return np.log(np.exp(a - shift[:, None]).sum(axis=1)) + shift
 
 
 class SegmentTracker:
@@ -371,24 +390,24 @@ class SegmentTracker:
 
     def _left_log(self, rows, labels, starts, fstore):
         """log of the left factor (E, or the inflow from other labels) at starts."""
-        E = fstore.E[rows, labels]
+        log_e = fstore.log_E(rows, labels)
         if self.kind == "exact":
-            m = E
-        else:
-            inflow = fstore.A[rows] * self.pm.Tr[:, labels].T
-            inflow[np.arange(len(rows)), labels] = 0.0
-            m = np.where(starts == 0, E, inflow.sum(axis=1))
-        return _safe_log(m) + fstore.sexp[rows] * LN2
+            return log_e
+        C = fstore.E.shape[1]
+        allA = fstore.log_A(np.repeat(rows, C), np.tile(np.arange(C), len(rows))).reshape(len(rows), C)
+        terms = allA + self.pm.trans[:, labels].T
+        terms[np.arange(len(rows)), labels] = -np.inf
+        return np.where(starts == 0, log_e, _lse_rows(terms))
 
     def _right_log(self, rows, labels, ends, bstore):
-        B = bstore.E[rows, labels]
+        log_b = bstore.log_E(rows, labels)
         if self.kind == "exact":
-            m = B
-        else:
-            outflow = bstore.A[rows] * self.pm.Tr[labels]
-            outflow[np.arange(len(rows)), labels] = 0.0
-            m = np.where(ends == self.T, B, outflow.sum(axis=1))
-        return _safe_log(m) + bstore.sexp[rows] * LN2
+            return log_b
+        C = bstore.E.shape[1]
+        allG = bstore.log_A(np.repeat(rows, C), np.tile(np.arange(C), len(rows))).reshape(len(rows), C)
+        terms = allG + self.pm.trans[labels]
+        terms[np.arange(len(rows)), labels] = -np.inf
+        return np.where(ends == self.T, log_b, _lse_rows(terms))
 
     def feed(self, a, b, x, gamma, boundary, change, fstore, bstore):
         starts, labels = self._starts_in(a, b, gamma)
@@ -421,10 +440,12 @@ class SegmentTracker:
                 c_S = np.concatenate([[o["S"]], new_S[:-1]])
                 c_G = np.concatenate([[o["G"]], new_G[:-1]])
                 c_sp = np.concatenate([[o["start_post"]], new_sp[:-1]])
+                c_end = starts
             else:
                 c_start, c_label, c_left = starts[:-1], labels[:-1], new_left[:-1]
                 c_S, c_G, c_sp = new_S[:-1], new_G[:-1], new_sp[:-1]
-            self._close(c_start, starts, c_label, c_left, c_S, c_G, c_sp, starts - a, bstore)
+                c_end = starts[1:]
+            self._close(c_start, c_end, c_label, c_left, c_S, c_G, c_sp, c_end - a, bstore)
             self.open = {"start": int(starts[-1]), "label": int(labels[-1]), "left": float(new_left[-1]),
                          "S": float(new_S[-1]), "G": float(new_G[-1]), "start_post": float(new_sp[-1])}
         if b == self.T and self.open is not None:
