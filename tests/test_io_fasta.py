@@ -41,8 +41,14 @@ def test_gaps_independent_of_scan_block(tmp_path, monkeypatch, block):
 def test_plan_skips_with_warning_and_hint(tmp_path, caplog):
     tracks = open_track_set([write_tracks(tmp_path / "t.h5", {"chr1": 10, "chrE": 0}, bin_size=10)])
     genome = open_genome(write_fasta(tmp_path / "g.fa", {"2": 50, "chr1": 95, "chrE": 3}))
-    with caplog.at_level(logging.WARNING, logger="flashseg"):
-        plan = plan_contigs(tracks, genome)
+    # the CLI's logging setup stops propagation to the root logger, so listen on "flashseg" itself
+    logger = logging.getLogger("flashseg")
+    logger.addHandler(caplog.handler)
+    try:
+        with caplog.at_level(logging.WARNING, logger="flashseg"):
+            plan = plan_contigs(tracks, genome)
+    finally:
+        logger.removeHandler(caplog.handler)
     assert [j.name for j in plan.jobs] == ["chr1"]
     assert [(s[0], s[2]) for s in plan.skipped] == [("2", "not in the tracks"), ("chrE", "0 bins")]
     assert "skipping 2 contig(s)" in caplog.text and "2, chrE" in caplog.text
