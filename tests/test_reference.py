@@ -264,12 +264,12 @@ def chi_square_p(samples, probs: dict) -> float:
     return chisquare(obs, exp_).pvalue
 
 
-@pytest.mark.parametrize("tail,self_loops,p_neginf,seed", [
-    ("geometric", True, 0.0, 11),
-    ("mixed", False, 0.2, 12),
-    ("none", True, 0.15, 13),
+@pytest.mark.parametrize("tail,self_loops,p_neginf,seed,n", [
+    ("geometric", True, 0.0, 11, 20_000),
+    ("mixed", False, 0.2, 12, 10_000),
+    ("none", True, 0.15, 13, 10_000),
 ])
-def test_samples_follow_enumerated_probabilities(tail, self_loops, p_neginf, seed):
+def test_samples_follow_enumerated_probabilities(tail, self_loops, p_neginf, seed, n):
     rng = np.random.default_rng(seed)
     T, C = 5, 2
     while True:  # a case with a valid segmentation (fixed seed: deterministic)
@@ -278,7 +278,7 @@ def test_samples_follow_enumerated_probabilities(tail, self_loops, p_neginf, see
         bf = BruteForce(model, x)
         if bf.log_partition > -np.inf and np.count_nonzero(bf.probs > 1e-3) >= 5:
             break
-    samples = ref.sample(model, x, 20_000, np.random.default_rng(seed))
+    samples = ref.sample(model, x, n, np.random.default_rng(seed))
     assert chi_square_p(samples, bf.probability_of()) > 1e-3
 
 
@@ -339,6 +339,21 @@ def test_hmm_case_equals_ordinary_forward_backward(T, C, seed):
     np.testing.assert_allclose(gamma, gamma_hmm, **TOL)
     np.testing.assert_allclose(boundary, 1.0, **TOL)
     np.testing.assert_allclose(change[1:], change_hmm[1:], **TOL)
+
+
+def test_long_hmm_keeps_reference_precision():
+    # logZ ~ -5000: a float64 log-space reference would drift ~1e-10 in gamma here
+    rng = np.random.default_rng(8)
+    T, C = 2000, 3
+    log_trans = np.log(rng.dirichlet(np.ones(C) * 3, size=C))
+    model = SemiMarkovModel(np.zeros((1, C)), None, log_trans, np.full(C, -math.log(C)),
+                            np.zeros(C))
+    x = rng.normal(-2.0, 1.0, size=(T, C))
+    log_z, gamma_hmm, change_hmm = hmm_forward_backward(model.initial, log_trans, model.final, x)
+    assert_logz(ref.log_partition(model, x), log_z)
+    gamma, _, change = ref.posteriors(model, x)
+    np.testing.assert_allclose(gamma, gamma_hmm, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(change[1:], change_hmm[1:], rtol=0, atol=1e-12)
 
 
 def test_hmm_case_equals_hmmlearn():
