@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import DeviceError
-from .cpu import LN2_HI, LN2_LO, EmissionChunk, PreparedModel, _split_z
+from .cpu import LN2_HI, LN2_LO, CpuBackend, EmissionChunk, PreparedModel, _split_z
 from .model import SemiMarkovModel
 
 
@@ -109,10 +109,10 @@ class DeviceModel:
         import torch
 
         def f64(a):
-            return torch.as_tensor(np.ascontiguousarray(a, dtype=np.float64), device=device)
+            return torch.tensor(np.ascontiguousarray(a, dtype=np.float64), device=device).contiguous()
 
         def i8(a):
-            return torch.as_tensor(np.ascontiguousarray(a, dtype=np.int8), device=device)
+            return torch.tensor(np.ascontiguousarray(a, dtype=np.int8), device=device).contiguous()
 
         self.pm = pm
         self.device = device
@@ -156,9 +156,11 @@ def _device_chunk(chunk, device) -> DeviceChunk:
         return chunk
     import torch
 
-    return DeviceChunk(torch.as_tensor(chunk.x, device=device)[None],
-                       torch.as_tensor(chunk.f, device=device)[None],
-                       torch.as_tensor(chunk.k, device=device)[None])
+    def put(a, dtype):
+        # np.array copies: a reversed one-row chunk can carry a negative stride.
+        return torch.from_numpy(np.array(a, dtype=dtype, order="C")).to(device)[None]
+
+    return DeviceChunk(put(chunk.x, np.float64), put(chunk.f, np.float64), put(chunk.k, np.int64))
 
 
 class _DeviceState:
@@ -216,7 +218,7 @@ def _new_state(dm: DeviceModel, fill_ring: float, E0: np.ndarray, sexp0: int, C:
         "ring": torch.full((1, C, K), fill_ring, dtype=torch.float64, device=dev),
         "tail": torch.full((1, C), fill_ring, dtype=torch.float64, device=dev),
         "A": torch.full((1, C), fill_ring, dtype=torch.float64, device=dev),
-        "E": torch.as_tensor(np.asarray(E0, dtype=np.float64), device=dev)[None].clone(),
+        "E": torch.tensor(np.array(E0, dtype=np.float64), device=dev)[None].contiguous(),
         "istate": torch.tensor([[0, sexp0]], dtype=torch.int64, device=dev),
     }
 
@@ -253,6 +255,11 @@ class GpuLinearState(_DeviceState):
     def log_partition(self) -> tuple[float, float, int]:
         zm = float(np.dot(self.A, self.dm.pm.final_m))
         return _split_z(zm, int(self.istate[1]) + self.dm.pm.final_k)
+
+    def log_ring_entry(self, c: int, slot: int) -> float:
+        """log of the ring value (start (-slot) mod K's running product) of label c."""
+        v = self.ring[c, slot]
+        return math.log(v) + int(self.istate[1]) * math.log(2.0) if v > 0 else -math.inf
 
     def lost_at_end(self, log_z: float) -> float:
         pm = self.dm.pm
@@ -294,6 +301,9 @@ class GpuLogSpaceState(_DeviceState):
             return -math.inf, 0.0, 0
         k = int(math.floor(m / math.log(2.0)))
         return _split_z(float(np.sum(np.exp(v - k * math.log(2.0)))), k)
+
+    def log_ring_entry(self, c: int, slot: int) -> float:
+        return float(self.ring[c, slot])
 
     def lost_at_end(self, log_z: float) -> float:
         return 0.0
@@ -387,18 +397,18 @@ class GpuBackend:
     def viterbi_state(self) -> GpuViterbiState:
         return GpuViterbiState(self.dev_fwd)
 
+    def new_store(self, n_rows: int):
+        # Host rows in the CPU backend's layout (logs when exact): the driver's
+        # trackers and sampler read them the same way for both backends.
+        return CpuBackend.new_store(self, n_rows)
+
     def posterior_chunk(self, fstore, bstore, log_z, zm, zexp, carry, first_boundary, n,
                         with_last, gamma, boundary, change) -> float:
         # First version: the per-bin combination runs on the host rows the
-        # kernels stored (the CPU numba kernel; same formulas, same checks).
-        from . import cpu_kernels
-
-        pm = self.fwd
-        return float(cpu_kernels.posterior_chunk(
-            fstore.E, fstore.A, fstore.sexp, fstore.ghost,
-            bstore.E, bstore.A, bstore.sexp, bstore.ghost,
-            pm.Tr, pm.mw, 1.0 / zm, zexp, log_z, carry, first_boundary, n, with_last,
-            gamma, boundary, change))
+        # kernels stored, through the CPU backend's own numba kernels (same
+        # formulas and certificate; it reads only self.fwd and self.exact).
+        return CpuBackend.posterior_chunk(self, fstore, bstore, log_z, zm, zexp, carry,
+                                          first_boundary, n, with_last, gamma, boundary, change)
 
 
 __all__ = ["gpu_available", "gpu_backend", "resolve_device", "interpreting", "GpuBackend",

@@ -34,7 +34,9 @@ def logaddexp(a, b):
     """
     mx = tl.maximum(a, b)
     mn = tl.minimum(a, b)
-    return tl.where(mn == float("-inf"), mx, mx + tl.log(1.0 + tl.exp(mn - mx)))
+    dead = mn == float("-inf")
+    gap = tl.where(dead, 0.0, mn - tl.where(dead, 0.0, mx))
+    return tl.where(dead, mx, mx + tl.log(1.0 + tl.exp(gap)))
 
 
 @triton.jit

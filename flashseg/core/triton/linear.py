@@ -125,7 +125,7 @@ def linear_forward_kernel(
 
         # Ghosts: earlier losses continue through this bin; add this bin's.
         ghost = tl.where(ghost > float("-inf"), ghost + xc, ghost)
-        add = tl.log(nlost.to(tl.float64)) + LOG_FLOOR + sexp.to(tl.float64) * LN2
+        add = tl.log(tl.where(nlost > 0.0, nlost, 1.0).to(tl.float64)) + LOG_FLOOR + sexp.to(tl.float64) * LN2
         ghost = tl.where(nlost > 0.0, logaddexp(ghost, add), ghost)
 
         status = tl.where((live_max == 0.0) & (status < 0), i, status)
@@ -148,7 +148,7 @@ def linear_forward_kernel(
             ev = E * scale
             nl += tl.where((ev < FLOOR) & (E > 0.0), C * 1.0, 0.0)
             E = tl.where(ev < FLOOR, 0.0, ev)
-            add2 = tl.log(nl.to(tl.float64)) + LOG_FLOOR + sexp.to(tl.float64) * LN2
+            add2 = tl.log(tl.where(nl > 0.0, nl, 1.0).to(tl.float64)) + LOG_FLOOR + sexp.to(tl.float64) * LN2
             ghost = tl.where(nl > 0.0, logaddexp(ghost, add2), ghost)
         if STORE:
             r = srow + (i + 1) * C + cc
@@ -243,7 +243,7 @@ def linear_forward_reference(x, f, k, n, state, model, store=None):
             live_max = max(float(mx.max()), float(tail.max()), float(A.max()), float(E.max()))
             t += 1
             ghost = torch.where(ghost > -torch.inf, ghost + xc, ghost)
-            add = torch.log(lost) + LOG_FLOOR + sexp * LN2
+            add = torch.log(lost.clamp(min=1.0)) + LOG_FLOOR + sexp * LN2
             ghost = torch.where(lost > 0, torch.logaddexp(ghost, add), ghost)
             if live_max == 0.0:
                 if status[b] < 0:
@@ -260,7 +260,7 @@ def linear_forward_reference(x, f, k, n, state, model, store=None):
                     nl += cnt.sum(1) if cnt.dim() == 2 else cnt
                     parts.append(torch.where(sv < FLOOR, torch.zeros_like(sv), sv))
                 ring, tail, A, E = parts
-                add2 = torch.log(nl) + LOG_FLOOR + sexp * LN2
+                add2 = torch.log(nl.clamp(min=1.0)) + LOG_FLOOR + sexp * LN2
                 ghost = torch.where(nl > 0, torch.logaddexp(ghost, add2), ghost)
             if store is not None:
                 store["E"][b, i + 1], store["A"][b, i + 1], store["L"][b, i + 1] = E, A, tail

@@ -3,33 +3,28 @@
 Same recursion as ``cpu_kernels.forward_logspace``: the ring holds log
 values, A is a log-sum-exp over the K weighted ring entries (max-shifted)
 plus the tail; nothing is flushed, so nothing needs certifying. Stored rows
-are mantissas with one binary exponent per boundary (ForwardStore layout,
-ghosts -inf), exactly like the CPU kernel, so the driver's posterior pass
-reads both the same way.
+hold natural logs (sexp 0, ghosts -inf), exactly like the CPU kernel: one
+shared exponent per boundary could not hold values far below that
+boundary's maximum, which may still matter.
 """
 from __future__ import annotations
-
-import math
 
 import torch
 import triton
 import triton.language as tl
 
-from .common import LN2, block_sizes, logaddexp, num_warps_for
+from .common import block_sizes, logaddexp, num_warps_for
 
 NEG = float("-inf")
 
 
 @triton.jit
 def _store_log_row(sE_ptr, sA_ptr, sL_ptr, sS_ptr, sG_ptr, r, srow_s, E, A, tail, cc, cmask):
-    mx = tl.maximum(tl.maximum(tl.max(E, axis=0), tl.max(A, axis=0)), tl.max(tail, axis=0))
-    k = tl.where(mx > float("-inf"), tl.floor(mx / LN2), 0.0).to(tl.int64)
-    off = k.to(tl.float64) * LN2
-    tl.store(sE_ptr + r + cc, tl.exp(E - off), mask=cmask)
-    tl.store(sA_ptr + r + cc, tl.exp(A - off), mask=cmask)
-    tl.store(sL_ptr + r + cc, tl.exp(tail - off), mask=cmask)
+    tl.store(sE_ptr + r + cc, E, mask=cmask)
+    tl.store(sA_ptr + r + cc, A, mask=cmask)
+    tl.store(sL_ptr + r + cc, tail, mask=cmask)
     tl.store(sG_ptr + r + cc, tl.full(E.shape, float("-inf"), tl.float64), mask=cmask)
-    tl.store(sS_ptr + srow_s, k)
+    tl.store(sS_ptr + srow_s, (r * 0).to(tl.int64))
 
 
 @triton.jit
@@ -85,7 +80,7 @@ def logspace_forward_kernel(
         m = tl.max(cand, axis=1)
         m_safe = tl.where(m > float("-inf"), m, 0.0)
         s = tl.sum(tl.exp(cand - m_safe[:, None]), axis=1)
-        a = tl.where(m > float("-inf"), m_safe + tl.log(s), float("-inf"))
+        a = tl.where(m > float("-inf"), m_safe + tl.log(tl.where(s > 0.0, s, 1.0)), float("-inf"))
         A = logaddexp(a, tail)
         alive = (A > float("-inf")) | (m > float("-inf")) | (tl.max(ring, axis=1) > float("-inf"))
         any_alive = tl.max(alive.to(tl.int32), axis=0) > 0
@@ -94,7 +89,7 @@ def logspace_forward_kernel(
         me = tl.max(v, axis=1)
         me_safe = tl.where(me > float("-inf"), me, 0.0)
         se = tl.sum(tl.exp(v - me_safe[:, None]), axis=1)
-        E = tl.where(me > float("-inf"), me_safe + tl.log(se), float("-inf"))
+        E = tl.where(me > float("-inf"), me_safe + tl.log(tl.where(se > 0.0, se, 1.0)), float("-inf"))
         t += 1
         status = tl.where((~any_alive) & (status < 0), i, status)
         if STORE:
@@ -142,12 +137,8 @@ def logspace_forward_reference(x, n, state, model, store=None):
     status = torch.full((B,), -1, dtype=torch.int64, device=x.device)
 
     def store_row(b, r, E, A, tail):
-        mx = float(torch.cat([E, A, tail]).max())
-        k = math.floor(mx / LN2) if mx > NEG else 0
-        store["sexp"][b, r] = k
-        store["E"][b, r] = torch.exp(E - k * LN2)
-        store["A"][b, r] = torch.exp(A - k * LN2)
-        store["L"][b, r] = torch.exp(tail - k * LN2)
+        store["sexp"][b, r] = 0
+        store["E"][b, r], store["A"][b, r], store["L"][b, r] = E, A, tail
         store["ghost"][b, r] = NEG
 
     for b in range(B):
