@@ -266,10 +266,11 @@ def model_strategy(draw, C=None, K=None, max_C: int = 3, max_K: int = 9,
 def case_strategy(draw, min_T: int = 1, max_T: int = 8, max_C: int = 3,
                   max_K=None, tails=TAILS, self_loops=None,
                   p_neginf=(0.0, 0.1, 0.3), scales=(0.5, 2.0, 10.0),
-                  max_segmentations: int | None = 50_000):
+                  max_segmentations: int | None = None):
     """Hypothesis strategy for ``(model, x)``: T in [min_T, max_T], C <= max_C,
     K in 1..T+1 (or 1..max_K), -inf holes in model and emissions.
-    ``max_segmentations`` shrinks T when the enumeration would be larger."""
+    ``max_segmentations`` (for brute-force tests) shrinks T while the
+    enumeration would be larger; the defaults (T <= 8, C <= 3) stay under 50k."""
     C = draw(st.integers(1, max_C))
     T = draw(st.integers(min_T, max_T))
     if max_segmentations is not None:

@@ -16,6 +16,7 @@ from flashseg.core.model import SemiMarkovModel
 from flashseg.errors import NoValidSegmentation
 
 TOL = dict(rtol=0, atol=1e-10)
+BRUTE_LIMIT = 50_000    # segmentations enumerated per case
 SETTINGS = settings(max_examples=80, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
@@ -73,7 +74,7 @@ def test_brute_tail_formula_by_hand():
 # ------------------------------------------------------------ reference == brute force
 
 @SETTINGS
-@given(case_strategy())
+@given(case_strategy(max_segmentations=BRUTE_LIMIT))
 def test_partition_and_posteriors_match_brute_force(case):
     check_against_brute_force(*case)
 
@@ -130,7 +131,7 @@ def check_against_brute_force(model, x):
 
 
 @SETTINGS
-@given(case_strategy())
+@given(case_strategy(max_segmentations=BRUTE_LIMIT))
 def test_viterbi_matches_brute_force(case):
     model, x = case
     bf = BruteForce(model, x)
@@ -193,7 +194,7 @@ def test_viterbi_tie_breaking_all_equal():
 
 
 @SETTINGS
-@given(case_strategy())
+@given(case_strategy(max_segmentations=BRUTE_LIMIT))
 def test_posterior_decode_is_argmax_of_gamma(case):
     model, x = case
     bf = BruteForce(model, x)
@@ -221,7 +222,7 @@ def test_posterior_decode_ties_take_lowest_label():
 
 
 @SETTINGS
-@given(case_strategy(max_T=12, max_segmentations=None))
+@given(case_strategy(max_T=12))
 def test_backward_is_forward_of_reversed_model(case):
     model, x = case
     T = x.shape[0]
@@ -408,8 +409,7 @@ def torch_log_partition(model, x):
 
 
 @settings(max_examples=40, deadline=None)
-@given(case_strategy(max_T=8, max_C=3, p_neginf=(0.0,), self_loops=True,
-                     max_segmentations=None))
+@given(case_strategy(max_T=8, max_C=3, p_neginf=(0.0,), self_loops=True))
 def test_grad_of_log_partition_is_gamma(case):
     torch = pytest.importorskip("torch", reason="torch (test extra) not installed")
     model, x = case
