@@ -1,0 +1,282 @@
+"""GPU benchmark of the Triton kernels (issue 4, part 5). One command:
+
+    python benchmarks/bench_gpu.py                 # full shapes, needs a CUDA GPU
+    TRITON_INTERPRET=1 python benchmarks/bench_gpu.py --scale 1e-6   # smoke run on CPU
+
+Emissions are synthesised on the device chunk by chunk (a genome at 1 bp
+does not fit the device's disk); each chunk is regenerated from a seed so
+every pass over a contig sees the same numbers. Times are kernel time per
+pass (device events; wall clock under the interpreter), divided by bins and
+sequences: ns per bin per pass.
+
+(a) T = 1e6, K in {64, 256}, C in {8, 16, 32}, batch 1 and 24: the linear
+    (certified) forward pass and the Viterbi forward pass.
+(b) chr1 at 1 bp: T = 2.49e8, K = 512, C = 8. Posterior = backward pass with
+    checkpoints + emit pass (backward recompute with stored rows + forward
+    with stored rows); Viterbi = forward with checkpoints + traceback
+    recompute with argmax pointers (every chunk, the worst case). The
+    per-bin posterior combination (gamma, b, chg) is NOT included: in this
+    version it runs on the host (CPU numba) in the chunk driver.
+(c) flash-semicrf's Triton streaming kernel (module torch_semimarkov, a
+    benchmark-only install) on the shapes of (a) at K = 256, C = 16: its
+    partition forward against our linear forward; skipped when not installed.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from flashseg.core import SemiMarkovModel  # noqa: E402
+from flashseg.core.gpu import DeviceChunk, GpuBackend, gpu_available, interpreting  # noqa: E402
+
+CHR1_BINS = 249_000_000
+
+
+def bench_model(C: int, K: int, seed: int = 0) -> SemiMarkovModel:
+    """A chromatin-state-like model: peaked durations, geometric tail, no self-loops."""
+    rng = np.random.default_rng(seed)
+    d = np.arange(1, K + 1)[:, None]
+    means = rng.uniform(max(1.0, K / 8), max(1.0, K / 2), size=C)[None, :]
+    dur = -0.5 * ((d - means) / (means / 2)) ** 2
+    dur -= np.log(np.exp(dur).sum(axis=0, keepdims=True))
+    trans = np.log(rng.dirichlet(np.ones(C), size=C))
+    if C > 1:
+        np.fill_diagonal(trans, -np.inf)
+    return SemiMarkovModel(dur, np.log(np.full(C, 0.9)), trans, np.full(C, -math.log(C)), np.zeros(C))
+
+
+class Timer:
+    """Accumulates kernel time: CUDA events on a GPU, wall clock under the interpreter."""
+
+    def __init__(self, device):
+        self.device = device
+        self.total = 0.0
+
+    def __enter__(self):
+        import torch
+
+        if self.device.type == "cuda":
+            self.start = torch.cuda.Event(enable_timing=True)
+            self.end = torch.cuda.Event(enable_timing=True)
+            self.start.record()
+        else:
+            self.t0 = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        import torch
+
+        if self.device.type == "cuda":
+            self.end.record()
+            torch.cuda.synchronize()
+            self.total += self.start.elapsed_time(self.end) / 1e3
+        else:
+            self.total += time.perf_counter() - self.t0
+
+
+def synth_chunk(device, B, a, n, C, seed):
+    """Emissions for bins [a, a + n) of B sequences, regenerated identically on every pass."""
+    import torch
+
+    g = torch.Generator(device=device)
+    g.manual_seed(seed * 1_000_003 + a)
+    x = torch.randn((B, n, C), generator=g, device=device, dtype=torch.float64) * 2.0
+    return DeviceChunk.from_log(x)
+
+
+def batched_state(single, B):
+    return {k: v.repeat((B,) + (1,) * (v.dim() - 1)).contiguous() for k, v in single.items()}
+
+
+def store_buffers(device, B, n, C, viterbi=False):
+    import torch
+
+    if viterbi:
+        return {k: torch.empty((B, n + 1, C), dtype=torch.int64, device=device) for k in ("a_start", "e_prev")}
+    out = {k: torch.empty((B, n + 1, C), dtype=torch.float64, device=device) for k in ("E", "A", "L", "ghost")}
+    out["sexp"] = torch.empty((B, n + 1), dtype=torch.int64, device=device)
+    return out
+
+
+def run_pass(kind, be, T, B, chunk, device, store=False, reverse=False, checkpoints=None, seed=1):
+    """One pass over T bins of B sequences; returns kernel seconds.
+
+    kind "linear" (forward orientation, or the backward pass with reverse=True)
+    or "viterbi". checkpoints: list to append each chunk's start state to.
+    """
+    import torch
+
+    from flashseg.core.triton import linear_forward, viterbi_forward
+
+    dm = be.dev_bwd if reverse else be.dev_fwd
+    C = dm.pm.C
+    if kind == "linear":
+        from flashseg.core.gpu import GpuLinearState
+
+        state = batched_state(GpuLinearState(dm).dev, B)
+    else:
+        state = batched_state(be.viterbi_state().dev, B)
+    timer = Timer(device)
+    starts = list(range(0, T, chunk))
+    if reverse:
+        starts = starts[::-1]
+    bufs = store_buffers(device, B, min(chunk, T), C, viterbi=kind == "viterbi") if store else None
+    for a in starts:
+        n = min(chunk, T - a)
+        dc = synth_chunk(device, B, a, n, C, seed)
+        if reverse:
+            dc = DeviceChunk(dc.x.flip(1).contiguous(), dc.f.flip(1).contiguous(), dc.k.flip(1).contiguous())
+        nn = torch.full((B,), n, dtype=torch.int64, device=device)
+        if checkpoints is not None:
+            checkpoints.append({k: v.clone() for k, v in state.items()})
+        with timer:
+            if kind == "linear":
+                status = linear_forward(dc.x, dc.f, dc.k, nn, state, dm.linear, bufs)
+            else:
+                viterbi_forward(dc.x, nn, state, dm.log, bufs)
+    if kind == "linear" and bool((status >= 0).any()):
+        raise RuntimeError("all mass vanished in the benchmark pass (model/emissions impossible)")
+    return timer.total
+
+
+def peak_gb(device):
+    import torch
+
+    if device.type != "cuda":
+        return float("nan")
+    return torch.cuda.max_memory_allocated() / 2**30
+
+
+def part_a(args, device, out):
+    T = max(1, int(1e6 * args.scale))
+    print(f"(a) T={T:,} per sequence, chunk {args.chunk:,}")
+    print(f"{'K':>5} {'C':>4} {'batch':>6} {'linear ns/bin':>14} {'viterbi ns/bin':>15} {'bins/s (linear)':>16}")
+    for K in args.ks:
+        for C in args.cs:
+            be = GpuBackend(bench_model(C, K))
+            for B in args.batches:
+                lin = run_pass("linear", be, T, B, args.chunk, device)
+                vit = run_pass("viterbi", be, T, B, args.chunk, device)
+                rec = {"part": "a", "T": T, "K": K, "C": C, "batch": B,
+                       "linear_ns_per_bin": lin / (T * B) * 1e9, "viterbi_ns_per_bin": vit / (T * B) * 1e9}
+                out.append(rec)
+                print(f"{K:>5} {C:>4} {B:>6} {rec['linear_ns_per_bin']:>14.1f} {rec['viterbi_ns_per_bin']:>15.1f} "
+                      f"{T * B / lin:>16.3g}")
+
+
+def part_b(args, device, out):
+    import torch
+
+    T = max(1, int(CHR1_BINS * args.scale))
+    K, C = args.chr1_k, 8
+    chunk = args.chunk
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    be = GpuBackend(bench_model(C, K))
+    print(f"(b) chr1 at 1 bp: T={T:,}, K={K}, C={C}, chunk {chunk:,}")
+    passes = {}
+    t0 = time.perf_counter()
+    ck = []
+    passes["posterior: backward (checkpoints)"] = run_pass("linear", be, T, 1, chunk, device, reverse=True,
+                                                          checkpoints=ck)
+    del ck
+    passes["posterior: backward recompute (rows)"] = run_pass("linear", be, T, 1, chunk, device, store=True,
+                                                             reverse=True)
+    passes["posterior: forward (rows)"] = run_pass("linear", be, T, 1, chunk, device, store=True)
+    vck = []
+    passes["viterbi: forward (checkpoints)"] = run_pass("viterbi", be, T, 1, chunk, device, checkpoints=vck)
+    del vck
+    passes["viterbi: traceback recompute (pointers)"] = run_pass("viterbi", be, T, 1, chunk, device, store=True)
+    wall = time.perf_counter() - t0
+    total = sum(passes.values())
+    for name, sec in passes.items():
+        print(f"  {name:<42} {sec / T * 1e9:8.1f} ns/bin   {sec:9.2f} s")
+    print(f"  {'kernel total (5 passes)':<42} {total / T * 1e9:8.1f} ns/bin   {total:9.2f} s"
+          f"   (wall incl. synthesis {wall:.2f} s; peak GPU memory {peak_gb(device):.2f} GB)")
+    out.append({"part": "b", "T": T, "K": K, "C": C,
+                "passes_ns_per_bin": {k: v / T * 1e9 for k, v in passes.items()},
+                "kernel_seconds": total, "wall_seconds": wall, "peak_gb": peak_gb(device)})
+
+
+def part_c(args, device, out):
+    try:
+        from torch_semimarkov import semi_crf_streaming_forward
+    except ImportError:
+        print("(c) flash-semicrf side by side: skipped (module torch_semimarkov not installed; "
+              "pip install the flash-semicrf wheel into this environment)")
+        return
+    if device.type != "cuda":
+        print("(c) flash-semicrf side by side: skipped (its Triton kernel needs a CUDA GPU)")
+        return
+    import torch
+
+    T = max(1, int(1e6 * args.scale))
+    K, C = 256, 16
+    model = bench_model(C, K)
+    be = GpuBackend(model)
+    print(f"(c) flash-semicrf vs flashseg, T={T:,}, K={K}, C={C}")
+    for B in args.batches:
+        ours = run_pass("linear", be, T, B, args.chunk, device)
+        x = torch.cat([synth_chunk(device, B, a, min(args.chunk, T - a), C, 1).x
+                       for a in range(0, T, args.chunk)], dim=1).float()
+        cum = torch.zeros((B, T + 1, C), dtype=torch.float32, device=device)
+        cum[:, 1:] = torch.cumsum(x - x.mean(dim=1, keepdim=True), dim=1)
+        trans = torch.tensor(np.where(np.isfinite(model.transition), model.transition, -1e4),
+                             dtype=torch.float32, device=device)
+        dur = torch.tensor(model.duration, dtype=torch.float32, device=device)
+        lengths = torch.full((B,), T, dtype=torch.int64, device=device)
+        semi_crf_streaming_forward(cum, trans, dur, lengths, K, semiring="log")  # compile + warm up
+        timer = Timer(device)
+        with timer:
+            semi_crf_streaming_forward(cum, trans, dur, lengths, K, semiring="log")
+        theirs = timer.total
+        print(f"  batch {B:>3}: flash-semicrf {theirs / (T * B) * 1e9:9.1f} ns/bin, "
+              f"flashseg {ours / (T * B) * 1e9:9.1f} ns/bin, speed-up {theirs / ours:6.2f}x")
+        out.append({"part": "c", "T": T, "K": K, "C": C, "batch": B,
+                    "flash_semicrf_ns_per_bin": theirs / (T * B) * 1e9,
+                    "flashseg_ns_per_bin": ours / (T * B) * 1e9})
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--scale", type=float, default=1.0, help="multiply every T by this (smoke runs: 1e-6)")
+    p.add_argument("--chunk", type=int, default=65536, help="bins per kernel launch")
+    p.add_argument("--parts", default="abc", help="which parts to run (subset of 'abc')")
+    p.add_argument("--ks", type=lambda s: [int(v) for v in s.split(",")], default=[64, 256])
+    p.add_argument("--cs", type=lambda s: [int(v) for v in s.split(",")], default=[8, 16, 32])
+    p.add_argument("--batches", type=lambda s: [int(v) for v in s.split(",")], default=[1, 24])
+    p.add_argument("--chr1-k", type=int, default=512)
+    p.add_argument("--json", help="also write the results here")
+    args = p.parse_args(argv)
+
+    if not interpreting() and not gpu_available():
+        print("bench_gpu: no CUDA GPU (set TRITON_INTERPRET=1 for a smoke run on CPU)", file=sys.stderr)
+        return 2
+    import torch
+
+    device = torch.device("cpu" if interpreting() else "cuda")
+    name = "Triton interpreter (CPU)" if interpreting() else torch.cuda.get_device_name(0)
+    print(f"device: {name}; torch {torch.__version__}")
+    out = []
+    if "a" in args.parts:
+        part_a(args, device, out)
+    if "b" in args.parts:
+        part_b(args, device, out)
+    if "c" in args.parts:
+        part_c(args, device, out)
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump({"device": name, "scale": args.scale, "results": out}, fh, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
