@@ -28,12 +28,14 @@ def paired_bam(tmp_path_factory):
     return write_bam(path, CONTIGS, random_reads(np.random.default_rng(8), CONTIGS, 4000, paired=True))
 
 
+@pytest.mark.parametrize("fast", [True, False], ids=["compiled", "pysam"])
 @pytest.mark.parametrize("bin_size", [1, 100, 1000])
 @pytest.mark.parametrize("min_mapq", [0, 20])
-def test_counts_match_plain_loop(random_bam, bin_size, min_mapq):
+def test_counts_match_plain_loop(random_bam, bin_size, min_mapq, fast):
     expected = reference_counts(random_bam, CONTIGS, bin_size, min_mapq=min_mapq)
     # small units: many fetch ranges per contig, reads straddling every edge
-    got = bam.count_contigs(random_bam, CONTIGS, bin_size, bam.ReadFilter(min_mapq=min_mapq), unit_bp=1_700)
+    got = bam.count_contigs(random_bam, CONTIGS, bin_size, bam.ReadFilter(min_mapq=min_mapq), unit_bp=1_700,
+                            fast=fast)
     for name, _ in CONTIGS:
         assert got[name].dtype == np.int32
         np.testing.assert_array_equal(got[name], expected[name])
@@ -41,30 +43,33 @@ def test_counts_match_plain_loop(random_bam, bin_size, min_mapq):
 
 def test_counts_in_worker_processes_match(random_bam):
     one = bam.count_contigs(random_bam, CONTIGS, 100, bam.ReadFilter(), threads=1, unit_bp=5_000)
-    two = bam.count_contigs(random_bam, CONTIGS, 100, bam.ReadFilter(), threads=2, unit_bp=5_000)
+    two = bam.count_contigs(random_bam, CONTIGS, 100, bam.ReadFilter(), threads=2, unit_bp=5_000,
+                            reads_per_process=0)  # force worker processes
     for name, _ in CONTIGS:
         np.testing.assert_array_equal(one[name], two[name])
 
 
+@pytest.mark.parametrize("fast", [True, False], ids=["compiled", "pysam"])
 @pytest.mark.parametrize("max_fragment", [300, 1000])
-def test_fragment_midpoints_match_plain_loop(paired_bam, max_fragment):
+def test_fragment_midpoints_match_plain_loop(paired_bam, max_fragment, fast):
     expected = reference_counts(paired_bam, CONTIGS, 100, fragments=True, max_fragment=max_fragment)
     got = bam.count_contigs(paired_bam, CONTIGS, 100, bam.ReadFilter(fragments=True, max_fragment=max_fragment),
-                            unit_bp=1_300)
+                            unit_bp=1_300, fast=fast)
     for name, _ in CONTIGS:
         np.testing.assert_array_equal(got[name], expected[name])
     assert sum(int(c.sum()) for c in got.values()) > 100
 
 
+@pytest.mark.parametrize("fast", [True, False], ids=["compiled", "pysam"])
 @pytest.mark.parametrize("flag,mapq,kept", [
     (0, 60, True), (16, 60, True), (0, 20, True), (0, 19, False),
     (0x4, 60, False), (0x100, 60, False), (0x200, 60, False), (0x400, 60, False), (0x800, 60, False),
 ])
-def test_each_filter(tmp_path, flag, mapq, kept):
+def test_each_filter(tmp_path, flag, mapq, kept, fast):
     clean = {"contig": "chr1", "pos": 150, "flag": 0, "mapq": 60}
     probe = {"contig": "chr1", "pos": 250, "flag": flag, "mapq": mapq}
     path = write_bam(tmp_path / "f.bam", CONTIGS, [clean, probe])
-    counts = bam.count_contigs(path, CONTIGS, 100, bam.ReadFilter(min_mapq=20))["chr1"]
+    counts = bam.count_contigs(path, CONTIGS, 100, bam.ReadFilter(min_mapq=20), fast=fast)["chr1"]
     assert counts[1] == 1
     assert counts[2] == (1 if kept else 0)
     assert counts.sum() == (2 if kept else 1)
@@ -175,7 +180,8 @@ def test_cram_counts_match_bam(tmp_path, random_bam):
     pysam.index(cram)
     with pytest.raises(DataError, match="needs its reference"):
         bam.open_alignments(cram)
-    got = bam.count_contigs(cram, CONTIGS, 100, reference=fasta, threads=2, unit_bp=7_000)
+    got = bam.count_contigs(cram, CONTIGS, 100, reference=fasta, threads=2, unit_bp=7_000,
+                            reads_per_process=0)
     expected = bam.count_contigs(random_bam, CONTIGS, 100)
     for name, _ in CONTIGS:
         np.testing.assert_array_equal(got[name], expected[name])
@@ -225,16 +231,18 @@ def test_not_a_bam(tmp_path):
         bam.open_alignments(path)
 
 
+@pytest.mark.parametrize("fast", [True, False], ids=["compiled", "pysam"])
 @pytest.mark.parametrize("threads", [1, 2])
-def test_corrupt_block_mid_file(tmp_path, random_bam, threads):
+def test_corrupt_block_mid_file(tmp_path, random_bam, threads, fast):
     data = bytearray(open(random_bam, "rb").read())
     middle = len(data) // 2
     data[middle:middle + 500] = bytes(500)  # the end-of-file marker stays intact
     path = tmp_path / "corrupt.bam"
     path.write_bytes(bytes(data))
     shutil.copy(random_bam + ".bai", str(path) + ".bai")
-    with pytest.raises(DataError, match=r"corrupt\.bam.*truncated or corrupt BAM while reading chr"):
-        bam.count_contigs(path, CONTIGS, 100, threads=threads, unit_bp=5_000)
+    with pytest.raises(DataError, match=r"corrupt\.bam: .*corrupt"):
+        bam.count_contigs(path, CONTIGS, 100, threads=threads, unit_bp=5_000, fast=fast,
+                          reads_per_process=0)
 
 
 def test_stale_index_warns_once(tmp_path):
@@ -253,3 +261,32 @@ def test_stale_index_warns_once(tmp_path):
     finally:
         logger.removeHandler(handler)
     assert len(messages) == 1 and "older than the file" in messages[0] and "samtools index" in messages[0]
+
+
+@pytest.mark.parametrize("unit_bp", [3_000, 70_000, 10_000_000])
+def test_compiled_path_sparse_and_long_reads(tmp_path, unit_bp):
+    """Empty index windows, reads spanning many windows, contigs without reads, partial last bins."""
+    contigs = [("c1", 3_000_017), ("c2", 40_000), ("c3", 1_000_001)]
+    rng = np.random.default_rng(3)
+    reads = [{"contig": "c1", "pos": int(p), "length": int(rng.integers(1, 40_000)),
+              "mapq": int(rng.choice([10, 60]))} for p in rng.integers(0, 2_960_000, 300)]
+    reads += [{"contig": "c1", "pos": 2_999_990, "length": 27}, {"contig": "c1", "pos": 0}]
+    reads += [{"contig": "c3", "pos": int(p)} for p in (5, 16_384, 16_383, 999_999, 500_000)]
+    path = write_bam(tmp_path / "sparse.bam", contigs, reads)
+    expected = reference_counts(path, contigs, 1000)
+    compiled = bam.count_contigs(path, contigs, 1000, unit_bp=unit_bp, fast=True)
+    plain = bam.count_contigs(path, contigs, 1000, unit_bp=unit_bp, fast=False)
+    for name, _ in contigs:
+        np.testing.assert_array_equal(compiled[name], expected[name])
+        np.testing.assert_array_equal(plain[name], expected[name])
+    assert compiled["c2"].sum() == 0 and compiled["c3"].sum() == 5
+
+
+def test_compiled_path_is_used_for_bam_with_bai(random_bam):
+    counter = bam.RangeCounter(random_bam)
+    try:
+        assert counter.index is not None
+        with pytest.raises(DataError, match="contig chrX is not in the BAM header"):
+            counter.count("chrX", 0, 1, 100, 100, bam.ReadFilter())
+    finally:
+        counter.close()

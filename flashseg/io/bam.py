@@ -39,6 +39,7 @@ import contextlib
 import logging
 import math
 import os
+import struct
 from array import array
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -65,6 +66,10 @@ MIN_COPY_RATIO = 1e-3
 #: Size of one counting work unit, in bp: small enough that one large contig
 #: still spreads over all workers, large enough that opening costs vanish.
 UNIT_BP = 4_000_000
+
+#: Mapped reads per worker process worth its start-up cost (about a second:
+#: imports and compiled code) at several million reads/s per process.
+READS_PER_PROCESS = 8_000_000
 
 
 @dataclass(frozen=True)
@@ -270,19 +275,78 @@ def _unsorted(path, contig, pos):
                      f"(run `samtools sort` and `samtools index`)", file=path or None)
 
 
-# Worker-process state: one open file per worker, reused across units.
-_worker_bam = None
-_worker_path = None
+class RangeCounter:
+    """Counts bin ranges of one file: the compiled BAM path when it applies, else pysam.
+
+    The compiled path (flashseg.io.bam_fast) reads .bam files with a .bai
+    index; CRAM, .csi-only files and index entries it cannot use go through
+    :func:`count_bins`. Both apply the same filters; tests hold them equal.
+    """
+
+    def __init__(self, path, reference=None, *, fast: bool = True):
+        self.path = os.fspath(path)
+        self.bam = open_alignments(self.path, reference)
+        self.index = None
+        self._raw = None
+        if fast and not _is_cram(self.path):
+            from .bam_fast import LinearIndex, find_bai
+
+            bai = find_bai(self.path)
+            if bai is not None:
+                try:
+                    index = LinearIndex(bai)
+                except (ValueError, OSError, struct.error):
+                    index = None  # pysam reads it or says what is wrong
+                if index is not None and len(index.linear) == self.bam.nreferences:
+                    self.index = index
+
+    def count(self, contig, start_bin, end_bin, bin_size, length, read_filter) -> np.ndarray:
+        tid = self.bam.get_tid(contig)
+        if tid < 0:
+            from .fasta import chr_hint
+
+            raise DataError(f"contig {contig} is not in the BAM header" + chr_hint(contig, self.bam.references),
+                            file=self.path)
+        if self.index is not None:
+            from .bam_fast import count_range
+
+            if self._raw is None:
+                self._raw = open(self.path, "rb", buffering=0)
+            counts = count_range(self.path, self.index, tid, contig, start_bin, end_bin, bin_size, length,
+                                 read_filter, handle=self._raw)
+            if counts is not None:
+                return counts
+        return count_bins(self.bam, contig, start_bin, end_bin, bin_size, length, read_filter, self.path)
+
+    def close(self) -> None:
+        # closing a file that failed mid-read raises again: keep the first error
+        with contextlib.suppress(OSError):
+            self.bam.close()
+        if self._raw is not None:
+            self._raw.close()
+            self._raw = None
 
 
-def _worker_init(path, reference):
-    global _worker_bam, _worker_path
-    _worker_path = path
-    _worker_bam = open_alignments(path, reference)
+# Worker-process state: one counter per worker, reused across units.
+_worker_counter = None
+
+
+def _worker_init(path, reference, fast):
+    global _worker_counter
+    _worker_counter = RangeCounter(path, reference, fast=fast)
 
 
 def _worker_count(contig, start_bin, end_bin, bin_size, length, read_filter):
-    return count_bins(_worker_bam, contig, start_bin, end_bin, bin_size, length, read_filter, _worker_path)
+    return _worker_counter.count(contig, start_bin, end_bin, bin_size, length, read_filter)
+
+
+def _mapped_reads(path, reference=None) -> int | None:
+    """Mapped reads from the index statistics (None where the index has none)."""
+    try:
+        with open_alignments(path, reference) as bam:
+            return int(sum(stat.mapped for stat in bam.get_index_statistics()))
+    except (ValueError, OSError, AttributeError):
+        return None
 
 
 def _units(contigs, bin_size, unit_bp):
@@ -294,25 +358,31 @@ def _units(contigs, bin_size, unit_bp):
 
 
 def count_contigs(path, contigs, bin_size: int, read_filter: ReadFilter = ReadFilter(), *,
-                  reference=None, threads: int = 1, unit_bp: int = UNIT_BP) -> dict[str, np.ndarray]:
+                  reference=None, threads: int = 1, unit_bp: int = UNIT_BP,
+                  fast: bool = True, reads_per_process: int = READS_PER_PROCESS) -> dict[str, np.ndarray]:
     """Per-bin counts (int32, length ceil(L / bin_size)) for each (name, length).
 
     Contigs are cut into ranges of about `unit_bp` and counted in `threads`
-    worker processes (in this process when threads == 1).
+    worker processes (in this process when threads == 1). Starting a
+    worker costs about a second (imports, compiled code), so at most one
+    worker per `reads_per_process` mapped reads (from the index) is
+    started. `fast=False` forces the pysam path (for comparisons).
     """
     path = os.fspath(path)
     contigs = list(contigs)
     counts = {name: np.zeros(n_bins_of(length, bin_size), dtype=np.int32) for name, length in contigs}
     units = list(_units(contigs, bin_size, unit_bp))
+    if threads > 1 and reads_per_process > 0:
+        mapped = _mapped_reads(path, reference)
+        if mapped is not None:
+            threads = min(threads, max(1, -(-mapped // reads_per_process)))
     if threads <= 1 or len(units) <= 1:
-        bam = open_alignments(path, reference)
+        counter = RangeCounter(path, reference, fast=fast)
         try:
             for name, a, b, length in units:
-                counts[name][a:b] = count_bins(bam, name, a, b, bin_size, length, read_filter, path)
+                counts[name][a:b] = counter.count(name, a, b, bin_size, length, read_filter)
         finally:
-            # closing a file that failed mid-read raises again: keep the first error
-            with contextlib.suppress(OSError):
-                bam.close()
+            counter.close()
         return counts
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
@@ -324,7 +394,7 @@ def count_contigs(path, contigs, bin_size: int, read_filter: ReadFilter = ReadFi
     # fork() of a threaded process can deadlock.
     context = multiprocessing.get_context("forkserver")
     with ProcessPoolExecutor(max_workers=min(threads, len(units)), mp_context=context,
-                             initializer=_worker_init, initargs=(path, reference)) as pool:
+                             initializer=_worker_init, initargs=(path, reference, fast)) as pool:
         futures = [(name, a, b, pool.submit(_worker_count, name, a, b, bin_size, length, read_filter))
                    for name, a, b, length in units]
         try:
@@ -495,7 +565,7 @@ class CoverageEmissions:
     """
 
     def __init__(self, bam_path, contig, n_bins, spec, depth, *, length=None, read_filter=ReadFilter(),
-                 reference=None, mask=None, block_bins: int = 16384, cache_blocks: int = 8):
+                 reference=None, mask=None, block_bins: int = 16384, cache_blocks: int = 8, fast: bool = True):
         self.bam_path = os.fspath(bam_path)
         self.contig = contig
         self.n_bins = int(n_bins)
@@ -510,7 +580,8 @@ class CoverageEmissions:
         self.block_bins = int(block_bins)
         self.cache_blocks = int(cache_blocks)
         self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
-        self._bam = None
+        self._counter = None
+        self.fast = fast
         # Bins past ceil(length / bin_size) would be empty: tracks with
         # floor(L / bin_size) bins simply never ask for the partial one.
         self._total_bins = n_bins_of(self.length, self.bin_size)
@@ -520,12 +591,11 @@ class CoverageEmissions:
         if block is not None:
             self._cache.move_to_end(index)
             return block
-        if self._bam is None:
-            self._bam = open_alignments(self.bam_path, self.reference)
+        if self._counter is None:
+            self._counter = RangeCounter(self.bam_path, self.reference, fast=self.fast)
         a = index * self.block_bins
         b = min(self._total_bins, a + self.block_bins)
-        block = count_bins(self._bam, self.contig, a, b, self.bin_size, self.length, self.read_filter,
-                           self.bam_path)
+        block = self._counter.count(self.contig, a, b, self.bin_size, self.length, self.read_filter)
         self._cache[index] = block
         if len(self._cache) > self.cache_blocks:
             self._cache.popitem(last=False)
@@ -552,9 +622,9 @@ class CoverageEmissions:
         return log_likelihood_for(self.spec, counts, exposure, self.depth, mask)
 
     def close(self):
-        if self._bam is not None:
-            self._bam.close()
-            self._bam = None
+        if self._counter is not None:
+            self._counter.close()
+            self._counter = None
 
 
 def coverage_emissions(bam_path, contig, n_bins, spec, depth, *, length=None, read_filter=ReadFilter(),
