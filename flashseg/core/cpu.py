@@ -159,6 +159,8 @@ class LinearState:
         self.pm = pm
         C, K = pm.C, pm.K
         self.ring = np.zeros((C, K))
+        self.P = np.ones(C)
+        self.umax = np.zeros(C)
         self.tail = np.zeros(C)
         self.A = np.zeros(C)
         self.E = pm.init_m.copy()
@@ -173,6 +175,7 @@ class LinearState:
         out = LinearState.__new__(LinearState)
         out.pm = self.pm
         out.ring, out.tail, out.A, out.E = self.ring.copy(), self.tail.copy(), self.A.copy(), self.E.copy()
+        out.P, out.umax = self.P.copy(), self.umax.copy()
         out.ghost, out.istate = self.ghost.copy(), self.istate.copy()
         return out
 
@@ -182,7 +185,7 @@ class LinearState:
         dummy2 = np.empty((0, pm.C))
         s = store if store is not None else None
         return int(k.forward_linear(
-            chunk.x, chunk.f, chunk.k, self.ring, self.tail, self.A, self.E, self.ghost,
+            chunk.x, chunk.f, chunk.k, self.ring, self.P, self.umax, self.tail, self.A, self.E, self.ghost,
             self.istate, pm.wcirc, pm.wpos, pm.wK, pm.phiK_finite, pm.rho, pm.Tr, pm.trpos,
             s is not None,
             s.E if s else dummy2, s.A if s else dummy2, s.L if s else dummy2,
@@ -194,8 +197,9 @@ class LinearState:
         return _split_z(zm, int(self.istate[1]) + self.pm.final_k)
 
     def log_ring_entry(self, c: int, slot: int) -> float:
-        v = self.ring[c, slot]
-        return math.log(v) + int(self.istate[1]) * math.log(2.0) if v > 0 else -math.inf
+        v = self.ring[c, slot] * self.P[c]
+        return math.log(self.ring[c, slot]) + math.log(self.P[c]) + int(self.istate[1]) * math.log(2.0) \
+            if v > 0 else -math.inf
 
     def lost_at_end(self, log_z: float) -> float:
         """Certificate term of the ghosts at the contig end (B[T] = final)."""
@@ -264,6 +268,7 @@ class ViterbiState:
         self.pm = pm
         C, K = pm.C, pm.K
         self.ring = np.full((C, K), -np.inf)
+        self.off = np.zeros(C)
         self.tail = np.full(C, -np.inf)
         self.tail_start = np.full(C, -1, dtype=np.int64)
         self.A = np.full(C, -np.inf)
@@ -279,13 +284,14 @@ class ViterbiState:
         out.pm = self.pm
         out.ring, out.tail, out.A, out.E = self.ring.copy(), self.tail.copy(), self.A.copy(), self.E.copy()
         out.tail_start, out.istate = self.tail_start.copy(), self.istate.copy()
+        out.off = self.off.copy()
         return out
 
     def advance(self, chunk: EmissionChunk, store: ViterbiStore | None = None) -> int:
         pm = self.pm
         empty = np.empty((0, pm.C), dtype=np.int64)
         return int(_kernels().viterbi_forward(
-            chunk.x, self.ring, self.tail, self.tail_start, self.A, self.E, self.istate,
+            chunk.x, self.ring, self.off, self.tail, self.tail_start, self.A, self.E, self.istate,
             pm.phicirc, pm.phiK, pm.lrho, pm.trans, store is not None,
             store.a_start if store else empty, store.e_prev if store else empty))
 

@@ -35,6 +35,9 @@ FLOOR = 2.0 ** -800
 LOG_FLOOR = -800.0 * math.log(2.0)
 RESCALE_HI = 2.0 ** 64
 RESCALE_LO = 2.0 ** -64
+# Per-label emission products are folded back into the ring outside this range.
+P_LO = 2.0 ** -200
+P_HI = 2.0 ** 200
 LN2 = math.log(2.0)
 
 # Linear-space kernels may reassociate sums (vectorised dot products) but must
@@ -54,36 +57,44 @@ def _logaddexp(a, b):
 
 
 @njit(nogil=True, cache=True, fastmath=_FASTMATH)
-def _ring_step(r, wc, h, fc):
-    """Multiply one label's ring by its emission factor, flush, and read out A.
-
-    Returns (sum of weighted entries, max entry, number of flushed entries).
-    """
+def _dot(u, w):
+    # Both operands contiguous and equally long: LLVM vectorises this.
     acc = 0.0
-    mx = 0.0
-    cnt = 0
-    for j in range(r.shape[0]):
-        vo = r[j]
-        v = vo * fc
-        if v < FLOOR:
-            if vo > 0.0:
-                cnt += 1
-            v = 0.0
-        r[j] = v
-        acc += v * wc[j + h]
-        mx = max(mx, v)
-    return acc, mx, cnt
+    for j in range(u.shape[0]):
+        acc += u[j] * w[j]
+    return acc
 
 
 @njit(nogil=True, cache=True)
-def forward_linear(x, f, kexp, ring, tail, A, E, ghost, istate,
+def _rebase(u, factor):
+    """u *= factor, flushing what falls below FLOOR. Returns (flushed count, new max)."""
+    lost = 0
+    mx = 0.0
+    for j in range(u.shape[0]):
+        uo = u[j]
+        if uo > 0.0:
+            v = uo * factor
+            if v < FLOOR:
+                lost += 1
+                v = 0.0
+            u[j] = v
+            mx = max(mx, v)
+    return lost, mx
+
+
+@njit(nogil=True, cache=True)
+def forward_linear(x, f, kexp, ring, P, umax, tail, A, E, ghost, istate,
                    wcirc, wpos, wK, phiK_finite, rho, Tr, trpos,
                    do_store, sE, sA, sL, sS, sG):
     """Advance the certified linear-space forward over the bins of one chunk.
 
     x (n, C) emissions (log), f (n, C) = exp(x - kexp * ln2), kexp (n,) int64.
-    State (mutated): ring (C, K), tail (C,), A (C,), E (C,) at the current
-    boundary, ghost (C,) natural-log absolute lost mass, istate = [t, sexp].
+    State (mutated): ring (C, K) and P (C,): the entry of start s is
+    ring[c, slot(s)] * P[c] (every entry of a label takes the same emission
+    factors, so they live in one per-label product P and the hot loop is a
+    read-only dot product); umax (C,) an upper bound of ring[c]; tail (C,),
+    A (C,), E (C,) at the current boundary; ghost (C,) natural-log absolute
+    lost mass; istate = [t, sexp]: true values are these times 2**sexp.
     With do_store, rows 0..n of sE, sA, sL (C columns), sS (sexp) and sG
     (ghost) receive the state at boundaries t..t+n.
 
@@ -107,7 +118,8 @@ def forward_linear(x, f, kexp, ring, tail, A, E, ghost, istate,
         live_max = 0.0
         for c in range(C):
             fc = f[i, c]
-            old = ring[c, slot]  # started at t - K: leaves the ring (duration K -> K + 1)
+            pc = P[c]
+            old = ring[c, slot] * pc  # started at t - K: leaves the ring (duration K -> K + 1)
             nlost = 0.0
             tl = 0.0
             if rho[c] > 0.0:
@@ -118,12 +130,27 @@ def forward_linear(x, f, kexp, ring, tail, A, E, ghost, istate,
                         nlost += 1.0
                     tl = 0.0
                 tail[c] = tl
-            ring[c, slot] = E[c]
-            acc, mx, cnt = _ring_step(ring[c], wcirc[c], h, fc)
-            nlost += cnt
-            a = acc + tl
+            u_new = E[c] / pc
+            ring[c, slot] = u_new
+            if u_new > umax[c]:
+                umax[c] = u_new
+            if x[i, c] == -np.inf:
+                # An impossible bin ends every label-c segment exactly: no loss.
+                # (A factor that merely underflowed is a loss: see _rebase.)
+                ring[c, :] = 0.0
+                umax[c] = 0.0
+                pc = 1.0
+            else:
+                pc *= fc
+                if pc < P_LO or pc > P_HI:
+                    nl, mx = _rebase(ring[c], pc)
+                    nlost += nl
+                    umax[c] = mx
+                    pc = 1.0
+            P[c] = pc
+            a = _dot(ring[c], wcirc[c, h:h + K]) * pc + tl
             if a < FLOOR:
-                if mx > 0.0 or tl > 0.0 or a > 0.0:
+                if umax[c] > 0.0 or tl > 0.0 or a > 0.0:
                     # Mass may be alive but only at durations whose weight
                     # underflowed; charge it only if some weight is really > 0.
                     alive = tl > 0.0
@@ -137,7 +164,7 @@ def forward_linear(x, f, kexp, ring, tail, A, E, ghost, istate,
                 a = 0.0
             A[c] = a
             lost[c] = nlost
-            live_max = max(live_max, mx, tl, a)
+            live_max = max(live_max, umax[c] * pc, tl, a)
         for c in range(C):
             e = 0.0
             for cp in range(C):
@@ -167,21 +194,14 @@ def forward_linear(x, f, kexp, ring, tail, A, E, ghost, istate,
             istate[1] = sexp
             return i
         if live_max > RESCALE_HI or live_max < RESCALE_LO:
-            # Rescale by an exact power of two; values pushed below FLOOR are
-            # flushed and charged like any other loss.
+            # Rescale by an exact power of two. Ring entries follow through
+            # P alone; values pushed below FLOOR are flushed and charged.
             shift = math.frexp(live_max)[1]
             scale = math.ldexp(1.0, -shift)
             sexp += shift
             for c in range(C):
+                P[c] *= scale
                 nl = 0.0
-                for j in range(K):
-                    vo = ring[c, j]
-                    v = vo * scale
-                    if v < FLOOR:
-                        if vo > 0.0:
-                            nl += 1.0
-                        v = 0.0
-                    ring[c, j] = v
                 tv = tail[c] * scale
                 if tv < FLOOR:
                     if tail[c] > 0.0:
@@ -290,17 +310,48 @@ def forward_logspace(x, ring, tail, A, E, istate, phicirc, phiK, lrho, trans,
     return -1
 
 
+# Max-plus never produces NaN (no +inf enters, -inf + x stays -inf), so
+# 'nnan' is safe and lets LLVM vectorise max; 'ninf' is not.
+_FASTMATH_MAX = {"nnan", "nsz", "contract", "arcp", "reassoc"}
+
+
+@njit(nogil=True, cache=True, fastmath=_FASTMATH_MAX)
+def _max_plus(r, phi):
+    # Four independent running maxima: LLVM vectorises this form.
+    n = r.shape[0]
+    b0 = b1 = b2 = b3 = -np.inf
+    j = 0
+    while j + 4 <= n:
+        v0 = r[j] + phi[j]
+        v1 = r[j + 1] + phi[j + 1]
+        v2 = r[j + 2] + phi[j + 2]
+        v3 = r[j + 3] + phi[j + 3]
+        b0 = v0 if v0 > b0 else b0
+        b1 = v1 if v1 > b1 else b1
+        b2 = v2 if v2 > b2 else b2
+        b3 = v3 if v3 > b3 else b3
+        j += 4
+    while j < n:
+        v = r[j] + phi[j]
+        b0 = v if v > b0 else b0
+        j += 1
+    return max(max(b0, b1), max(b2, b3))
+
+
 @njit(nogil=True, cache=True)
-def viterbi_forward(x, ring, tail, tail_start, A, E, istate, phicirc, phiK, lrho, trans,
+def viterbi_forward(x, ring, off, tail, tail_start, A, E, istate, phicirc, phiK, lrho, trans,
                     do_store, a_start, e_prev):
     """Max-plus forward over one chunk; with do_store, argmax pointers per boundary.
 
+    The entry of start s is ring[c, slot(s)] + off[c]: every entry of a label
+    takes the same emission scores, so they are added once to ``off`` (folded
+    back into the ring every K bins, on a schedule fixed by t alone so chunk
+    size never changes a bit).
     a_start[r, c]: start bin of the best label-c segment ending at boundary
     t0 + r (shortest duration on exact ties; -1 if impossible).
     e_prev[r, c]: best previous label for a label-c segment starting at
     boundary t0 + r (lowest label on ties; -2 at the contig start; -1 if
-    impossible). Row 0 is the incoming boundary (its a_start is taken from
-    the previous chunk; only e_prev is filled there).
+    impossible). Row 0 is the incoming boundary (only e_prev is filled there).
     """
     n, C = x.shape
     K = ring.shape[1]
@@ -312,9 +363,11 @@ def viterbi_forward(x, ring, tail, tail_start, A, E, istate, phicirc, phiK, lrho
     for i in range(n):
         h = (t + 1) % K
         slot = (K - t % K) % K
+        fold = (t + 1) % K == 0
         for c in range(C):
             xc = x[i, c]
-            old = ring[c, slot]
+            oc = off[c]
+            old = ring[c, slot] + oc
             tl = -np.inf
             if lrho[c] > -np.inf:
                 from_new = old + phiK[c] + lrho[c] + xc
@@ -326,24 +379,27 @@ def viterbi_forward(x, ring, tail, tail_start, A, E, istate, phicirc, phiK, lrho
                 elif from_old > -np.inf:
                     tl = from_old
             tail[c] = tl
-            ring[c, slot] = E[c]
-            best = -np.inf
-            if not do_store:
-                for j in range(K):
-                    v = ring[c, j] + xc
-                    ring[c, j] = v
-                    best = max(best, v + phicirc[c, j + h])
-                A[c] = max(best, tl)
+            ring[c, slot] = E[c] - oc
+            if xc == -np.inf:
+                ring[c, :] = -np.inf
+                oc = 0.0
             else:
+                oc += xc
+                if fold:
+                    for j in range(K):
+                        ring[c, j] += oc
+                    oc = 0.0
+            off[c] = oc
+            best = _max_plus(ring[c], phicirc[c, h:h + K])
+            if do_store:
                 best_d = K + 1
-                for j in range(K):
-                    v = ring[c, j] + xc
-                    ring[c, j] = v
-                    cand = v + phicirc[c, j + h]
-                    d = ((j + t) % K) + 1
-                    if cand > best or (cand == best and cand > -np.inf and d < best_d):
-                        best = cand
-                        best_d = d
+                if best > -np.inf:
+                    for d in range(1, K + 1):
+                        j = (d - 1 - t) % K
+                        if ring[c, j] + phicirc[c, j + h] == best:
+                            best_d = d
+                            break
+                best += oc
                 if best >= tl and best > -np.inf:
                     A[c] = best
                     a_start[i + 1, c] = t + 1 - best_d
@@ -353,6 +409,8 @@ def viterbi_forward(x, ring, tail, tail_start, A, E, istate, phicirc, phiK, lrho
                 else:
                     A[c] = -np.inf
                     a_start[i + 1, c] = -1
+            else:
+                A[c] = max(best + oc, tl)
         for c in range(C):
             m = -np.inf
             for cp in range(C):
