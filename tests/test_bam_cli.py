@@ -112,3 +112,35 @@ def test_model_without_coverage_section(tiny, capsys):
     code, _, err = run(["tracks", "coverage", "--bam", str(tiny / "reads.bam"), "-m", model,
                         "-o", str(tiny / "c.h5")], capsys)
     assert code == 1 and "coverage section" in err
+
+
+def _calls(path):
+    return [line for line in open(path) if not line.startswith("##")]
+
+
+def test_decode_bam_per_contig_equals_whole_genome(tiny, capsys):
+    base = ["decode", "-m", MODEL, "--bam", str(tiny / "reads.bam"), "--fasta", str(tiny / "genome.fa"),
+            "--device", "cpu", "--threads", "1"]
+    code, _, err = run(base + ["-o", str(tiny / "all.bed")], capsys)
+    assert code == 0, err
+    code, _, err = run(base + ["--contig", "chrT2", "-o", str(tiny / "t2.bed")], capsys)
+    assert code == 0, err
+    whole = _calls(tiny / "all.bed")
+    assert _calls(tiny / "t2.bed") == [whole[0]] + [line for line in whole if line.startswith("chrT2\t")]
+    assert {line.split("\t")[3] for line in whole[1:]} >= {"del-hom", "del-het", "dup", "amp"}
+
+
+def test_decode_bam_adds_to_tracks(tiny, capsys):
+    """Coverage tracks (float64) + --bam on the same reads == those tracks at weight 2."""
+    cov = tiny / "cov.h5"
+    code, _, err = run(["tracks", "coverage", "--bam", str(tiny / "reads.bam"), "--fasta", str(tiny / "genome.fa"),
+                        "-m", MODEL, "-o", str(cov), "--dtype", "float64"], capsys)
+    assert code == 0, err
+    base = ["decode", "-m", MODEL, "--fasta", str(tiny / "genome.fa"), "--device", "cpu", "--threads", "1"]
+    code, _, err = run(base + ["-t", str(cov), "--bam", str(tiny / "reads.bam"), "-o", str(tiny / "sum.bed")], capsys)
+    assert code == 0, err
+    code, _, err = run(base + ["-t", f"{cov}:2", "-o", str(tiny / "double.bed")], capsys)
+    assert code == 0, err
+    assert _calls(tiny / "sum.bed") == _calls(tiny / "double.bed")
+    code, _, err = run(base + ["-t", str(cov), "-o", str(tiny / "single.bed")], capsys)
+    assert _calls(tiny / "single.bed") != _calls(tiny / "sum.bed")  # the reads did count

@@ -29,9 +29,11 @@ Likelihoods: Poisson(mu) or negative binomial with variance
 gets ``mu = MIN_COPY_RATIO * depth`` instead, so a few stray mismapped
 reads make such a bin unlikely, not impossible.
 
-Reading streams: pysam ``fetch`` over bin ranges, never the whole file in
-memory; ranges are counted in worker processes (pysam holds the GIL, so
-threads would not scale). Only O(bins) integer counts are kept.
+Reading streams over bin ranges, never the whole file in memory: a BAM with
+a .bai index is scanned by compiled code from the index's offset
+(flashseg.io.bam_fast, several million reads/s), anything else through
+pysam ``fetch``. Ranges are counted in worker processes (pysam holds the
+GIL, so threads would not scale). Only O(bins) integer counts are kept.
 """
 from __future__ import annotations
 
