@@ -9,13 +9,35 @@ import os
 import subprocess
 import sys
 
-os.environ["TRITON_INTERPRET"] = "1"  # before triton is imported anywhere in this module
-
 import numpy as np
 import pytest
 
-pytest.importorskip("torch", reason="torch is not installed (pip install 'flashseg[gpu]')")
-pytest.importorskip("triton", reason="triton is not installed (pip install 'flashseg[gpu]')")
+from flashseg.core import gpu
+
+_USER_INTERPRET = os.environ.get("TRITON_INTERPRET")
+if not gpu.interpreting() and gpu.gpu_available():
+    pytest.skip("a CUDA GPU is present: the compiled kernels are tested in test_gpu_device.py "
+                "(run this file alone with TRITON_INTERPRET=1 for the interpreter path)",
+                allow_module_level=True)
+
+# Triton reads the switch when it is imported (its tl.sum/tl.max are jit
+# functions) and when each kernel is decorated: set it before both, then put
+# the environment back so that other test modules of this process never see
+# it; the fixture below sets it again only while this module's tests run.
+os.environ["TRITON_INTERPRET"] = "1"
+try:
+    pytest.importorskip("torch", reason="torch is not installed (pip install 'flashseg[gpu]')")
+    pytest.importorskip("triton", reason="triton is not installed (pip install 'flashseg[gpu]')")
+    import flashseg.core.triton as kt
+finally:
+    if _USER_INTERPRET is None:
+        del os.environ["TRITON_INTERPRET"]
+    else:
+        os.environ["TRITON_INTERPRET"] = _USER_INTERPRET
+
+if type(kt.linear.linear_forward_kernel).__name__ != "InterpretedFunction":
+    pytest.skip("triton was imported before this module without TRITON_INTERPRET=1; "
+                "run this file on its own", allow_module_level=True)
 
 import torch  # noqa: E402
 
@@ -26,15 +48,22 @@ from flashseg.errors import DeviceError, NoValidSegmentation  # noqa: E402
 
 from brute import random_emissions, random_model  # noqa: E402
 
-_lin = sys.modules.get("flashseg.core.triton.linear")
-if _lin is not None and type(_lin.linear_forward_kernel).__name__ != "InterpretedFunction":
-    pytest.skip("the Triton kernels were already compiled for a real GPU in this process; "
-                "run this file on its own", allow_module_level=True)
 
-from flashseg.core import gpu  # noqa: E402
-from flashseg.core.triton import (linear_forward, linear_forward_reference, logspace_forward,  # noqa: E402
-                                  logspace_forward_reference, viterbi_forward,
-                                  viterbi_forward_reference)
+@pytest.fixture(scope="module", autouse=True)
+def triton_interpreter():
+    """TRITON_INTERPRET=1 while this module's tests run (gpu_backend reads it per call)."""
+    old = os.environ.get("TRITON_INTERPRET")
+    os.environ["TRITON_INTERPRET"] = "1"
+    yield
+    if old is None:
+        del os.environ["TRITON_INTERPRET"]
+    else:
+        os.environ["TRITON_INTERPRET"] = old
+
+
+def kernels():
+    return kt
+
 
 REL = 1e-9   # fp64 kernels: far inside the issue's 1e-5 contract
 ABS = 1e-9
@@ -198,9 +227,12 @@ def test_linear_and_logspace_kernels_match_torch_reference():
     model = random_model(rng, C, K, "mixed", True, 0.1)
     be = gpu.gpu_backend(model)
     x, f, k, n = _batch(rng, model, 2, nmax, C)
+    kt = kernels()
+    linear_forward = kt.linear_forward
     for mk, run, ref, args in (
-            (be.forward_state, linear_forward, linear_forward_reference, (x, f, k, n)),
-            (lambda: gpu.GpuLogSpaceState(be.dev_fwd), logspace_forward, logspace_forward_reference, (x, n))):
+            (be.forward_state, kt.linear_forward, kt.linear_forward_reference, (x, f, k, n)),
+            (lambda: gpu.GpuLogSpaceState(be.dev_fwd), kt.logspace_forward, kt.logspace_forward_reference,
+             (x, n))):
         st = mk()
         s_kernel, s_ref = _states(st, 2), _states(st, 2)
         model_t = be.dev_fwd.linear if run is linear_forward else be.dev_fwd.log
@@ -230,7 +262,8 @@ def test_viterbi_kernel_matches_torch_reference():
     x, _, _, n = _batch(rng, model, 2, nmax, C)
     st = be.viterbi_state()
     results = []
-    for fn in (viterbi_forward, viterbi_forward_reference):
+    kt = kernels()
+    for fn in (kt.viterbi_forward, kt.viterbi_forward_reference):
         state = _states(st, 2)
         store = _store(2, nmax + 1, C, ("a_start", "e_prev"), torch.int64)
         fn(x, n, state, be.dev_fwd.log, store)

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import DeviceError
-from .cpu import LN2_HI, LN2_LO, CpuBackend, EmissionChunk, PreparedModel, _split_z
+from .cpu import LN2_HI, LN2_LO, CpuBackend, PreparedModel, _split_z
 from .model import SemiMarkovModel
 
 
@@ -246,7 +246,7 @@ class GpuLinearState(_DeviceState):
         from .triton.linear import linear_forward
 
         dc = _device_chunk(chunk, self.dm.device)
-        dstore = _device_store(dc, self.dm, store, linear=True)
+        dstore = _device_store(dc, self.dm, store)
         status = linear_forward(dc.x, dc.f, dc.k, self._n(dc), self.dev, self.dm.linear, dstore)
         self._host = {}
         _copy_store_back(dstore, store)
@@ -288,7 +288,7 @@ class GpuLogSpaceState(_DeviceState):
         from .triton.logspace import logspace_forward
 
         dc = _device_chunk(chunk, self.dm.device)
-        dstore = _device_store(dc, self.dm, store, linear=True)
+        dstore = _device_store(dc, self.dm, store)
         status = logspace_forward(dc.x, self._n(dc), self.dev, self.dm.log, dstore)
         self._host = {}
         _copy_store_back(dstore, store)
@@ -353,7 +353,7 @@ class GpuViterbiState(_DeviceState):
         return float(v[c]), c
 
 
-def _device_store(dc: DeviceChunk, dm: DeviceModel, store, linear: bool):
+def _device_store(dc: DeviceChunk, dm: DeviceModel, store):
     if store is None:
         return None
     import torch
@@ -412,4 +412,4 @@ class GpuBackend:
 
 
 __all__ = ["gpu_available", "gpu_backend", "resolve_device", "interpreting", "GpuBackend",
-           "DeviceChunk", "DeviceModel", "nvidia_device_possible", "EmissionChunk"]
+           "DeviceChunk", "DeviceModel", "nvidia_device_possible"]

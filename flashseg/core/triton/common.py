@@ -19,6 +19,18 @@ def block_sizes(C: int, K: int) -> tuple[int, int]:
     return max(2, triton.next_power_of_2(C)), max(2, triton.next_power_of_2(K))
 
 
+def check_contiguous(*groups) -> None:
+    """The kernels index with row-major strides they compute themselves.
+
+    groups: tensors or dicts of tensors (None skipped).
+    """
+    for g in groups:
+        items = g.items() if isinstance(g, dict) else [("tensor", g)]
+        for name, t in items:
+            if t is not None and not t.is_contiguous():
+                raise ValueError(f"{name} must be contiguous")
+
+
 def num_warps_for(block_c: int, block_k: int) -> int:
     """Enough warps that the (C, K) ring tile stays in registers (<= 32 fp64 per thread)."""
     elems = block_c * block_k

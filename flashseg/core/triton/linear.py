@@ -27,8 +27,8 @@ import torch
 import triton
 import triton.language as tl
 
-from .common import FLOOR, LN2, LOG_FLOOR, RESCALE_HI, RESCALE_LO, block_sizes, exp2_int, \
-    frexp_exponent, logaddexp, num_warps_for
+from .common import FLOOR, LN2, LOG_FLOOR, RESCALE_HI, RESCALE_LO, block_sizes, check_contiguous, \
+    exp2_int, frexp_exponent, logaddexp, num_warps_for
 
 
 @triton.jit
@@ -179,6 +179,7 @@ def linear_forward(x, f, k, n, state, model, store=None):
     Returns status (B,) int64: -1, or the first chunk-local bin at which all
     mass vanished.
     """
+    check_contiguous(x, f, k, n, state, model, store)
     B, NMAX, C = x.shape
     K = state["ring"].shape[2]
     BC, BK = block_sizes(C, K)

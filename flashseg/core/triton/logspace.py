@@ -13,7 +13,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .common import block_sizes, logaddexp, num_warps_for
+from .common import check_contiguous, block_sizes, logaddexp, num_warps_for
 
 NEG = float("-inf")
 
@@ -112,6 +112,7 @@ def logspace_forward(x, n, state, model, store=None):
     dict phicirc, phiK, lrho, transT. store: None or dict E, A, L, ghost
     (B, NMAX + 1, C) fp64 and sexp (B, NMAX + 1) int64. Returns status (B,).
     """
+    check_contiguous(x, n, state, model, store)
     B, NMAX, C = x.shape
     K = state["ring"].shape[2]
     BC, BK = block_sizes(C, K)

@@ -18,7 +18,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .common import block_sizes, num_warps_for
+from .common import check_contiguous, block_sizes, num_warps_for
 
 NEG = float("-inf")
 
@@ -123,6 +123,7 @@ def viterbi_forward(x, n, state, model, store=None):
     (advanced in place). model: dict phicirc (C, 2K), phiK, lrho (C,),
     transT (C, C). store: None or dict a_start, e_prev (B, NMAX + 1, C) int64.
     """
+    check_contiguous(x, n, state, model, store)
     B, NMAX, C = x.shape
     K = state["ring"].shape[2]
     BC, BK = block_sizes(C, K)
