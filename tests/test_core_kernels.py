@@ -268,3 +268,65 @@ def test_emission_source_reads_any_range():
     assert api.log_partition(model, source, 200, chunk_size=30) == pytest.approx(
         ref.log_partition(model, x), rel=1e-10)
     assert any(a > c for (a, _), (c, _) in zip(calls, calls[1:]))
+
+
+def test_path_flushed_by_both_passes_is_caught():
+    """Two forced paths (K = 1, labels must alternate). The winner B falls
+    e^600 behind early (the forward flushes it) and ends e^600 behind from the
+    right (the backward flushes it), yet wins by e^400 overall. Each pass's
+    certificate multiplies its losses by the other pass's (also wrong)
+    values, so only the exact MAP score can reveal it."""
+    T = 36
+    d = np.concatenate([np.full(10, -60.0), np.full(16, 100.0), np.full(10, -60.0)])
+    x = np.zeros((T, 2))
+    a_label = np.arange(T) % 2
+    x[np.arange(T), 1 - a_label] = d
+    trans = np.array([[-np.inf, 0.0], [0.0, -np.inf]])
+    model = SemiMarkovModel(np.zeros((1, 2)), None, trans, np.zeros(2), np.zeros(2))
+    want = ref.log_partition(model, x)
+    assert want == pytest.approx(400.0, rel=1e-12)
+    col = Collect()
+    res = api.posterior(model, x, consumer=col, chunk_size=7)
+    assert res.exact_fallback
+    assert res.log_partition == pytest.approx(want, rel=1e-12)
+    g, _, _ = col.arrays()
+    np.testing.assert_allclose(g[:, 0], a_label, atol=1e-12)   # B has label 1 - a_label
+
+
+def test_sampling_frequencies_match_enumeration():
+    from scipy import stats
+
+    from brute import BruteForce
+
+    rng = np.random.default_rng(12)
+    model = random_model(rng, 2, 3, "geometric", True, 0.0)
+    x = random_emissions(rng, 5, 2, 1.0)
+    en = BruteForce(model, x)
+    probs = en.probability_of()
+    n = 20000
+    samples = api.sample(model, x, n=n, seed=3, name="chrS", chunk_size=2)
+    counts = {}
+    for s in samples:
+        key = tuple(s.tuples())
+        assert key in probs and probs[key] > 0, key
+        counts[key] = counts.get(key, 0) + 1
+    keys = sorted(probs, key=probs.get, reverse=True)
+    expected = np.array([probs[k] * n for k in keys])
+    observed = np.array([counts.get(k, 0) for k in keys])
+    big = expected >= 5
+    exp_pooled = np.append(expected[big], expected[~big].sum())
+    obs_pooled = np.append(observed[big], observed[~big].sum())
+    assert stats.chisquare(obs_pooled, exp_pooled).pvalue > 1e-3
+
+
+def test_samples_depend_on_seed_and_name_only():
+    rng = np.random.default_rng(4)
+    model = random_model(rng, 3, 4, "geometric", True, 0.0)
+    x = random_emissions(rng, 300, 3, 1.0)
+    a = api.sample(model, x, n=4, seed=1, name="chr1", chunk_size=50)
+    b = api.sample(model, x, n=4, seed=1, name="chr1", chunk_size=300)
+    c = api.sample(model, x, n=4, seed=1, name="chr2", chunk_size=50)
+    assert [s.tuples() for s in a] == [s.tuples() for s in b]
+    assert [s.tuples() for s in a] != [s.tuples() for s in c]
+    for s in a:
+        assert s.start[0] == 0 and s.end[-1] == 300 and (s.start[1:] == s.end[:-1]).all()
