@@ -79,35 +79,14 @@ def load_model_spec(path):
     return spec
 
 
-def gpu_present_without_torch() -> bool:
-    """Cheap check for an NVIDIA GPU that imports nothing (for --device auto)."""
-    return os.path.exists("/proc/driver/nvidia/gpus") and any(os.scandir("/proc/driver/nvidia/gpus"))
-
-
 def resolve_device(device: str) -> str:
-    """auto -> cuda only when a GPU is visible and the core has a GPU backend; else cpu."""
-    from ..errors import DeviceError
+    """auto -> cuda only when a usable GPU is visible (no torch import otherwise); else cpu.
 
-    if device == "cpu":
-        return "cpu"
-    import importlib.util
+    ``cuda`` without one raises DeviceError naming what is missing.
+    """
+    from ..core.gpu import resolve_device as core_resolve
 
-    has_backend = importlib.util.find_spec("flashseg.core.gpu") is not None or \
-        importlib.util.find_spec("flashseg.core.triton_kernels") is not None
-    if device == "auto":
-        if has_backend and gpu_present_without_torch() and importlib.util.find_spec("torch"):
-            return "cuda"
-        return "cpu"
-    # device == "cuda": say exactly what is missing
-    if importlib.util.find_spec("torch") is None or importlib.util.find_spec("triton") is None:
-        raise DeviceError("--device cuda needs torch and triton (pip install 'flashseg[gpu]')")
-    if not has_backend:
-        raise DeviceError("--device cuda: this flashseg build has no GPU backend yet; use --device cpu")
-    import torch
-
-    if not torch.cuda.is_available():
-        raise DeviceError("--device cuda: no CUDA GPU is available to this process")
-    return "cuda"
+    return core_resolve(device)
 
 
 class Progress:

@@ -52,7 +52,11 @@ def _as_source(emissions):
 
 
 def _backend(model: SemiMarkovModel, device: str, exact: bool = False):
-    if device in ("cpu", "auto"):
+    if device == "auto":
+        from .gpu import resolve_device   # imports torch only where a GPU can exist
+
+        device = resolve_device("auto")
+    if device == "cpu":
         from .cpu import CpuBackend
 
         return CpuBackend(model, exact=exact)
