@@ -86,7 +86,7 @@ def coverage(bam_path, fasta, model_path, output, bin_size, min_mapq, blacklist,
     if not contigs:
         raise DataError("no contigs to count", file=fasta or bam_path)
     black = bam.read_blacklist(blacklist) if blacklist else {}
-    log.info("counting reads of %s on %d contigs with %d process(es)", bam_path, len(contigs), threads)
+    log.info("counting reads of %s on %d contigs (up to %d processes)", bam_path, len(contigs), threads)
     counts = bam.count_contigs(bam_path, contigs, bin_size, read_filter, reference=fasta, threads=threads)
     masks = {name: bam.blacklist_mask(black.get(name), length, bin_size) for name, length in contigs}
     if depth is None:
