@@ -11,7 +11,6 @@ checkpoint, so FASTA contigs absent from the tracks are skipped) -> one
 posterior samples into <outdir>/<sample>.samples.bed. Samples are seeded per contig, so
 the gathered result equals one whole-genome decode apart from `##` lines.
 """
-import os
 import shlex
 
 
