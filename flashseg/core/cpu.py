@@ -9,8 +9,6 @@ forward and backward passes); ``store`` is a :class:`ForwardStore` (or
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-
 import numpy as np
 
 from .model import SemiMarkovModel
@@ -26,30 +24,39 @@ LINEAR_MAX_MODEL_SCORE = 50.0
 LINEAR_MIN_LOG_WEIGHT = -700.0
 
 
-@dataclass
 class EmissionChunk:
-    """One chunk of emissions in both representations (forward orientation)."""
+    """One chunk of emissions in both representations (forward orientation).
 
-    x: np.ndarray      # (n, C) log scores
-    f: np.ndarray      # (n, C) exp(x - k ln 2)
-    k: np.ndarray      # (n,) int64 binary exponent per bin
+    ``reverse`` marks a chunk to be read last row first (the backward pass);
+    the arrays themselves are shared, never copied.
+    """
+
+    __slots__ = ("x", "f", "k", "reverse")
+
+    def __init__(self, x, f, k, reverse=False):
+        self.x, self.f, self.k, self.reverse = x, f, k, reverse
 
     @classmethod
     def from_log(cls, x: np.ndarray) -> "EmissionChunk":
+        """Factors for one chunk; raises ValueError("<code> <bin>") on bad values."""
         x = np.ascontiguousarray(x, dtype=np.float64)
-        m = x.max(axis=1)
-        k = np.zeros(len(x), dtype=np.int64)
-        finite = np.isfinite(m)
-        k[finite] = np.rint(m[finite] / math.log(2.0)).astype(np.int64)
-        kf = k.astype(np.float64)[:, None]
-        with np.errstate(invalid="ignore"):
-            f = np.exp((x - kf * LN2_HI) - kf * LN2_LO)
+        f = np.empty_like(x)
+        k = np.empty(len(x), dtype=np.int64)
+        bad, code = _kernels().emission_factors(x, f, k)
+        if bad >= 0:
+            raise BadEmission(int(bad), int(code))
         return cls(x, f, k)
 
     def reversed(self) -> "EmissionChunk":
-        return EmissionChunk(np.ascontiguousarray(self.x[::-1]),
-                             np.ascontiguousarray(self.f[::-1]),
-                             np.ascontiguousarray(self.k[::-1]))
+        return EmissionChunk(self.x, self.f, self.k, not self.reverse)
+
+
+class BadEmission(ValueError):
+    """A chunk holds NaN (code 1), +inf (2) or a bin where every label is -inf (3)."""
+
+    def __init__(self, local_bin: int, code: int):
+        self.local_bin, self.code = local_bin, code
+        super().__init__(f"bad emission at chunk bin {local_bin} (code {code})")
 
 
 class ForwardStore:
@@ -144,6 +151,7 @@ class PreparedModel:
         self.phiK_finite = np.isfinite(self.phiK)
         self.rho = np.where(np.isfinite(self.lrho), np.exp(self.lrho), 0.0)
         self.Tr = np.ascontiguousarray(lin(model.transition))
+        self.TrT = np.ascontiguousarray(self.Tr.T)   # column reads made contiguous
         self.trpos = np.ascontiguousarray(np.isfinite(model.transition))
         # Bound on how much any duration weight can multiply a lost value.
         wmax = np.where(np.isfinite(phi), phi, -np.inf).max(axis=1)
@@ -185,8 +193,8 @@ class LinearState:
         dummy2 = np.empty((0, pm.C))
         s = store if store is not None else None
         return int(k.forward_linear(
-            chunk.x, chunk.f, chunk.k, self.ring, self.P, self.umax, self.tail, self.A, self.E, self.ghost,
-            self.istate, pm.wcirc, pm.wpos, pm.wK, pm.phiK_finite, pm.rho, pm.Tr, pm.trpos,
+            chunk.x, chunk.f, chunk.k, chunk.reverse, self.ring, self.P, self.umax, self.tail, self.A, self.E, self.ghost,
+            self.istate, pm.wcirc, pm.wpos, pm.wK, pm.phiK_finite, pm.rho, pm.TrT, pm.trpos,
             s is not None,
             s.E if s else dummy2, s.A if s else dummy2, s.L if s else dummy2,
             s.sexp if s else np.empty(0, dtype=np.int64), s.ghost if s else dummy2))
@@ -236,7 +244,7 @@ class LogSpaceState:
         dummy2 = np.empty((0, pm.C))
         s = store
         return int(_kernels().forward_logspace(
-            chunk.x, self.ring, self.tail, self.A, self.E, self.istate,
+            chunk.x, chunk.reverse, self.ring, self.tail, self.A, self.E, self.istate,
             pm.phicirc, pm.phiK, pm.lrho, pm.trans, s is not None,
             s.E if s else dummy2, s.A if s else dummy2, s.L if s else dummy2,
             s.sexp if s else np.empty(0, dtype=np.int64), s.ghost if s else dummy2))

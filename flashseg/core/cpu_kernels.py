@@ -83,12 +83,14 @@ def _rebase(u, factor):
 
 
 @njit(nogil=True, cache=True)
-def forward_linear(x, f, kexp, ring, P, umax, tail, A, E, ghost, istate,
-                   wcirc, wpos, wK, phiK_finite, rho, Tr, trpos,
+def forward_linear(x, f, kexp, reverse, ring, P, umax, tail, A, E, ghost, istate,
+                   wcirc, wpos, wK, phiK_finite, rho, TrT, trpos,
                    do_store, sE, sA, sL, sS, sG):
     """Advance the certified linear-space forward over the bins of one chunk.
 
-    x (n, C) emissions (log), f (n, C) = exp(x - kexp * ln2), kexp (n,) int64.
+    x (n, C) emissions (log), f (n, C) = exp(x - kexp * ln2), kexp (n,) int64;
+    with ``reverse`` the rows are read last to first (the backward pass is
+    this recursion on the reversed problem, without copying the chunk).
     State (mutated): ring (C, K) and P (C,): the entry of start s is
     ring[c, slot(s)] * P[c] (every entry of a label takes the same emission
     factors, so they live in one per-label product P and the hot loop is a
@@ -105,13 +107,17 @@ def forward_linear(x, f, kexp, ring, P, umax, tail, A, E, ghost, istate,
     t = istate[0]
     sexp = istate[1]
     lost = np.zeros(C)
+    inv_P = np.empty(C)
+    for c in range(C):
+        inv_P[c] = 1.0 / P[c]
     if do_store:
         sE[0, :] = E
         sA[0, :] = A
         sL[0, :] = tail
         sS[0] = sexp
         sG[0, :] = ghost
-    for i in range(n):
+    for step in range(n):
+        i = n - 1 - step if reverse else step
         sexp += kexp[i]
         h = (t + 1) % K
         slot = (K - t % K) % K
@@ -130,7 +136,7 @@ def forward_linear(x, f, kexp, ring, P, umax, tail, A, E, ghost, istate,
                         nlost += 1.0
                     tl = 0.0
                 tail[c] = tl
-            u_new = E[c] / pc
+            u_new = E[c] * inv_P[c]
             ring[c, slot] = u_new
             if u_new > umax[c]:
                 umax[c] = u_new
@@ -147,8 +153,16 @@ def forward_linear(x, f, kexp, ring, P, umax, tail, A, E, ghost, istate,
                     nlost += nl
                     umax[c] = mx
                     pc = 1.0
-            P[c] = pc
-            a = _dot(ring[c], wcirc[c, h:h + K]) * pc + tl
+            if pc != P[c]:
+                P[c] = pc
+                inv_P[c] = 1.0 / pc
+            if K <= 4:
+                acc = 0.0
+                for j in range(K):
+                    acc += ring[c, j] * wcirc[c, h + j]
+            else:
+                acc = _dot(ring[c], wcirc[c, h:h + K])
+            a = acc * pc + tl
             if a < FLOOR:
                 if umax[c] > 0.0 or tl > 0.0 or a > 0.0:
                     # Mass may be alive but only at durations whose weight
@@ -168,7 +182,7 @@ def forward_linear(x, f, kexp, ring, P, umax, tail, A, E, ghost, istate,
         for c in range(C):
             e = 0.0
             for cp in range(C):
-                e += A[cp] * Tr[cp, c]
+                e += A[cp] * TrT[c, cp]
             if e < FLOOR:
                 if e > 0.0:
                     lost[c] += C
@@ -192,7 +206,7 @@ def forward_linear(x, f, kexp, ring, P, umax, tail, A, E, ghost, istate,
         if live_max == 0.0:
             istate[0] = t
             istate[1] = sexp
-            return i
+            return step
         if live_max > RESCALE_HI or live_max < RESCALE_LO:
             # Rescale by an exact power of two. Ring entries follow through
             # P alone; values pushed below FLOOR are flushed and charged.
@@ -201,6 +215,7 @@ def forward_linear(x, f, kexp, ring, P, umax, tail, A, E, ghost, istate,
             sexp += shift
             for c in range(C):
                 P[c] *= scale
+                inv_P[c] = 1.0 / P[c]
                 nl = 0.0
                 tv = tail[c] * scale
                 if tv < FLOOR:
@@ -223,18 +238,18 @@ def forward_linear(x, f, kexp, ring, P, umax, tail, A, E, ghost, istate,
                 if nl > 0.0:
                     ghost[c] = _logaddexp(ghost[c], math.log(nl) + LOG_FLOOR + sexp * LN2)
         if do_store:
-            sE[i + 1, :] = E
-            sA[i + 1, :] = A
-            sL[i + 1, :] = tail
-            sS[i + 1] = sexp
-            sG[i + 1, :] = ghost
+            sE[step + 1, :] = E
+            sA[step + 1, :] = A
+            sL[step + 1, :] = tail
+            sS[step + 1] = sexp
+            sG[step + 1, :] = ghost
     istate[0] = t
     istate[1] = sexp
     return -1
 
 
 @njit(nogil=True, cache=True)
-def forward_logspace(x, ring, tail, A, E, istate, phicirc, phiK, lrho, trans,
+def forward_logspace(x, reverse, ring, tail, A, E, istate, phicirc, phiK, lrho, trans,
                      do_store, sE, sA, sL, sS, sG):
     """Exact log-space forward over one chunk (the certificate's fallback).
 
@@ -252,7 +267,8 @@ def forward_logspace(x, ring, tail, A, E, istate, phicirc, phiK, lrho, trans,
         sL[0, :] = tail
         sS[0] = 0
         sG[0, :] = -np.inf
-    for i in range(n):
+    for step in range(n):
+        i = n - 1 - step if reverse else step
         h = (t + 1) % K
         slot = (K - t % K) % K
         any_alive = False
@@ -299,13 +315,13 @@ def forward_logspace(x, ring, tail, A, E, istate, phicirc, phiK, lrho, trans,
         t += 1
         if not any_alive:
             istate[0] = t
-            return i
+            return step
         if do_store:
-            sE[i + 1, :] = E
-            sA[i + 1, :] = A
-            sL[i + 1, :] = tail
-            sS[i + 1] = 0
-            sG[i + 1, :] = -np.inf
+            sE[step + 1, :] = E
+            sA[step + 1, :] = A
+            sL[step + 1, :] = tail
+            sS[step + 1] = 0
+            sG[step + 1, :] = -np.inf
     istate[0] = t
     return -1
 
@@ -610,3 +626,32 @@ def posterior_chunk_log(lE, lA, lB, lG, trans, log_z, carry, first_boundary, n,
         else:
             boundary[i] = min(bsum, 1.0)
             change[i] = min(chg, 1.0)
+
+
+@njit(nogil=True, cache=True)
+def emission_factors(x, f, kexp):
+    """f = exp(x - k ln 2) with k = round(max_c x / ln 2) per bin, one pass.
+
+    Returns (-1, 0) when the chunk is valid, else (local bin, code): code 1 a
+    NaN, 2 a +inf, 3 a bin where every label is -inf.
+    """
+    n, C = x.shape
+    for i in range(n):
+        m = -np.inf
+        for c in range(C):
+            v = x[i, c]
+            if v != v:
+                return i, 1
+            if v == np.inf:
+                return i, 2
+            m = max(m, v)
+        if m == -np.inf:
+            return i, 3
+        k = int(round(m / LN2))
+        kexp[i] = k
+        # Cody-Waite split: k * LN2_HI is exact, so x - k ln 2 keeps x's precision.
+        off_hi = k * 6.93147180369123816490e-01
+        off_lo = k * 1.90821492927058770002e-10
+        for c in range(C):
+            f[i, c] = math.exp((x[i, c] - off_hi) - off_lo)
+    return -1, 0

@@ -24,7 +24,7 @@ import math
 import numpy as np
 
 from ..errors import DataError, NoValidSegmentation
-from .cpu import EmissionChunk, ForwardStore, ViterbiStore
+from .cpu import BadEmission, EmissionChunk, ViterbiStore
 from .results import SegmentCalls, Segments
 
 LN2 = math.log(2.0)
@@ -61,17 +61,14 @@ class ContigRun:
         if x.shape != (b - a, self.C):
             raise DataError(f"emission source returned shape {x.shape} for bins [{a}, {b}), "
                             f"expected {(b - a, self.C)}", contig=self.name or None)
-        bad = np.isnan(x) | np.isposinf(x)
-        if bad.any():
-            i = int(np.argmax(bad.any(axis=1)))
-            what = "NaN" if np.isnan(x[i]).any() else "+inf"
-            raise DataError(f"emission score is {what}", contig=self.name or None, bin=a + i)
-        dead = np.isneginf(x).all(axis=1)
-        if dead.any():
-            i = int(np.argmax(dead))
-            raise NoValidSegmentation("no valid segmentation: every label has probability 0 here",
-                                      contig=self.name or None, bin=a + i)
-        return EmissionChunk.from_log(x)
+        try:
+            return EmissionChunk.from_log(x)
+        except BadEmission as bad:
+            where = dict(contig=self.name or None, bin=a + bad.local_bin)
+            if bad.code == 3:
+                raise NoValidSegmentation("no valid segmentation: every label has probability 0 here",
+                                          **where) from None
+            raise DataError("emission score is " + ("NaN" if bad.code == 1 else "+inf"), **where) from None
 
     def chunk_of_end(self, pos: int) -> int:
         """The chunk whose rows hold boundary ``pos`` as a segment end (a < pos <= b)."""

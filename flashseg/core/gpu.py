@@ -160,7 +160,9 @@ def _device_chunk(chunk, device) -> DeviceChunk:
         # np.array copies: a reversed one-row chunk can carry a negative stride.
         return torch.from_numpy(np.array(a, dtype=dtype, order="C")).to(device)[None]
 
-    return DeviceChunk(put(chunk.x, np.float64), put(chunk.f, np.float64), put(chunk.k, np.int64))
+    step = -1 if getattr(chunk, "reverse", False) else 1   # backward pass: rows last to first
+    return DeviceChunk(put(chunk.x[::step], np.float64), put(chunk.f[::step], np.float64),
+                       put(chunk.k[::step], np.int64))
 
 
 class _DeviceState:
