@@ -330,3 +330,25 @@ def test_samples_depend_on_seed_and_name_only():
     assert [s.tuples() for s in a] != [s.tuples() for s in c]
     for s in a:
         assert s.start[0] == 0 and s.end[-1] == 300 and (s.start[1:] == s.end[:-1]).all()
+
+
+@settings(max_examples=40, **SETTINGS)
+@given(seed=st.integers(0, 2**32 - 1), T=st.integers(1, 7), C=st.integers(1, 3), K=st.integers(1, 4),
+       tail=st.booleans(), chunk=st.sampled_from([1, 2, 1000]))
+def test_viterbi_exact_ties_follow_the_spec(seed, T, C, K, tail, chunk):
+    """Integer scores make exact ties common; the traceback must pick the
+    SPEC §3 path (shortest duration at an end, lowest previous label, lowest
+    last label), whatever the chunk size."""
+    rng = np.random.default_rng(seed)
+    dur = rng.integers(-2, 1, size=(K, C)).astype(float)
+    rho = np.full(C, -1.0) if tail else None
+    trans = rng.integers(-2, 1, size=(C, C)).astype(float)
+    model = SemiMarkovModel(dur, rho, trans, np.zeros(C), np.zeros(C))
+    x = rng.integers(-1, 2, size=(T, C)).astype(float)
+    en = BruteForce(model, x)
+    if not np.isfinite(en.log_partition):
+        return
+    score, path = en.map_tiebroken()
+    vit = api.viterbi(model, x, chunk_size=chunk)
+    assert vit.score == score
+    assert vit.segments.tuples() == list(path)

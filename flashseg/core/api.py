@@ -23,10 +23,12 @@ class ArrayEmissions:
     """An emission source over an in-memory (T, C) array."""
 
     def __init__(self, x):
-        self.x = np.asarray(x, dtype=np.float64)
+        x = np.asarray(x)
+        # float32/float16 tracks stay as they are; chunks are widened on read.
+        self.x = x if x.dtype in (np.float16, np.float32, np.float64) else x.astype(np.float64)
 
     def __call__(self, a: int, b: int) -> np.ndarray:
-        return self.x[a:b]
+        return self.x[a:b].astype(np.float64, copy=False)
 
     def __len__(self) -> int:
         return len(self.x)
