@@ -184,6 +184,7 @@ def decode_contig(model: SemiMarkovModel, emissions, n_bins: int, *, name: str =
 
         def go(backend):
             run = ContigRun(backend, src, n_bins, chunk_size, name)
+            run._viterbi_score = score   # the posterior pass's MAP guard need not recompute it
             if method == "posterior":
                 tracker = SegmentTracker(backend.fwd, n_bins, "run", decode=True)
             else:

@@ -13,6 +13,15 @@ Pass plan per contig (ALGORITHMS.md, Chunks and output order):
   emits gamma, b and chg in ascending order. The certificate of the linear
   fast path is summed in that pass; if it fails, the contig is recomputed in
   exact log space (consumers get ``restart()``).
+
+  The certificate (ALGORITHMS.md) charges each pass's flushed mass against
+  the other pass's *computed* continuation. A path flushed by both passes
+  is missing from both and escapes it; when both passes flushed anything,
+  logZ is therefore also checked against the exact max-plus MAP score
+  (Z >= exp(MAP) always), which catches the case where the lost path is the
+  dominant one. A lost path that is neither the MAP nor negligible is not
+  caught; it needs a flush on both sides (2**-736 below the running scale
+  on each) and must still carry >= 1e-13 of Z.
 * Sampling: forward checkpoints from the posterior pass; chunks recomputed
   right to left while every sample walks back through them.
 """
