@@ -65,20 +65,6 @@ def _body(path):
         return [line for line in handle if not line.startswith("##")]
 
 
-def _gather_accepts_samples(tmp_path):
-    """Does `flashseg gather` take BED4+1 samples files (ordered by sample, then position)?"""
-    header = "#chrom\tstart\tend\tname\tsample\n"
-    paths = []
-    for contig in ("a", "b"):
-        path = tmp_path / f"probe_{contig}.bed"
-        # each sample tiles the contig, so starts go back to 0 at every new sample
-        path.write_text(header + f"{contig}\t0\t10\tx\t0\n{contig}\t10\t20\ty\t0\n{contig}\t0\t20\tx\t1\n")
-        paths.append(str(path))
-    result = subprocess.run([sys.executable, "-m", "flashseg", "gather", *paths, "-o", str(tmp_path / "probe.bed")],
-                            env=env(), capture_output=True, text=True, timeout=120)
-    return result.returncode == 0, result.stderr.strip()
-
-
 def _run_and_compare(workdir, n_samples):
     config = yaml.safe_load((workdir / "configs" / "workflow.yaml").read_text())
     config["decode"]["samples"] = n_samples
@@ -118,8 +104,5 @@ def test_real_run_equals_whole_genome_decode(workdir):
 
 
 @pytest.mark.slow
-def test_real_run_samples_equal_whole_genome_samples(workdir, tmp_path_factory):
-    accepted, message = _gather_accepts_samples(tmp_path_factory.mktemp("probe"))
-    if not accepted:
-        pytest.skip(f"flashseg gather does not take posterior-sample files yet: {message}")
+def test_real_run_samples_equal_whole_genome_samples(workdir):
     _run_and_compare(workdir, 3)

@@ -140,7 +140,9 @@ def _check_outputs(paths: dict) -> None:
 @click.option("--posteriors-dtype", type=click.Choice(["float32", "float16"]), default="float32", show_default=True)
 @click.option("--samples", "n_samples", type=click.IntRange(min=0), default=0, show_default=True,
               help="Draw N exact posterior samples per contig.")
-@click.option("--samples-out", "samples_path", type=output_path(), help="BED4+1 of the samples.")
+@click.option("--samples-out", "samples_path", type=output_path(),
+              help="BED4+1 of the samples, ordered by contig, sample, position (.gz = BGZF, no index: "
+                   "tabix needs position order).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Sampling seed (per contig: seed + name).")
 @click.option("--gap-min", type=click.IntRange(min=1), default=None,
               help="Mask runs of N of at least this many bp (needs --fasta): their bins score 0.")
@@ -262,7 +264,8 @@ def run_decode(*, model_path, track_specs, bam_path=None, fasta_path=None, conti
         bed.write_header()
         samples_writer = None
         if samples_path:
-            samples_stream = stack.enter_context(open_text_output(samples_path))
+            # Samples restart at position 0 for every sample: a .gz is BGZF without a tabix index.
+            samples_stream = stack.enter_context(open_text_output(samples_path, tabix_preset=None))
             samples_writer = SamplesWriter(samples_stream, bin_size=spec.bin_size,
                                            label_names=spec.label_names, provenance=prov)
             samples_writer.write_header()

@@ -7,6 +7,12 @@ by the gather command), the ``#`` column header must be the same in all
 inputs, each contig must come from exactly one input, and a ``.gz`` target
 is BGZF with a tabix index, so no external bgzip or tabix is needed.
 Works for BED9+4, samples BED4+1 and bedGraph alike.
+
+Posterior-samples files (header ``#chrom start end name sample``, SPEC 4.5)
+are ordered by contig, then sample, then position: starts go back to 0 at
+every new sample, so they are checked for (sample, start) order instead of
+start order, and a ``.gz`` target is BGZF without a tabix index (tabix
+needs position order; zcat and gzip read it as usual).
 """
 from __future__ import annotations
 
@@ -27,12 +33,17 @@ def _open(path):
 
 
 def _scan(path):
-    """(provenance lines, column header or None, contigs in order) of one input."""
+    """(provenance lines, column header or None, contigs in order) of one input.
+
+    Lines of one contig must be contiguous and sorted: by start, or for a
+    posterior-samples file by (sample, start).
+    """
     from ..errors import DataError
+    from ..io.bed import SAMPLES_HEADER
 
     provenance, header, contigs = [], None, []
     seen = set()
-    current, last_start = None, -1
+    current, last_key = None, None
     try:
         with _open(path) as handle:
             for number, line in enumerate(handle, 1):
@@ -46,22 +57,33 @@ def _scan(path):
                     continue
                 if not line.strip():
                     continue
-                fields = line.split("\t", 3)
+                samples = header == SAMPLES_HEADER
+                fields = line.rstrip("\n").split("\t", 5 if samples else 3)
                 try:
                     chrom, start = fields[0], int(fields[1])
                     int(fields[2])
                 except (IndexError, ValueError):
                     raise DataError(f"line {number}: not a BED/bedGraph line", file=path) from None
+                if samples:
+                    try:
+                        sample = int(fields[4])
+                    except (IndexError, ValueError):
+                        raise DataError(f"line {number}: no integer sample number in column 5",
+                                        file=path) from None
+                    key = (sample, start)
+                else:
+                    key = (start,)
                 if chrom != current:
                     if chrom in seen:
                         raise DataError(f"line {number}: contig lines are not contiguous", file=path,
                                         contig=chrom)
                     seen.add(chrom)
                     contigs.append(chrom)
-                    current, last_start = chrom, -1
-                if start < last_start:
-                    raise DataError(f"line {number}: not sorted by start", file=path, contig=chrom)
-                last_start = start
+                    current, last_key = chrom, None
+                if last_key is not None and key < last_key:
+                    order = "by sample, then start" if samples else "by start"
+                    raise DataError(f"line {number}: not sorted {order}", file=path, contig=chrom)
+                last_key = key
     except (OSError, EOFError, UnicodeDecodeError) as exc:
         raise DataError(f"cannot read: {exc}", file=path) from None
     return provenance, header, contigs
@@ -79,11 +101,19 @@ def _lines_of(path, contig):
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("inputs", nargs=-1, required=True, type=existing_file())
 @click.option("-o", "--output", default="-", type=output_path(), show_default=True,
-              help="Combined file ('-' = stdout; .gz = BGZF + tabix).")
+              help="Combined file ('-' = stdout; .gz = BGZF + tabix index). Posterior-samples "
+                   "files (ordered by sample, then position) get BGZF without an index: tabix needs "
+                   "position order.")
 @click.option("--fasta", "fasta_path", type=existing_file(), help="Order contigs as in this FASTA.")
 def gather(inputs, output, fasta_path):
-    """Concatenate per-contig BED/bedGraph outputs in FASTA order under one header."""
+    """Concatenate per-contig BED/bedGraph outputs in FASTA order under one header.
+
+    Takes BED9+4 calls, bedGraph, and posterior-samples BED4+1 files
+    (`#chrom start end name sample`); each file's own line order within a
+    contig is kept.
+    """
     from ..errors import DataError
+    from ..io.bed import SAMPLES_HEADER
     from ..io.fasta import chr_hint, open_genome
     from ..io.output import open_text_output
 
@@ -116,7 +146,9 @@ def gather(inputs, output, fasta_path):
               and all(line in s[1] for s in scans[1:])]
     if shared or header is not None:
         shared.append(f"##flashseg command={command_line()}")
-    with open_text_output(output) as stream:
+    # tabix indexes position-sorted files only; samples restart at 0 per sample.
+    tabix_preset = None if header == SAMPLES_HEADER else "bed"
+    with open_text_output(output, tabix_preset=tabix_preset) as stream:
         for line in shared:
             stream.write(line + "\n")
         if header is not None:

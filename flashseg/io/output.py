@@ -167,7 +167,12 @@ class _TextTarget:
             commit(self.index_temp, index_target)
         else:
             commit(self.temp, self.path)
-            # A stale index from an earlier run would no longer match.
+            if self.gz:
+                # An index left by an earlier run indexes the old file, not this one.
+                stale = self.path + ".tbi"
+                if os.path.isfile(stale):
+                    with contextlib.suppress(OSError):
+                        os.unlink(stale)
         self.temp = None
 
     def abort(self):
@@ -185,7 +190,9 @@ def open_text_output(path, tabix_preset: str | None = "bed"):
     """A text stream for ``path`` (``-`` = stdout), committed atomically on success.
 
     ``.gz`` targets are BGZF and, with a ``tabix_preset`` ("bed" covers BED and
-    bedGraph: 0-based, ``#`` comment lines), get a ``.tbi`` index.
+    bedGraph: 0-based, ``#`` comment lines), get a ``.tbi`` index. Without a
+    preset (files not in position order, such as posterior samples) they get
+    none, and a ``.tbi`` left beside the target by an earlier run is removed.
     """
     target = _TextTarget(path, tabix_preset)
     stream = target.open()
