@@ -29,45 +29,54 @@ class BedGraphSink:
         self.min_posterior = float(min_posterior)
         self._run = None  # [first_bin, end_bin, text] (global bins, half-open)
 
-    def _flush_run(self, out: list) -> None:
-        if self._run is not None:
-            first, end, text = self._run
-            bs = self.bin_size
-            out.append(f"{self.contig}\t{first * bs}\t{min(end * bs, self.length)}\t{text}\n")
-            self._run = None
+    def _line(self, run) -> str:
+        from .textformat import render
+
+        first, end, mant, exp10 = run
+        bs = self.bin_size
+        return render(f"{self.contig}\t", "iig", np.array([[first * bs, min(end * bs, self.length)]]),
+                      np.array([[mant]]), np.array([[exp10]]))
 
     def add(self, start: int, values) -> None:
         """Values of local bins ``[start, start + n)`` (local bin 0 is skipped)."""
+        from .textformat import g6_digits, render
+
         values = np.asarray(values, dtype=np.float64)
         local = np.arange(start, start + values.shape[0])
-        keep = (values >= self.min_posterior) & (local >= 1)
-        idx = np.flatnonzero(keep)
-        out: list[str] = []
+        idx = np.flatnonzero((values >= self.min_posterior) & (local >= 1))
         if idx.size == 0:
-            self._flush_run(out)
-            self.stream.write("".join(out))
+            self.close()
             return
-        texts = np.char.mod("%.6g", values[idx]).tolist()
-        bins = (local[idx] + self.offset).tolist()
-        run = self._run
-        for b, text in zip(bins, texts):
-            if run is not None and run[1] == b and run[2] == text:
-                run[1] = b + 1
-            else:
-                if run is not None:
-                    self._run = run
-                    self._flush_run(out)
-                run = [b, b + 1, text]
-        self._run = run
-        # a kept run cannot extend past a bin left out at the chunk's end
+        mant, exp10 = g6_digits(values[idx])
+        bins = local[idx] + self.offset
+        # A run continues while bins are consecutive and the printed value repeats.
+        new_run = np.ones(idx.size, dtype=bool)
+        new_run[1:] = (bins[1:] != bins[:-1] + 1) | (mant[1:] != mant[:-1]) | (exp10[1:] != exp10[:-1])
+        starts = np.flatnonzero(new_run)
+        ends = np.append(starts[1:], idx.size)
+        run_first = bins[starts]
+        run_end = bins[ends - 1] + 1
+        run_mant, run_exp = mant[starts], exp10[starts]
+        prev = self._run
+        if prev is not None and prev[1] == run_first[0] and prev[2] == run_mant[0] and prev[3] == run_exp[0]:
+            run_first[0] = prev[0]
+            prev = None
+        text = self._line(prev) if prev is not None else ""
+        # The last run may continue into the next chunk unless a left-out bin ends it here.
+        self._run = (int(run_first[-1]), int(run_end[-1]), int(run_mant[-1]), int(run_exp[-1]))
+        complete = slice(0, len(starts) - 1)
+        bs = self.bin_size
+        if len(starts) > 1:
+            ints = np.stack([run_first[complete] * bs, np.minimum(run_end[complete] * bs, self.length)], axis=1)
+            text += render(f"{self.contig}\t", "iig", ints, run_mant[complete], run_exp[complete])
+        self.stream.write(text)
         if idx[-1] != values.shape[0] - 1:
-            self._flush_run(out)
-        self.stream.write("".join(out))
+            self.close()
 
     def close(self) -> None:
-        out: list[str] = []
-        self._flush_run(out)
-        self.stream.write("".join(out))
+        if self._run is not None:
+            self.stream.write(self._line(self._run))
+            self._run = None
 
     def reset(self) -> None:
         self._run = None
