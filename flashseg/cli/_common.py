@@ -43,6 +43,33 @@ def output_path():
     return click.Path(dir_okay=False, writable=False, allow_dash=True)
 
 
+def read_options(command):
+    """Which reads count and how depth is set (SPEC 4.4): shared by ``tracks coverage`` and ``decode --bam``.
+
+    One definition, so both commands filter reads alike and a ``decode --bam``
+    equals ``tracks coverage`` with the same options followed by ``decode -t``.
+    """
+    options = [
+        click.option("--min-mapq", default=20, show_default=True, type=click.IntRange(min=0),
+                     help="Drop reads with a lower mapping quality."),
+        click.option("--fragments", is_flag=True,
+                     help="Count properly paired fragments at their midpoints instead of reads at their starts."),
+        click.option("--max-fragment", default=1000, show_default=True, type=click.IntRange(min=1),
+                     help="With --fragments: drop fragments longer than this (bp)."),
+        click.option("--blacklist", type=existing_file(),
+                     help="BED of regions to ignore: bins overlapping them get log-likelihood 0 for every "
+                          "label and stay out of the depth estimate."),
+        click.option("--depth", type=click.FloatRange(min=0, min_open=True),
+                     help="Filtered reads per bin at copy ratio 1 [default: median over bins with any coverage]."),
+    ]
+    for option in reversed(options):  # decorators apply bottom-up: keep the listed order in --help
+        command = option(command)
+    return command
+
+
+READ_OPTION_NAMES = ("min_mapq", "fragments", "max_fragment", "blacklist", "depth")
+
+
 def default_threads() -> int:
     """CPUs this process may use (respects taskset/SLURM cgroups), not the machine's count."""
     try:

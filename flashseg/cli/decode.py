@@ -8,8 +8,8 @@ import tempfile
 
 import click
 
-from ._common import (Progress, TrackSpec, default_threads, existing_file, load_model_spec,
-                      output_path, progress_enabled, provenance, resolve_device)
+from ._common import (READ_OPTION_NAMES, Progress, TrackSpec, default_threads, existing_file, load_model_spec,
+                      output_path, progress_enabled, provenance, read_options, resolve_device)
 
 log = logging.getLogger("flashseg")
 
@@ -122,7 +122,10 @@ def _check_outputs(paths: dict) -> None:
               help="Model YAML (SPEC 4.2).")
 @click.option("-t", "--tracks", "track_specs", multiple=True, type=TrackSpec(),
               help="Emission tracks HDF5, optionally with a weight: -t file.h5:0.5 (repeatable; scores add).")
-@click.option("--bam", "bam_path", type=existing_file(), help="Reads (BAM/CRAM + index) scored with the model's coverage section.")
+@click.option("--bam", "bam_path", type=existing_file(),
+              help="Reads (BAM/CRAM + index) scored with the model's coverage section, as `tracks coverage` "
+                   "does; the read options below apply to them.")
+@read_options
 @click.option("--fasta", "fasta_path", type=existing_file(), help="Genome FASTA: contig order and lengths.")
 @click.option("--contig", "contigs", multiple=True, help="Decode only this contig (repeatable).")
 @click.option("--region", help="Decode only chr:start-end (1-based inclusive, as samtools).")
@@ -154,14 +157,29 @@ def _check_outputs(paths: dict) -> None:
               help="Bins per streaming chunk.")
 @click.option("--progress/--no-progress", "progress", default=None,
               help="Progress on stderr [default: only on a terminal].")
-def decode(model_path, track_specs, bam_path, fasta_path, contigs, region, output, stats_path, method,
-           merge_adjacent, boundaries_path, changes_path, min_posterior, posteriors_path, posteriors_dtype,
-           n_samples, samples_path, seed, gap_min, nan_as_missing, device, threads, chunk_size, progress):
-    """Segment contigs: BED9+4 calls with segment and boundary posteriors."""
+def decode(model_path, track_specs, bam_path, min_mapq, fragments, max_fragment, blacklist, depth, fasta_path,
+           contigs, region, output, stats_path, method, merge_adjacent, boundaries_path, changes_path,
+           min_posterior, posteriors_path, posteriors_dtype, n_samples, samples_path, seed, gap_min,
+           nan_as_missing, device, threads, chunk_size, progress):
+    """Segment contigs: BED9+4 calls with segment and boundary posteriors.
+
+    With --bam, reads are counted per bin and scored on the fly exactly as
+    `flashseg tracks coverage` with the same read options would (same
+    filters, blacklist and depth), alone or added to the -t tracks;
+    --gap-min masks their N-gap bins too.
+    """
     from ..io.fasta import Region
 
     if not track_specs and not bam_path:
         raise click.UsageError("give at least one of -t/--tracks and --bam")
+    if not bam_path:
+        ctx = click.get_current_context()
+        given = [f"--{name.replace('_', '-')}" for name in READ_OPTION_NAMES
+                 if ctx.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE]
+        if given:
+            raise click.UsageError(f"{', '.join(given)} only work{'s' if len(given) == 1 else ''} with --bam")
+    if bam_path and bam_path.lower().endswith(".cram") and not fasta_path:
+        raise click.UsageError("a CRAM file needs --fasta (its reference)")
     if contigs and region:
         raise click.UsageError("--contig and --region cannot be combined")
     if n_samples and not samples_path:
@@ -182,7 +200,9 @@ def decode(model_path, track_specs, bam_path, fasta_path, contigs, region, outpu
         raise click.BadParameter("HDF5 cannot be written to stdout", param_hint="--posteriors")
     if threads is None:
         threads = default_threads()
-    run_decode(model_path=model_path, track_specs=track_specs, bam_path=bam_path, fasta_path=fasta_path,
+    run_decode(model_path=model_path, track_specs=track_specs, bam_path=bam_path, min_mapq=min_mapq,
+               fragments=fragments, max_fragment=max_fragment, blacklist_path=blacklist, depth=depth,
+               fasta_path=fasta_path,
                contigs=contigs, region=parsed_region, output=output, stats_path=stats_path, method=method,
                merge_adjacent=merge_adjacent, boundaries_path=boundaries_path, changes_path=changes_path,
                min_posterior=min_posterior, posteriors_path=posteriors_path, posteriors_dtype=posteriors_dtype,
@@ -209,19 +229,31 @@ def _open_sources(spec, track_specs, bam_path, fasta_path, nan_as_missing, threa
     return tracks
 
 
-def _bam_adder(spec, bam_path, fasta_path, plan, threads):
-    """Per-contig coverage emissions from --bam, added to the track scores."""
+def _bam_adder(spec, bam_path, fasta_path, threads, *, read_filter, blacklist_path=None, depth=None):
+    """Per-contig coverage emissions from --bam, added to the track scores.
+
+    Scores as `tracks coverage` would with the same read filter, blacklist
+    and depth; the caller's N-gap bins are masked as well.
+    """
+    from ..errors import DataError
     from ..io import bam as bam_io
 
-    # Depth from the whole genome, not just the contigs decoded now: a per-contig
-    # run (--contig, Snakemake scatter) must score bins as a whole-genome run does.
-    contigs = bam_io.select_contigs(bam_path, reference=fasta_path, fasta=fasta_path)
-    depth = bam_io.estimate_depth(bam_path, contigs, spec.bin_size, reference=fasta_path, threads=threads)
-    log.info("%s: depth %.4g reads per bin at copy ratio 1", bam_path, depth)
+    if spec.coverage is None:  # before a counting pass that would be wasted
+        raise DataError("the model has no coverage section (SPEC 4.4): --bam needs one with a mean per label",
+                        file=getattr(spec, "path", None))
+    black = bam_io.read_blacklist(blacklist_path) if blacklist_path else None
+    if depth is None:
+        # Depth from the whole genome, not just the contigs decoded now: a per-contig
+        # run (--contig, Snakemake scatter) must score bins as a whole-genome run does.
+        contigs = bam_io.select_contigs(bam_path, reference=fasta_path, fasta=fasta_path)
+        depth = bam_io.estimate_depth(bam_path, contigs, spec.bin_size, read_filter, reference=fasta_path,
+                                      blacklist=black, threads=threads)
+        log.info("%s: depth %.4g reads per bin at copy ratio 1", bam_path, depth)
 
-    def for_job(job, base):
+    def for_job(job, base, gaps=None):
         cov = bam_io.coverage_emissions(bam_path, job.name, job.total_bins, spec, depth,
-                                        length=job.length_bp, reference=fasta_path)
+                                        length=job.length_bp, reference=fasta_path, read_filter=read_filter,
+                                        blacklist=black, gaps=gaps)
 
         def emissions(a, b):
             return base(a, b) + cov(job.offset + a, job.offset + b)
@@ -231,7 +263,8 @@ def _bam_adder(spec, bam_path, fasta_path, plan, threads):
     return for_job
 
 
-def run_decode(*, model_path, track_specs, bam_path=None, fasta_path=None, contigs=(), region=None,
+def run_decode(*, model_path, track_specs, bam_path=None, min_mapq=20, fragments=False, max_fragment=1000,
+               blacklist_path=None, depth=None, fasta_path=None, contigs=(), region=None,
                output="-", stats_path=None, method="viterbi", merge_adjacent=False, boundaries_path=None,
                changes_path=None, min_posterior=1e-4, posteriors_path=None, posteriors_dtype="float32",
                n_samples=0, samples_path=None, seed=0, gap_min=None, nan_as_missing=False, device="auto",
@@ -253,7 +286,13 @@ def run_decode(*, model_path, track_specs, bam_path=None, fasta_path=None, conti
             genome = stack.enter_context(open_genome(fasta_path))
         plan = plan_contigs(tracks, genome, contigs=contigs, region=region)
         device = resolve_device(device)
-        add_bam = _bam_adder(spec, bam_path, fasta_path, plan, threads) if bam_path else None
+        add_bam = None
+        if bam_path:
+            from ..io.bam import ReadFilter
+
+            read_filter = ReadFilter(min_mapq=min_mapq, fragments=fragments, max_fragment=max_fragment)
+            add_bam = _bam_adder(spec, bam_path, fasta_path, threads, read_filter=read_filter,
+                                 blacklist_path=blacklist_path, depth=depth)
 
         prov = provenance(spec, seed)
         labels = spec.labels
@@ -285,7 +324,7 @@ def run_decode(*, model_path, track_specs, bam_path=None, fasta_path=None, conti
                 log.info("%s: %d bins in N gaps of >= %d bp masked", job.name, masked, gap_min)
             emissions = tracks.emissions(job.name, offset=job.offset, n_bins=job.n_bins, gaps=gaps)
             if add_bam is not None:
-                emissions = add_bam(job, emissions)
+                emissions = add_bam(job, emissions, gaps)
             emissions = progress.wrap(job.name, job.n_bins, emissions)
             per_bin = None
             if boundary_stream or change_stream or posteriors:

@@ -6,6 +6,8 @@ import os
 
 import click
 
+from ._common import read_options
+
 log = logging.getLogger("flashseg")
 
 # Rows computed and written at once: bounded memory per contig.
@@ -34,17 +36,7 @@ def tracks():
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Tracks file to write (.h5).")
 @click.option("--bin-size", type=click.IntRange(min=1),
               help="bp per bin [default: the model's]. Decoding needs tracks and model to agree.")
-@click.option("--min-mapq", default=20, show_default=True, type=click.IntRange(min=0),
-              help="Drop reads with a lower mapping quality.")
-@click.option("--blacklist", type=click.Path(exists=True, dir_okay=False),
-              help="BED of regions to ignore: bins overlapping them get log-likelihood 0 for every label "
-                   "and stay out of the depth estimate.")
-@click.option("--fragments", is_flag=True,
-              help="Count properly paired fragments at their midpoints instead of reads at their starts.")
-@click.option("--max-fragment", default=1000, show_default=True, type=click.IntRange(min=1),
-              help="With --fragments: drop fragments longer than this (bp).")
-@click.option("--depth", type=click.FloatRange(min=0, min_open=True),
-              help="Filtered reads per bin at copy ratio 1 [default: median over bins with any coverage].")
+@read_options
 @click.option("--raw", is_flag=True, help="Also store the per-bin counts as /depth/<contig> (int32).")
 @click.option("--dtype", type=click.Choice(["float32", "float64"]), default="float32", show_default=True,
               help="Storage type of the log-likelihoods.")
