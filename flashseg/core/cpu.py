@@ -67,14 +67,25 @@ class ForwardStore:
     mass flushed so far (an upper bound, -inf when nothing was lost).
     """
 
-    def __init__(self, n_rows: int, C: int, is_log: bool = False):
+    def __init__(self, n_rows: int, C: int, is_log: bool = False, with_tail: bool = False):
         self.E = np.empty((n_rows, C))
         self.A = np.empty((n_rows, C))
-        self.L = np.empty((n_rows, C))
+        # The tail L is read by the sampler only; the other passes skip it.
+        self.L = np.empty((n_rows, C)) if with_tail else np.empty((0, C))
         self.sexp = np.empty(n_rows, dtype=np.int64)
+        # Ghost rows are meaningful only where ghost_flag is set (all -inf elsewhere).
         self.ghost = np.empty((n_rows, C))
+        self.ghost_flag = np.zeros(n_rows, dtype=np.uint8)
         self.rows = n_rows
         self.is_log = is_log   # E, A, L hold natural logs (exact backend)
+        self.with_tail = with_tail
+
+    def ghost_rows(self) -> np.ndarray:
+        """ghost with -inf where not flagged (tests and diagnostics)."""
+        return np.where(self.ghost_flag[:, None].astype(bool), self.ghost, -np.inf)
+
+    def any_loss(self) -> bool:
+        return bool(self.ghost_flag.any())
 
     def _log(self, values, rows):
         if self.is_log:
@@ -94,8 +105,8 @@ class ForwardStore:
     def flipped(self) -> "ForwardStore":
         out = ForwardStore.__new__(ForwardStore)
         out.E, out.A, out.L = self.E[::-1], self.A[::-1], self.L[::-1]
-        out.sexp, out.ghost = self.sexp[::-1], self.ghost[::-1]
-        out.rows, out.is_log = self.rows, self.is_log
+        out.sexp, out.ghost, out.ghost_flag = self.sexp[::-1], self.ghost[::-1], self.ghost_flag[::-1]
+        out.rows, out.is_log, out.with_tail = self.rows, self.is_log, self.with_tail
         return out
 
 
@@ -191,13 +202,14 @@ class LinearState:
         pm = self.pm
         k = _kernels()
         dummy2 = np.empty((0, pm.C))
-        s = store if store is not None else None
+        s = store
         return int(k.forward_linear(
             chunk.x, chunk.f, chunk.k, chunk.reverse, self.ring, self.P, self.umax, self.tail, self.A, self.E, self.ghost,
             self.istate, pm.wcirc, pm.wpos, pm.wK, pm.phiK_finite, pm.rho, pm.TrT, pm.trpos,
-            s is not None,
+            s is not None, s is not None and s.with_tail,
             s.E if s else dummy2, s.A if s else dummy2, s.L if s else dummy2,
-            s.sexp if s else np.empty(0, dtype=np.int64), s.ghost if s else dummy2))
+            s.sexp if s else np.empty(0, dtype=np.int64), s.ghost if s else dummy2,
+            s.ghost_flag if s else np.empty(0, dtype=np.uint8)))
 
     def log_partition(self) -> tuple[float, float, int]:
         """(logZ, mantissa in [0.5, 1), binary exponent) at the final boundary."""
@@ -245,9 +257,9 @@ class LogSpaceState:
         s = store
         return int(_kernels().forward_logspace(
             chunk.x, chunk.reverse, self.ring, self.tail, self.A, self.E, self.istate,
-            pm.phicirc, pm.phiK, pm.lrho, pm.trans, s is not None,
+            pm.phicirc, pm.phiK, pm.lrho, pm.trans, s is not None, s is not None and s.with_tail,
             s.E if s else dummy2, s.A if s else dummy2, s.L if s else dummy2,
-            s.sexp if s else np.empty(0, dtype=np.int64), s.ghost if s else dummy2))
+            s.sexp if s else np.empty(0, dtype=np.int64)))
 
     def log_partition(self) -> tuple[float, float, int]:
         v = self.A + self.pm.final
@@ -334,8 +346,8 @@ class CpuBackend:
     def viterbi_state(self) -> ViterbiState:
         return ViterbiState(self.fwd)
 
-    def new_store(self, n_rows: int) -> ForwardStore:
-        return ForwardStore(n_rows, self.fwd.C, is_log=self.exact)
+    def new_store(self, n_rows: int, with_tail: bool = False) -> ForwardStore:
+        return ForwardStore(n_rows, self.fwd.C, is_log=self.exact, with_tail=with_tail)
 
     def posterior_chunk(self, fstore, bstore, log_z, zm, zexp, carry, first_boundary, n,
                         with_last, gamma, boundary, change) -> float:
@@ -345,7 +357,7 @@ class CpuBackend:
                                            log_z, carry, first_boundary, n, gamma, boundary, change)
             return 0.0
         return float(_kernels().posterior_chunk(
-            fstore.E, fstore.A, fstore.sexp, fstore.ghost,
-            bstore.E, bstore.A, bstore.sexp, bstore.ghost,
+            fstore.E, fstore.A, fstore.sexp, fstore.ghost, fstore.ghost_flag,
+            bstore.E, bstore.A, bstore.sexp, bstore.ghost, bstore.ghost_flag,
             pm.Tr, pm.mw, 1.0 / zm, zexp, log_z, carry, first_boundary, n, with_last,
             gamma, boundary, change))

@@ -85,7 +85,7 @@ def _rebase(u, factor):
 @njit(nogil=True, cache=True)
 def forward_linear(x, f, kexp, reverse, ring, P, umax, tail, A, E, ghost, istate,
                    wcirc, wpos, wK, phiK_finite, rho, TrT, trpos,
-                   do_store, sE, sA, sL, sS, sG):
+                   do_store, store_tail, sE, sA, sL, sS, sG, sGflag):
     """Advance the certified linear-space forward over the bins of one chunk.
 
     x (n, C) emissions (log), f (n, C) = exp(x - kexp * ln2), kexp (n,) int64;
@@ -97,8 +97,11 @@ def forward_linear(x, f, kexp, reverse, ring, P, umax, tail, A, E, ghost, istate
     read-only dot product); umax (C,) an upper bound of ring[c]; tail (C,),
     A (C,), E (C,) at the current boundary; ghost (C,) natural-log absolute
     lost mass; istate = [t, sexp]: true values are these times 2**sexp.
-    With do_store, rows 0..n of sE, sA, sL (C columns), sS (sexp) and sG
-    (ghost) receive the state at boundaries t..t+n.
+    With do_store, rows 0..n of sE, sA (C columns) and sS (sexp) receive the
+    state at boundaries t..t+n, and sL the tail when ``store_tail`` (only
+    sampling reads it). Ghost rows go to sG only where some ghost is finite,
+    flagged in sGflag (the caller zeroes it): most chunks lose nothing and
+    should not pay for writing -inf.
 
     Returns -1, or the chunk-local bin at which all mass vanished.
     """
@@ -110,12 +113,19 @@ def forward_linear(x, f, kexp, reverse, ring, P, umax, tail, A, E, ghost, istate
     inv_P = np.empty(C)
     for c in range(C):
         inv_P[c] = 1.0 / P[c]
+    ghost_live = False
+    for c in range(C):
+        if ghost[c] > -np.inf:
+            ghost_live = True
     if do_store:
         sE[0, :] = E
         sA[0, :] = A
-        sL[0, :] = tail
+        if store_tail:
+            sL[0, :] = tail
         sS[0] = sexp
-        sG[0, :] = ghost
+        if ghost_live:
+            sG[0, :] = ghost
+            sGflag[0] = 1
     for step in range(n):
         i = n - 1 - step if reverse else step
         sexp += kexp[i]
@@ -196,13 +206,19 @@ def forward_linear(x, f, kexp, reverse, ring, P, umax, tail, A, E, ghost, istate
             live_max = max(live_max, e)
         t += 1
         # Ghosts: carry earlier losses through this bin, then add this bin's.
+        if ghost_live:
+            ghost_live = False
+            for c in range(C):
+                g = ghost[c]
+                if g > -np.inf:
+                    g += x[i, c]
+                    ghost[c] = g
+                    if g > -np.inf:
+                        ghost_live = True
         for c in range(C):
-            g = ghost[c]
-            if g > -np.inf:
-                g += x[i, c]
             if lost[c] > 0.0:
-                g = _logaddexp(g, math.log(lost[c]) + LOG_FLOOR + sexp * LN2)
-            ghost[c] = g
+                ghost[c] = _logaddexp(ghost[c], math.log(lost[c]) + LOG_FLOOR + sexp * LN2)
+                ghost_live = True
         if live_max == 0.0:
             istate[0] = t
             istate[1] = sexp
@@ -237,12 +253,16 @@ def forward_linear(x, f, kexp, reverse, ring, P, umax, tail, A, E, ghost, istate
                 E[c] = ev
                 if nl > 0.0:
                     ghost[c] = _logaddexp(ghost[c], math.log(nl) + LOG_FLOOR + sexp * LN2)
+                    ghost_live = True
         if do_store:
             sE[step + 1, :] = E
             sA[step + 1, :] = A
-            sL[step + 1, :] = tail
+            if store_tail:
+                sL[step + 1, :] = tail
             sS[step + 1] = sexp
-            sG[step + 1, :] = ghost
+            if ghost_live:
+                sG[step + 1, :] = ghost
+                sGflag[step + 1] = 1
     istate[0] = t
     istate[1] = sexp
     return -1
@@ -250,7 +270,7 @@ def forward_linear(x, f, kexp, reverse, ring, P, umax, tail, A, E, ghost, istate
 
 @njit(nogil=True, cache=True)
 def forward_logspace(x, reverse, ring, tail, A, E, istate, phicirc, phiK, lrho, trans,
-                     do_store, sE, sA, sL, sS, sG):
+                     do_store, store_tail, sE, sA, sL, sS):
     """Exact log-space forward over one chunk (the certificate's fallback).
 
     Same ring layout as :func:`forward_linear`; its stores hold natural logs
@@ -264,9 +284,9 @@ def forward_logspace(x, reverse, ring, tail, A, E, istate, phicirc, phiK, lrho, 
     if do_store:
         sE[0, :] = E
         sA[0, :] = A
-        sL[0, :] = tail
+        if store_tail:
+            sL[0, :] = tail
         sS[0] = 0
-        sG[0, :] = -np.inf
     for step in range(n):
         i = n - 1 - step if reverse else step
         h = (t + 1) % K
@@ -319,9 +339,9 @@ def forward_logspace(x, reverse, ring, tail, A, E, istate, phicirc, phiK, lrho, 
         if do_store:
             sE[step + 1, :] = E
             sA[step + 1, :] = A
-            sL[step + 1, :] = tail
+            if store_tail:
+                sL[step + 1, :] = tail
             sS[step + 1] = 0
-            sG[step + 1, :] = -np.inf
     istate[0] = t
     return -1
 
@@ -486,7 +506,7 @@ def viterbi_traceback(a_start, e_prev, t0, pos, c, phase, out_start, out_end, ou
 
 
 @njit(nogil=True, cache=True)
-def posterior_chunk(Ef, Af, sf, gf, Bb, Gb, sb, gb, Tr, mw, inv_zm, zexp, log_z,
+def posterior_chunk(Ef, Af, sf, gf, gf_flag, Bb, Gb, sb, gb, gb_flag, Tr, mw, inv_zm, zexp, log_z,
                     carry, first_boundary, n, with_last, gamma, boundary, change):
     """Per-bin posteriors for boundaries 0..n-1 of a chunk, and its certificate term.
 
@@ -502,11 +522,14 @@ def posterior_chunk(Ef, Af, sf, gf, Bb, Gb, sb, gb, Tr, mw, inv_zm, zexp, log_z,
     rows = n + 1 if with_last else n
     for i in range(rows):
         # Forward losses continue at most like B; backward losses like E.
-        for c in range(C):
-            if gf[i, c] > -np.inf and Bb[i, c] > 0.0:
-                cert += mw[c] * math.exp(gf[i, c] + math.log(Bb[i, c]) + sb[i] * LN2 - log_z)
-            if gb[i, c] > -np.inf and Ef[i, c] > 0.0:
-                cert += mw[c] * math.exp(gb[i, c] + math.log(Ef[i, c]) + sf[i] * LN2 - log_z)
+        if gf_flag[i]:
+            for c in range(C):
+                if gf[i, c] > -np.inf and Bb[i, c] > 0.0:
+                    cert += mw[c] * math.exp(gf[i, c] + math.log(Bb[i, c]) + sb[i] * LN2 - log_z)
+        if gb_flag[i]:
+            for c in range(C):
+                if gb[i, c] > -np.inf and Ef[i, c] > 0.0:
+                    cert += mw[c] * math.exp(gb[i, c] + math.log(Ef[i, c]) + sf[i] * LN2 - log_z)
         if i == n:
             break
         k = int(sf[i] + sb[i] - zexp)

@@ -195,8 +195,8 @@ class ContigRun:
             if not self.backend.exact and cert > CERTIFICATE_TOLERANCE:
                 raise UncertifiedError()
             if not self.backend.exact:
-                lost_fwd = lost_fwd or bool(np.isfinite(fstore.ghost).any())
-                lost_bwd = lost_bwd or bool(np.isfinite(bstore.ghost).any())
+                lost_fwd = lost_fwd or fstore.any_loss()
+                lost_bwd = lost_bwd or bstore.any_loss()
             for tr in trackers:
                 tr.feed(a, b, chunk.x, gamma, boundary, change, fstore, bstore)
             if consumer is not None:
@@ -233,7 +233,7 @@ class ContigRun:
             chunk = self.read(j)
             ck = forward_checkpoints[j]
             st = ck.copy()
-            store = self.backend.new_store(b - a + 1)
+            store = self.backend.new_store(b - a + 1, with_tail=True)
             st.advance(chunk, store)
             for q in range(n):
                 self._walk(states[q], segs[q], rngs[q], a, b, chunk.x, store, ck, K, pm)

@@ -373,8 +373,10 @@ def _copy_store_back(dstore, store) -> None:
         return
     store.E[:] = dstore["E"][0].cpu().numpy()
     store.A[:] = dstore["A"][0].cpu().numpy()
-    store.L[:] = dstore["L"][0].cpu().numpy()
+    if store.with_tail:
+        store.L[:] = dstore["L"][0].cpu().numpy()
     store.ghost[:] = dstore["ghost"][0].cpu().numpy()
+    store.ghost_flag[:] = np.isfinite(store.ghost).any(axis=1)
     store.sexp[:] = dstore["sexp"][0].cpu().numpy()
 
 
@@ -399,10 +401,10 @@ class GpuBackend:
     def viterbi_state(self) -> GpuViterbiState:
         return GpuViterbiState(self.dev_fwd)
 
-    def new_store(self, n_rows: int):
+    def new_store(self, n_rows: int, with_tail: bool = False):
         # Host rows in the CPU backend's layout (logs when exact): the driver's
         # trackers and sampler read them the same way for both backends.
-        return CpuBackend.new_store(self, n_rows)
+        return CpuBackend.new_store(self, n_rows, with_tail)
 
     def posterior_chunk(self, fstore, bstore, log_z, zm, zexp, carry, first_boundary, n,
                         with_last, gamma, boundary, change) -> float:
