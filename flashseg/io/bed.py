@@ -117,16 +117,19 @@ class BedWriter:
                             file=self.target, contig=contig)
         if label.min() < 0 or label.max() >= len(self.names):
             raise DataError("segment label outside the model's labels", file=self.target, contig=contig)
+        from .textformat import g6_digits, render
+
         seg_post = np.asarray(calls.seg_post, dtype=np.float64)
-        lines = []
-        names, colors, strands = self.names, self.colors, self.strands
-        for s, e, c, sp, bs_, be_, lp in zip(start.tolist(), end.tolist(), label.tolist(),
-                                              seg_post.tolist(), np.asarray(calls.start_post).tolist(),
-                                              np.asarray(calls.end_post).tolist(),
-                                              np.asarray(calls.label_post).tolist()):
-            lines.append(f"{contig}\t{s}\t{e}\t{names[c]}\t{bed_score(sp)}\t{strands[c]}\t{s}\t{e}\t"
-                         f"{colors[c]}\t{sp:.6g}\t{bs_:.6g}\t{be_:.6g}\t{lp:.6g}\n")
-        self.stream.write("".join(lines))
+        score = np.clip(np.floor(1000.0 * seg_post + 0.5), 0, 1000).astype(np.int64)
+        C = len(self.names)
+        # string columns index one table: names, then strands, then colors
+        ints = np.stack([start, end, label, score, C + label, start, end, 2 * C + label], axis=1)
+        floats = np.stack([seg_post, np.asarray(calls.start_post, dtype=np.float64),
+                           np.asarray(calls.end_post, dtype=np.float64),
+                           np.asarray(calls.label_post, dtype=np.float64)], axis=1)
+        mants, exps = g6_digits(floats.ravel())
+        self.stream.write(render(f"{contig}\t", "iisisiisgggg", ints, mants.reshape(floats.shape),
+                                 exps.reshape(floats.shape), self.names + self.strands + self.colors))
         self.n_written += n
         return n
 

@@ -152,11 +152,11 @@ def _put_g6(buf, pos, m, e):
 
 
 @njit(cache=True, nogil=True)
-def render_kernel(prefix, kinds, ints, mants, exps, buf):
-    """Lines of `prefix` + columns; kinds[c] 0 = integer column, 1 = %.6g column.
-
-    ints (n, n_int), mants/exps (n, n_float). Returns bytes used.
-    """
+def render_kernel(prefix, kinds, ints, mants, exps, table, table_offsets, buf):
+    """Lines of `prefix` + tab-separated columns; kinds[c]: 0 integer (next
+    ints column), 1 %.6g (next mants/exps pair), 2 string (next ints column
+    indexes `table`, a concatenation delimited by `table_offsets`).
+    Returns the number of bytes written to buf."""
     n = ints.shape[0] if ints.shape[1] > 0 else mants.shape[0]
     pos = 0
     for i in range(n):
@@ -169,16 +169,22 @@ def render_kernel(prefix, kinds, ints, mants, exps, buf):
             if c > 0:
                 buf[pos] = 9
                 pos += 1
-            if kinds[c] == 0:
+            kind = kinds[c]
+            if kind == 0:
                 pos = _put_int(buf, pos, ints[i, ii])
                 ii += 1
-            else:
+            elif kind == 1:
                 pos = _put_g6(buf, pos, mants[i, ff], exps[i, ff])
                 ff += 1
+            else:
+                k = ints[i, ii]
+                ii += 1
+                for j in range(table_offsets[k], table_offsets[k + 1]):
+                    buf[pos] = table[j]
+                    pos += 1
         buf[pos] = 10
         pos += 1
     return pos
-
 
 
 def g6_digits(values) -> tuple[np.ndarray, np.ndarray]:
@@ -204,20 +210,27 @@ def g6_digits(values) -> tuple[np.ndarray, np.ndarray]:
     return mant, exp10
 
 
-def render(prefix: str, kinds: str, ints: np.ndarray, mants: np.ndarray, exps: np.ndarray) -> str:
+def render(prefix: str, kinds: str, ints: np.ndarray, mants: np.ndarray, exps: np.ndarray,
+           strings=()) -> str:
     """Tab-separated lines ``prefix + col0 \t col1 ...``; ``kinds`` has one
-    letter per column: ``i`` takes the next column of ``ints``, ``g`` the
-    next (mantissa, exponent) pair from :func:`g6_digits`. Returns the text."""
+    letter per column: ``i`` takes the next column of ``ints``, ``s`` the
+    next column of ``ints`` as an index into ``strings``, ``g`` the next
+    (mantissa, exponent) pair from :func:`g6_digits`. Returns the text."""
     n = max(len(ints), len(mants))
     ints = np.ascontiguousarray(np.asarray(ints, dtype=np.int64).reshape(n, -1))
     mants = np.ascontiguousarray(np.asarray(mants, dtype=np.int64).reshape(n, -1))
     exps = np.ascontiguousarray(np.asarray(exps, dtype=np.int64).reshape(n, -1))
     prefix_bytes = np.frombuffer(prefix.encode(), dtype=np.uint8)
-    kind_codes = np.array([0 if k == "i" else 1 for k in kinds], dtype=np.int64)
+    kind_codes = np.array(["igs".index(k) for k in kinds], dtype=np.int64)
+    encoded = [str(v).encode() for v in strings]
+    table = np.frombuffer(b"".join(encoded) or b"\0", dtype=np.uint8)
+    offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
+    offsets[1:] = np.cumsum([len(e) for e in encoded])
+    longest = max((len(e) for e in encoded), default=0)
     # an int64 takes <= 20 bytes, a %.6g value <= 13 ("-1.23456e-100"), plus tabs and a newline
-    width = prefix_bytes.size + 21 * kind_codes.size + 1
+    width = prefix_bytes.size + (21 + longest) * kind_codes.size + 1
     buf = np.empty(max(1, n * width), dtype=np.uint8)
-    used = render_kernel(prefix_bytes, kind_codes, ints, mants, exps, buf)
+    used = render_kernel(prefix_bytes, kind_codes, ints, mants, exps, table, offsets, buf)
     return buf[:used].tobytes().decode()
 
 
