@@ -156,6 +156,17 @@ def forward_linear(x, f, kexp, reverse, ring, P, umax, tail, A, E, ghost, istate
                 ring[c, :] = 0.0
                 umax[c] = 0.0
                 pc = 1.0
+            elif K == 1:
+                # A single entry (an HMM): fold the factor in at once and keep
+                # P at 1, which spares a division per label and bin.
+                v = E[c] * fc
+                if v < FLOOR:
+                    if E[c] > 0.0:
+                        nlost += 1.0
+                    v = 0.0
+                ring[c, 0] = v
+                umax[c] = v
+                pc = 1.0
             else:
                 pc *= fc
                 if pc < P_LO or pc > P_HI:
