@@ -352,3 +352,20 @@ def test_viterbi_exact_ties_follow_the_spec(seed, T, C, K, tail, chunk):
     vit = api.viterbi(model, x, chunk_size=chunk)
     assert vit.score == score
     assert vit.segments.tuples() == list(path)
+
+
+def test_chunk_cache_changes_nothing(monkeypatch):
+    """Cached backward rows and recomputed ones are bit for bit the same."""
+    from flashseg.core import driver
+
+    rng = np.random.default_rng(8)
+    model = random_model(rng, 3, 5, "geometric", True, 0.05)
+    x = random_emissions(rng, 500, 3, 3.0, 0.01)
+    cached = run_all(model, x, 37)
+    monkeypatch.setattr(driver, "CHUNK_CACHE_BYTES", 0)
+    recomputed = run_all(model, x, 37)
+    monkeypatch.setattr(driver, "CHUNK_CACHE_BYTES", 37 * 3 * 40 * 4)   # a few chunks only
+    partly = run_all(model, x, 37)
+    for a, b, c in zip(cached, recomputed, partly):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(a, c)

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 
 import numpy as np
 
@@ -40,6 +41,11 @@ LN2 = math.log(2.0)
 # The fast path is accepted when flushed mass can change Z (and so any
 # posterior) by less than this fraction.
 CERTIFICATE_TOLERANCE = 1e-13
+# Per contig, the backward pass keeps up to this many bytes of chunks and
+# their backward rows for the emit pass (instead of reading and recomputing
+# them). It bounds memory whatever the contig length: beyond it, chunks are
+# recomputed from checkpoints as usual. FLASHSEG_CHUNK_CACHE_MB overrides it.
+CHUNK_CACHE_BYTES = int(float(os.environ.get("FLASHSEG_CHUNK_CACHE_MB", "192")) * (1 << 20))
 
 
 class UncertifiedError(Exception):
@@ -140,13 +146,27 @@ class ContigRun:
         return score, segs
 
     # -- posteriors ----------------------------------------------------------
-    def backward_checkpoints(self):
-        """Backward pass: checkpoints (reversed-problem states) at every chunk end."""
+    def backward_checkpoints(self, cache=None):
+        """Backward pass: checkpoints (reversed-problem states) at every chunk end.
+
+        With ``cache`` (a dict), chunks and their backward rows are kept while
+        they fit in CHUNK_CACHE_BYTES, so the emit pass neither reads nor
+        recomputes them; the result is bit for bit the same either way.
+        """
         state = self.backend.forward_state(backward=True)
         checkpoints = [None] * len(self.bounds)
+        budget = CHUNK_CACHE_BYTES if cache is not None else 0
         for j in range(len(self.bounds) - 1, -1, -1):
             checkpoints[j] = state.copy()
-            status = state.advance(self.read(j).reversed())
+            chunk = self.read(j)
+            a, b = self.bounds[j]
+            cost = (b - a + 1) * (self.C * 40 + 16)   # x, f, E, A, ghost rows; k, sexp
+            store = None
+            if cost <= budget:
+                store = self.backend.new_store(b - a + 1)
+                cache[j] = (chunk, store)
+                budget -= cost
+            status = state.advance(chunk.reversed(), store)
             if status >= 0:
                 a, b = self.bounds[j]
                 if self.backend.exact or not np.isfinite(state.ghost).any():
@@ -163,7 +183,8 @@ class ContigRun:
 
     def posterior_pass(self, consumer=None, trackers=(), keep_forward_checkpoints=False):
         """Left-to-right emit pass. Returns (logZ, forward checkpoints or None)."""
-        bck, (log_z, zm, zexp), bend = self.backward_checkpoints()
+        cache = {}
+        bck, (log_z, zm, zexp), bend = self.backward_checkpoints(cache)
         # Losses of the backward pass flushed before reaching boundary 0.
         cert = bend.lost_at_end(log_z)
         fstate = self.backend.forward_state()
@@ -173,10 +194,12 @@ class ContigRun:
         lost_fwd = lost_bwd = False
         for j, (a, b) in enumerate(self.bounds):
             n = b - a
-            chunk = self.read(j)
-            bstore = self.backend.new_store(n + 1)
-            bs = bck[j].copy()
-            bs.advance(chunk.reversed(), bstore)
+            if j in cache:
+                chunk, bstore = cache.pop(j)
+            else:
+                chunk = self.read(j)
+                bstore = self.backend.new_store(n + 1)
+                bck[j].copy().advance(chunk.reversed(), bstore)
             bstore = bstore.flipped()
             if fck is not None:
                 fck.append(fstate.copy())
