@@ -201,9 +201,7 @@ def forward_linear(x, f, kexp, reverse, ring, P, umax, tail, A, E, ghost, istate
             lost[c] = nlost
             live_max = max(live_max, umax[c] * pc, tl, a)
         for c in range(C):
-            e = 0.0
-            for cp in range(C):
-                e += A[cp] * TrT[c, cp]
+            e = _dot(A, TrT[c])
             if e < FLOOR:
                 if e > 0.0:
                     lost[c] += C

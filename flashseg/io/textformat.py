@@ -72,20 +72,44 @@ def digits_kernel(values, mant, exp10, exact):
         exp10[i] = e
         exact[i] = True
 
+_DIGIT_PAIRS = np.frombuffer("".join(f"{i:02d}" for i in range(100)).encode(), dtype=np.uint8).copy()
+
+
+@njit(cache=True, nogil=True)
+def _n_digits(value):
+    n = 1
+    while value >= 10000:
+        value //= 10000
+        n += 4
+    if value >= 100:
+        n += 2
+        value //= 100
+    if value >= 10:
+        n += 1
+    return n
+
+
 @njit(cache=True, nogil=True)
 def _put_int(buf, pos, value):
     if value < 0:
         buf[pos] = 45  # '-'
         pos += 1
         value = -value
-    n = 1
-    probe = value
-    while probe >= 10:
-        probe //= 10
-        n += 1
-    for j in range(n - 1, -1, -1):
-        buf[pos + j] = 48 + value % 10
-        value //= 10
+    n = _n_digits(value)
+    end = pos + n
+    # two digits per division, from a table of "00".."99"
+    while value >= 100:
+        q = value // 100
+        r = (value - q * 100) * 2
+        end -= 2
+        buf[end] = _DIGIT_PAIRS[r]
+        buf[end + 1] = _DIGIT_PAIRS[r + 1]
+        value = q
+    if value >= 10:
+        buf[end - 2] = _DIGIT_PAIRS[value * 2]
+        buf[end - 1] = _DIGIT_PAIRS[value * 2 + 1]
+    else:
+        buf[end - 1] = 48 + value
     return pos + n
 
 
