@@ -26,26 +26,34 @@ def _decode_contigs():
 
 
 class _BufferedText:
-    """A write()-able text buffer spilling to an append-only temporary file."""
+    """A write()-able buffer spilling to an append-only temporary file.
+
+    Holds UTF-8 bytes: the bedGraph writers hand it bytes (``write_bytes``),
+    and draining copies bytes, so per-bin text is never decoded and encoded
+    again on its way to the output.
+    """
 
     def __init__(self, path: str):
         self.path = path
-        self.parts: list[str] = []
+        self.parts: list[bytes] = []
         self.size = 0
         self.spilled = False
 
     def write(self, text: str) -> None:
-        if not text:
+        self.write_bytes(text.encode())
+
+    def write_bytes(self, data: bytes) -> None:
+        if not data:
             return
-        self.parts.append(text)
-        self.size += len(text)
+        self.parts.append(data)
+        self.size += len(data)
         if self.size >= _BUFFER_CHARS:
             self.spill()
 
     def spill(self) -> None:
         if self.parts:
-            with open(self.path, "a", encoding="utf-8", newline="\n") as handle:
-                handle.write("".join(self.parts))
+            with open(self.path, "ab") as handle:
+                handle.write(b"".join(self.parts))
             self.spilled = True
         self.parts, self.size = [], 0
 
@@ -66,9 +74,21 @@ class _BufferedText:
             discard(self.path)
             self.spilled = False
         else:
-            stream.write("".join(self.parts))
+            _write_bytes(stream, b"".join(self.parts))
             discard(self.path)  # registered but never created
         self.parts, self.size = [], 0
+
+
+def _write_bytes(stream, data: bytes) -> None:
+    """Write UTF-8 bytes to a text stream (through its binary buffer when it has one)."""
+    if not data:
+        return
+    raw = getattr(stream, "buffer", None)
+    if raw is not None:
+        stream.flush()
+        raw.write(data)
+    else:
+        stream.write(data.decode())
 
 
 class _PerBin:

@@ -29,17 +29,27 @@ class BedGraphSink:
         self.min_posterior = float(min_posterior)
         self._run = None  # [first_bin, end_bin, text] (global bins, half-open)
 
-    def _line(self, run) -> str:
-        from .textformat import render
+    def _line(self, run) -> bytes:
+        from .textformat import render_bytes
 
         first, end, mant, exp10 = run
         bs = self.bin_size
-        return render(f"{self.contig}\t", "iig", np.array([[first * bs, min(end * bs, self.length)]]),
-                      np.array([[mant]]), np.array([[exp10]]))
+        return render_bytes(f"{self.contig}\t", "iig", np.array([[first * bs, min(end * bs, self.length)]]),
+                            np.array([[mant]]), np.array([[exp10]]))
+
+    def _emit(self, data: bytes) -> None:
+        # Streams that take bytes (decode's per-contig buffers) skip a decode/encode round trip.
+        if not data:
+            return
+        write_bytes = getattr(self.stream, "write_bytes", None)
+        if write_bytes is not None:
+            write_bytes(data)
+        else:
+            self.stream.write(data.decode())
 
     def add(self, start: int, values) -> None:
         """Values of local bins ``[start, start + n)`` (local bin 0 is skipped)."""
-        from .textformat import g6_digits, render
+        from .textformat import g6_digits, render_bytes
 
         values = np.asarray(values, dtype=np.float64)
         local = np.arange(start, start + values.shape[0])
@@ -61,21 +71,21 @@ class BedGraphSink:
         if prev is not None and prev[1] == run_first[0] and prev[2] == run_mant[0] and prev[3] == run_exp[0]:
             run_first[0] = prev[0]
             prev = None
-        text = self._line(prev) if prev is not None else ""
+        text = self._line(prev) if prev is not None else b""
         # The last run may continue into the next chunk unless a left-out bin ends it here.
         self._run = (int(run_first[-1]), int(run_end[-1]), int(run_mant[-1]), int(run_exp[-1]))
         complete = slice(0, len(starts) - 1)
         bs = self.bin_size
         if len(starts) > 1:
             ints = np.stack([run_first[complete] * bs, np.minimum(run_end[complete] * bs, self.length)], axis=1)
-            text += render(f"{self.contig}\t", "iig", ints, run_mant[complete], run_exp[complete])
-        self.stream.write(text)
+            text += render_bytes(f"{self.contig}\t", "iig", ints, run_mant[complete], run_exp[complete])
+        self._emit(text)
         if idx[-1] != values.shape[0] - 1:
             self.close()
 
     def close(self) -> None:
         if self._run is not None:
-            self.stream.write(self._line(self._run))
+            self._emit(self._line(self._run))
             self._run = None
 
     def reset(self) -> None:

@@ -16,6 +16,7 @@ import atexit
 import contextlib
 import io
 import os
+import shutil
 import secrets
 import sys
 import threading
@@ -215,7 +216,14 @@ def open_text_output(path, tabix_preset: str | None = "bed"):
 
 
 def copy_file_into(src_path: str, stream) -> None:
-    """Append a text file to an open text stream, in blocks."""
+    """Append a UTF-8 file to an open text stream, in blocks (as bytes when the
+    stream has a binary buffer, so nothing is decoded and encoded again)."""
+    raw = getattr(stream, "buffer", None)
+    if raw is not None:
+        stream.flush()
+        with open(src_path, "rb") as src:
+            shutil.copyfileobj(src, raw, 1 << 22)
+        return
     with open(src_path, "r", encoding="utf-8", newline="\n") as src:
         while True:
             block = src.read(1 << 20)

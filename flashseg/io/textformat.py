@@ -236,10 +236,16 @@ def g6_digits(values) -> tuple[np.ndarray, np.ndarray]:
 
 def render(prefix: str, kinds: str, ints: np.ndarray, mants: np.ndarray, exps: np.ndarray,
            strings=()) -> str:
+    """:func:`render_bytes` decoded to text."""
+    return render_bytes(prefix, kinds, ints, mants, exps, strings).decode()
+
+
+def render_bytes(prefix: str, kinds: str, ints: np.ndarray, mants: np.ndarray, exps: np.ndarray,
+                 strings=()) -> bytes:
     """Tab-separated lines ``prefix + col0 \t col1 ...``; ``kinds`` has one
     letter per column: ``i`` takes the next column of ``ints``, ``s`` the
     next column of ``ints`` as an index into ``strings``, ``g`` the next
-    (mantissa, exponent) pair from :func:`g6_digits`. Returns the text."""
+    (mantissa, exponent) pair from :func:`g6_digits`. Returns UTF-8 bytes."""
     n = max(len(ints), len(mants))
     ints = np.ascontiguousarray(np.asarray(ints, dtype=np.int64).reshape(n, -1))
     mants = np.ascontiguousarray(np.asarray(mants, dtype=np.int64).reshape(n, -1))
@@ -255,7 +261,7 @@ def render(prefix: str, kinds: str, ints: np.ndarray, mants: np.ndarray, exps: n
     width = prefix_bytes.size + (21 + longest) * kind_codes.size + 1
     buf = np.empty(max(1, n * width), dtype=np.uint8)
     used = render_kernel(prefix_bytes, kind_codes, ints, mants, exps, table, offsets, buf)
-    return buf[:used].tobytes().decode()
+    return buf[:used].tobytes()
 
 
 def render_columns(prefix: str, kinds: str, ints, floats) -> str:
