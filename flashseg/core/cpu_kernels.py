@@ -83,6 +83,127 @@ def _rebase(u, factor):
 
 
 @njit(nogil=True, cache=True)
+def _forward_linear_k1(x, f, kexp, reverse, ring, tail, A, E, ghost, istate, w1, wpos1, TrT, trpos,
+                       do_store, store_tail, sE, sA, sL, sS, sG, sGflag):
+    """:func:`forward_linear` for K = 1 without tails (an HMM): same state,
+    same flush and ghost accounting, none of the ring bookkeeping."""
+    n, C = x.shape
+    t = istate[0]
+    sexp = istate[1]
+    lost = np.zeros(C)
+    ghost_live = False
+    for c in range(C):
+        if ghost[c] > -np.inf:
+            ghost_live = True
+    if do_store:
+        sE[0, :] = E
+        sA[0, :] = A
+        if store_tail:
+            sL[0, :] = tail
+        sS[0] = sexp
+        if ghost_live:
+            sG[0, :] = ghost
+            sGflag[0] = 1
+    for step in range(n):
+        i = n - 1 - step if reverse else step
+        sexp += kexp[i]
+        live_max = 0.0
+        any_lost = False
+        for c in range(C):
+            e = E[c]
+            v = e * f[i, c]
+            nl = 0.0
+            if v < FLOOR:
+                if e > 0.0 and x[i, c] > -np.inf:
+                    nl = 1.0
+                v = 0.0
+            ring[c, 0] = v
+            a = v * w1[c]
+            if a < FLOOR:
+                if v > 0.0 and wpos1[c]:
+                    nl += 2.0
+                a = 0.0
+            A[c] = a
+            lost[c] = nl
+            if nl > 0.0:
+                any_lost = True
+            live_max = max(live_max, v)
+        for c in range(C):
+            e = _dot(A, TrT[c])
+            if e < FLOOR:
+                if e > 0.0:
+                    lost[c] += C
+                    any_lost = True
+                else:
+                    for cp in range(C):
+                        if A[cp] > 0.0 and trpos[cp, c]:
+                            lost[c] += C
+                            any_lost = True
+                            break
+                e = 0.0
+            E[c] = e
+            live_max = max(live_max, e)
+        t += 1
+        if ghost_live:
+            ghost_live = False
+            for c in range(C):
+                g = ghost[c]
+                if g > -np.inf:
+                    g += x[i, c]
+                    ghost[c] = g
+                    if g > -np.inf:
+                        ghost_live = True
+        if any_lost:
+            for c in range(C):
+                if lost[c] > 0.0:
+                    ghost[c] = _logaddexp(ghost[c], math.log(lost[c]) + LOG_FLOOR + sexp * LN2)
+                    ghost_live = True
+        if live_max == 0.0:
+            istate[0] = t
+            istate[1] = sexp
+            return step
+        if live_max > RESCALE_HI or live_max < RESCALE_LO:
+            shift = math.frexp(live_max)[1]
+            scale = math.ldexp(1.0, -shift)
+            sexp += shift
+            for c in range(C):
+                nl = 0.0
+                rv = ring[c, 0] * scale
+                if rv < FLOOR:
+                    if ring[c, 0] > 0.0:
+                        nl += 1.0
+                    rv = 0.0
+                ring[c, 0] = rv
+                av = A[c] * scale
+                if av < FLOOR:
+                    if A[c] > 0.0:
+                        nl += 2.0
+                    av = 0.0
+                A[c] = av
+                ev = E[c] * scale
+                if ev < FLOOR:
+                    if E[c] > 0.0:
+                        nl += C
+                    ev = 0.0
+                E[c] = ev
+                if nl > 0.0:
+                    ghost[c] = _logaddexp(ghost[c], math.log(nl) + LOG_FLOOR + sexp * LN2)
+                    ghost_live = True
+        if do_store:
+            sE[step + 1, :] = E
+            sA[step + 1, :] = A
+            if store_tail:
+                sL[step + 1, :] = tail
+            sS[step + 1] = sexp
+            if ghost_live:
+                sG[step + 1, :] = ghost
+                sGflag[step + 1] = 1
+    istate[0] = t
+    istate[1] = sexp
+    return -1
+
+
+@njit(nogil=True, cache=True)
 def forward_linear(x, f, kexp, reverse, ring, P, umax, tail, A, E, ghost, istate,
                    wcirc, wpos, wK, phiK_finite, rho, TrT, trpos,
                    do_store, store_tail, sE, sA, sL, sS, sG, sGflag):
@@ -107,6 +228,9 @@ def forward_linear(x, f, kexp, reverse, ring, P, umax, tail, A, E, ghost, istate
     """
     n, C = x.shape
     K = ring.shape[1]
+    if K == 1 and rho.max() == 0.0:
+        return _forward_linear_k1(x, f, kexp, reverse, ring, tail, A, E, ghost, istate, wcirc[:, 0],
+                                  wpos[:, 0], TrT, trpos, do_store, store_tail, sE, sA, sL, sS, sG, sGflag)
     t = istate[0]
     sexp = istate[1]
     lost = np.zeros(C)
