@@ -45,7 +45,7 @@ CERTIFICATE_TOLERANCE = 1e-13
 # their backward rows for the emit pass (instead of reading and recomputing
 # them). It bounds memory whatever the contig length: beyond it, chunks are
 # recomputed from checkpoints as usual. FLASHSEG_CHUNK_CACHE_MB overrides it.
-CHUNK_CACHE_BYTES = int(float(os.environ.get("FLASHSEG_CHUNK_CACHE_MB", "192")) * (1 << 20))
+CHUNK_CACHE_BYTES = int(float(os.environ.get("FLASHSEG_CHUNK_CACHE_MB", "256")) * (1 << 20))
 
 
 class UncertifiedError(Exception):
