@@ -82,6 +82,106 @@ def _rebase(u, factor):
     return lost, mx
 
 
+@njit(nogil=True, cache=True, inline="always")
+def _any_finite(v):
+    for c in range(v.shape[0]):
+        if v[c] > -np.inf:
+            return True
+    return False
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _store_row(row, E, A, tail, sexp, ghost, ghost_live, store_tail, sE, sA, sL, sS, sG, sGflag):
+    """One boundary of a linear-space store (ghost rows only where mass was lost)."""
+    sE[row, :] = E
+    sA[row, :] = A
+    if store_tail:
+        sL[row, :] = tail
+    sS[row] = sexp
+    if ghost_live:
+        sG[row, :] = ghost
+        sGflag[row] = 1
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _entering(A, TrT, trpos, E, lost):
+    """E[c] = sum_c' A[c'] Tr[c', c], flushed below FLOOR (losses charged to lost[c]).
+
+    Returns the largest E.
+    """
+    C = A.shape[0]
+    top = 0.0
+    for c in range(C):
+        e = _dot(A, TrT[c])
+        if e < FLOOR:
+            if e > 0.0:
+                lost[c] += C
+            else:
+                for cp in range(C):
+                    if A[cp] > 0.0 and trpos[cp, c]:
+                        lost[c] += C
+                        break
+            e = 0.0
+        E[c] = e
+        top = max(top, e)
+    return top
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _carry_ghosts(ghost, ghost_live, x_row, lost, sexp):
+    """Carry earlier losses through one bin (same label), then add this bin's.
+
+    Returns whether any ghost is finite afterwards.
+    """
+    C = ghost.shape[0]
+    live = False
+    if ghost_live:
+        for c in range(C):
+            g = ghost[c]
+            if g > -np.inf:
+                g += x_row[c]
+                ghost[c] = g
+                if g > -np.inf:
+                    live = True
+    for c in range(C):
+        if lost[c] > 0.0:
+            ghost[c] = _logaddexp(ghost[c], math.log(lost[c]) + LOG_FLOOR + sexp * LN2)
+            live = True
+    return live
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _rescale_messages(tail, A, E, ghost, scale, sexp, K):
+    """tail, A, E *= scale (a power of two), flushing and charging what falls
+    below FLOOR. Returns whether a ghost was charged."""
+    C = A.shape[0]
+    charged = False
+    for c in range(C):
+        nl = 0.0
+        tv = tail[c] * scale
+        if tv < FLOOR:
+            if tail[c] > 0.0:
+                nl += 1.0
+            tv = 0.0
+        tail[c] = tv
+        av = A[c] * scale
+        if av < FLOOR:
+            if A[c] > 0.0:
+                nl += K + 1.0
+            av = 0.0
+        A[c] = av
+        ev = E[c] * scale
+        if ev < FLOOR:
+            if E[c] > 0.0:
+                nl += C
+            ev = 0.0
+        E[c] = ev
+        if nl > 0.0:
+            ghost[c] = _logaddexp(ghost[c], math.log(nl) + LOG_FLOOR + sexp * LN2)
+            charged = True
+    return charged
+
+
 @njit(nogil=True, cache=True)
 def _forward_linear_k1(x, f, kexp, reverse, ring, tail, A, E, ghost, istate, w1, wpos1, TrT, trpos,
                        do_store, store_tail, sE, sA, sL, sS, sG, sGflag):
@@ -91,24 +191,13 @@ def _forward_linear_k1(x, f, kexp, reverse, ring, tail, A, E, ghost, istate, w1,
     t = istate[0]
     sexp = istate[1]
     lost = np.zeros(C)
-    ghost_live = False
-    for c in range(C):
-        if ghost[c] > -np.inf:
-            ghost_live = True
+    ghost_live = _any_finite(ghost)
     if do_store:
-        sE[0, :] = E
-        sA[0, :] = A
-        if store_tail:
-            sL[0, :] = tail
-        sS[0] = sexp
-        if ghost_live:
-            sG[0, :] = ghost
-            sGflag[0] = 1
+        _store_row(0, E, A, tail, sexp, ghost, ghost_live, store_tail, sE, sA, sL, sS, sG, sGflag)
     for step in range(n):
         i = n - 1 - step if reverse else step
         sexp += kexp[i]
         live_max = 0.0
-        any_lost = False
         for c in range(C):
             e = E[c]
             v = e * f[i, c]
@@ -125,39 +214,10 @@ def _forward_linear_k1(x, f, kexp, reverse, ring, tail, A, E, ghost, istate, w1,
                 a = 0.0
             A[c] = a
             lost[c] = nl
-            if nl > 0.0:
-                any_lost = True
             live_max = max(live_max, v)
-        for c in range(C):
-            e = _dot(A, TrT[c])
-            if e < FLOOR:
-                if e > 0.0:
-                    lost[c] += C
-                    any_lost = True
-                else:
-                    for cp in range(C):
-                        if A[cp] > 0.0 and trpos[cp, c]:
-                            lost[c] += C
-                            any_lost = True
-                            break
-                e = 0.0
-            E[c] = e
-            live_max = max(live_max, e)
+        live_max = max(live_max, _entering(A, TrT, trpos, E, lost))
         t += 1
-        if ghost_live:
-            ghost_live = False
-            for c in range(C):
-                g = ghost[c]
-                if g > -np.inf:
-                    g += x[i, c]
-                    ghost[c] = g
-                    if g > -np.inf:
-                        ghost_live = True
-        if any_lost:
-            for c in range(C):
-                if lost[c] > 0.0:
-                    ghost[c] = _logaddexp(ghost[c], math.log(lost[c]) + LOG_FLOOR + sexp * LN2)
-                    ghost_live = True
+        ghost_live = _carry_ghosts(ghost, ghost_live, x[i], lost, sexp)
         if live_max == 0.0:
             istate[0] = t
             istate[1] = sexp
@@ -166,38 +226,19 @@ def _forward_linear_k1(x, f, kexp, reverse, ring, tail, A, E, ghost, istate, w1,
             shift = math.frexp(live_max)[1]
             scale = math.ldexp(1.0, -shift)
             sexp += shift
+            # The single ring entry takes the scale directly (no per-label product).
             for c in range(C):
-                nl = 0.0
                 rv = ring[c, 0] * scale
                 if rv < FLOOR:
                     if ring[c, 0] > 0.0:
-                        nl += 1.0
+                        ghost[c] = _logaddexp(ghost[c], LOG_FLOOR + sexp * LN2)
+                        ghost_live = True
                     rv = 0.0
                 ring[c, 0] = rv
-                av = A[c] * scale
-                if av < FLOOR:
-                    if A[c] > 0.0:
-                        nl += 2.0
-                    av = 0.0
-                A[c] = av
-                ev = E[c] * scale
-                if ev < FLOOR:
-                    if E[c] > 0.0:
-                        nl += C
-                    ev = 0.0
-                E[c] = ev
-                if nl > 0.0:
-                    ghost[c] = _logaddexp(ghost[c], math.log(nl) + LOG_FLOOR + sexp * LN2)
-                    ghost_live = True
+            if _rescale_messages(tail, A, E, ghost, scale, sexp, 1):
+                ghost_live = True
         if do_store:
-            sE[step + 1, :] = E
-            sA[step + 1, :] = A
-            if store_tail:
-                sL[step + 1, :] = tail
-            sS[step + 1] = sexp
-            if ghost_live:
-                sG[step + 1, :] = ghost
-                sGflag[step + 1] = 1
+            _store_row(step + 1, E, A, tail, sexp, ghost, ghost_live, store_tail, sE, sA, sL, sS, sG, sGflag)
     istate[0] = t
     istate[1] = sexp
     return -1
@@ -237,19 +278,9 @@ def forward_linear(x, f, kexp, reverse, ring, P, umax, tail, A, E, ghost, istate
     inv_P = np.empty(C)
     for c in range(C):
         inv_P[c] = 1.0 / P[c]
-    ghost_live = False
-    for c in range(C):
-        if ghost[c] > -np.inf:
-            ghost_live = True
+    ghost_live = _any_finite(ghost)
     if do_store:
-        sE[0, :] = E
-        sA[0, :] = A
-        if store_tail:
-            sL[0, :] = tail
-        sS[0] = sexp
-        if ghost_live:
-            sG[0, :] = ghost
-            sGflag[0] = 1
+        _store_row(0, E, A, tail, sexp, ghost, ghost_live, store_tail, sE, sA, sL, sS, sG, sGflag)
     for step in range(n):
         i = n - 1 - step if reverse else step
         sexp += kexp[i]
@@ -324,34 +355,9 @@ def forward_linear(x, f, kexp, reverse, ring, P, umax, tail, A, E, ghost, istate
             A[c] = a
             lost[c] = nlost
             live_max = max(live_max, umax[c] * pc, tl, a)
-        for c in range(C):
-            e = _dot(A, TrT[c])
-            if e < FLOOR:
-                if e > 0.0:
-                    lost[c] += C
-                else:
-                    for cp in range(C):
-                        if A[cp] > 0.0 and trpos[cp, c]:
-                            lost[c] += C
-                            break
-                e = 0.0
-            E[c] = e
-            live_max = max(live_max, e)
+        live_max = max(live_max, _entering(A, TrT, trpos, E, lost))
         t += 1
-        # Ghosts: carry earlier losses through this bin, then add this bin's.
-        if ghost_live:
-            ghost_live = False
-            for c in range(C):
-                g = ghost[c]
-                if g > -np.inf:
-                    g += x[i, c]
-                    ghost[c] = g
-                    if g > -np.inf:
-                        ghost_live = True
-        for c in range(C):
-            if lost[c] > 0.0:
-                ghost[c] = _logaddexp(ghost[c], math.log(lost[c]) + LOG_FLOOR + sexp * LN2)
-                ghost_live = True
+        ghost_live = _carry_ghosts(ghost, ghost_live, x[i], lost, sexp)
         if live_max == 0.0:
             istate[0] = t
             istate[1] = sexp
@@ -365,37 +371,10 @@ def forward_linear(x, f, kexp, reverse, ring, P, umax, tail, A, E, ghost, istate
             for c in range(C):
                 P[c] *= scale
                 inv_P[c] = 1.0 / P[c]
-                nl = 0.0
-                tv = tail[c] * scale
-                if tv < FLOOR:
-                    if tail[c] > 0.0:
-                        nl += 1.0
-                    tv = 0.0
-                tail[c] = tv
-                av = A[c] * scale
-                if av < FLOOR:
-                    if A[c] > 0.0:
-                        nl += K + 1.0
-                    av = 0.0
-                A[c] = av
-                ev = E[c] * scale
-                if ev < FLOOR:
-                    if E[c] > 0.0:
-                        nl += C
-                    ev = 0.0
-                E[c] = ev
-                if nl > 0.0:
-                    ghost[c] = _logaddexp(ghost[c], math.log(nl) + LOG_FLOOR + sexp * LN2)
-                    ghost_live = True
+            if _rescale_messages(tail, A, E, ghost, scale, sexp, K):
+                ghost_live = True
         if do_store:
-            sE[step + 1, :] = E
-            sA[step + 1, :] = A
-            if store_tail:
-                sL[step + 1, :] = tail
-            sS[step + 1] = sexp
-            if ghost_live:
-                sG[step + 1, :] = ghost
-                sGflag[step + 1] = 1
+            _store_row(step + 1, E, A, tail, sexp, ghost, ghost_live, store_tail, sE, sA, sL, sS, sG, sGflag)
     istate[0] = t
     istate[1] = sexp
     return -1
