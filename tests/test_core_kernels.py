@@ -11,27 +11,9 @@ from flashseg.core import reference as ref
 from flashseg.errors import NoValidSegmentation
 
 from brute import BruteForce, case_strategy, random_emissions, random_model
+from consumers import Collect
 
 SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow])
-
-
-class Collect:
-    """Per-bin consumer that keeps everything (tests only)."""
-
-    def __init__(self):
-        self.parts = []
-        self.restarts = 0
-
-    def chunk(self, start, gamma, boundary, change):
-        assert start == sum(len(p[1]) for p in self.parts), "chunks must arrive in ascending order"
-        self.parts.append((gamma.copy(), boundary.copy(), change.copy()))
-
-    def restart(self):
-        self.parts = []
-        self.restarts += 1
-
-    def arrays(self):
-        return tuple(np.concatenate([p[i] for p in self.parts]) for i in range(3))
 
 
 def run_all(model, x, chunk_size, exact=False):

@@ -47,6 +47,7 @@ from flashseg.core.driver import ContigRun  # noqa: E402
 from flashseg.errors import DeviceError, NoValidSegmentation  # noqa: E402
 
 from brute import random_emissions, random_model  # noqa: E402
+from consumers import Collect  # noqa: E402
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -67,23 +68,6 @@ def kernels():
 
 REL = 1e-9   # fp64 kernels: far inside the 1e-5 contract
 ABS = 1e-9
-
-
-class Collect:
-    def __init__(self):
-        self.parts = []
-        self.restarts = 0
-
-    def chunk(self, start, gamma, boundary, change):
-        assert start == sum(len(p[1]) for p in self.parts), "chunks must arrive in ascending order"
-        self.parts.append((gamma.copy(), boundary.copy(), change.copy()))
-
-    def restart(self):
-        self.parts = []
-        self.restarts += 1
-
-    def arrays(self):
-        return tuple(np.concatenate([p[i] for p in self.parts]) for i in range(3))
 
 
 def posteriors(model, x, chunk, device):

@@ -171,7 +171,25 @@ class PreparedModel:
         self.final_m, self.final_k = _scaled_exp(model.final)
 
 
-class LinearState:
+class _KernelState:
+    """A state is the prepared model plus numpy arrays the kernels update in place."""
+
+    pm: PreparedModel
+
+    @property
+    def t(self) -> int:
+        """The boundary this state stands at (bins consumed so far)."""
+        return int(self.istate[0])
+
+    def copy(self):
+        """An independent copy (a checkpoint): every array copied, the model shared."""
+        out = self.__class__.__new__(self.__class__)
+        for name, value in vars(self).items():
+            setattr(out, name, value.copy() if isinstance(value, np.ndarray) else value)
+        return out
+
+
+class LinearState(_KernelState):
     """Forward state of the certified linear-space recursion at one boundary."""
 
     def __init__(self, pm: PreparedModel):
@@ -186,17 +204,6 @@ class LinearState:
         self.ghost = np.full(C, -np.inf)
         self.istate = np.array([0, pm.init_k], dtype=np.int64)
 
-    @property
-    def t(self) -> int:
-        return int(self.istate[0])
-
-    def copy(self) -> "LinearState":
-        out = LinearState.__new__(LinearState)
-        out.pm = self.pm
-        out.ring, out.tail, out.A, out.E = self.ring.copy(), self.tail.copy(), self.A.copy(), self.E.copy()
-        out.P, out.umax = self.P.copy(), self.umax.copy()
-        out.ghost, out.istate = self.ghost.copy(), self.istate.copy()
-        return out
 
     def advance(self, chunk: EmissionChunk, store: ForwardStore | None = None) -> int:
         pm = self.pm
@@ -228,7 +235,7 @@ class LinearState:
         return float(np.sum(self.pm.mw[ok] * np.exp(g[ok] + self.pm.final[ok] - log_z)))
 
 
-class LogSpaceState:
+class LogSpaceState(_KernelState):
     """Forward state of the exact log-space recursion at one boundary."""
 
     def __init__(self, pm: PreparedModel):
@@ -240,16 +247,6 @@ class LogSpaceState:
         self.E = pm.initial.copy()
         self.istate = np.array([0, 0], dtype=np.int64)
 
-    @property
-    def t(self) -> int:
-        return int(self.istate[0])
-
-    def copy(self) -> "LogSpaceState":
-        out = LogSpaceState.__new__(LogSpaceState)
-        out.pm = self.pm
-        out.ring, out.tail, out.A, out.E = self.ring.copy(), self.tail.copy(), self.A.copy(), self.E.copy()
-        out.istate = self.istate.copy()
-        return out
 
     def advance(self, chunk: EmissionChunk, store: ForwardStore | None = None) -> int:
         pm = self.pm
@@ -281,7 +278,7 @@ class LogSpaceState:
         return np.full(self.pm.C, -np.inf)
 
 
-class ViterbiState:
+class ViterbiState(_KernelState):
     """Max-plus forward state at one boundary."""
 
     def __init__(self, pm: PreparedModel):
@@ -295,17 +292,6 @@ class ViterbiState:
         self.E = pm.initial.copy()
         self.istate = np.array([0, 0], dtype=np.int64)
 
-    @property
-    def t(self) -> int:
-        return int(self.istate[0])
-
-    def copy(self) -> "ViterbiState":
-        out = ViterbiState.__new__(ViterbiState)
-        out.pm = self.pm
-        out.ring, out.tail, out.A, out.E = self.ring.copy(), self.tail.copy(), self.A.copy(), self.E.copy()
-        out.tail_start, out.istate = self.tail_start.copy(), self.istate.copy()
-        out.off = self.off.copy()
-        return out
 
     def advance(self, chunk: EmissionChunk, store: ViterbiStore | None = None) -> int:
         pm = self.pm
