@@ -445,20 +445,23 @@ class SegmentTracker:
         cut = starts - a
         if lead:
             cut = np.concatenate([[0], cut])
-        xs = np.add.reduceat(x, cut, axis=0) if len(cut) else np.zeros((0, x.shape[1]))
-        gs = np.add.reduceat(gamma, cut, axis=0) if len(cut) else np.zeros((0, x.shape[1]))
+        # Sum each piece over its own label only: gather that column per bin first.
+        piece_labels = np.concatenate([[self.open["label"]], labels]) if lead else labels
+        lengths = np.diff(np.append(cut, b - a))
+        bin_label = np.repeat(piece_labels, lengths)
+        bins = np.arange(b - a)
+        xs = np.add.reduceat(x[bins, bin_label], cut) if len(cut) else np.zeros(0)
+        gs = np.add.reduceat(gamma[bins, bin_label], cut) if len(cut) else np.zeros(0)
         if lead:
-            c = self.open["label"]
-            self.open["S"] += xs[0, c]
-            self.open["G"] += gs[0, c]
+            self.open["S"] += xs[0]
+            self.open["G"] += gs[0]
             xs, gs = xs[1:], gs[1:]
         k = len(starts)
         if k:
-            idx = np.arange(k)
             rows = starts - a
             new_left = self._left_log(rows, labels, starts, fstore)
-            new_S = xs[idx, labels]
-            new_G = gs[idx, labels]
+            new_S = xs
+            new_G = gs
             new_sp = np.where(starts == 0, 1.0, post[rows])
             # Segments closed in this chunk: the open one, then all new but the last.
             if self.open is not None:
