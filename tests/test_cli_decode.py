@@ -1,7 +1,6 @@
 """flashseg decode end to end with the real core: simulate a genome, decode it, check every output."""
 from __future__ import annotations
 
-import math
 import os
 import subprocess
 import sys

@@ -148,7 +148,6 @@ def test_bad_input(ws, capsys, argv, code, needles, setup, monkeypatch):
 
 def test_no_valid_segmentation(ws, capsys, monkeypatch):
     """A bin that every label forbids: the real core's NoValidSegmentation names the contig."""
-    import flashseg.cli.decode as decode_module
 
     monkeypatch.undo()
     monkeypatch.chdir(ws)

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from flashseg.core import ArrayEmissions, SemiMarkovModel, Segments, api
+from flashseg.core import SemiMarkovModel, api
 from flashseg.core import reference as ref
 from flashseg.errors import NoValidSegmentation
 
@@ -16,8 +16,7 @@ from consumers import Collect
 SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
-def run_all(model, x, chunk_size, exact=False):
-    backend_kw = {}
+def run_all(model, x, chunk_size):
     col = Collect()
     res = api.posterior(model, x, consumer=col, chunk_size=chunk_size)
     g, b, c = col.arrays()

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import logging
-import math
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -196,7 +195,8 @@ def decode_contig(model: SemiMarkovModel, emissions, n_bins: int, *, name: str =
 
         (log_z, calls, samples, backend_name), fell_back = _with_fallback(model, device, go, per_bin)
     except FlashsegError as exc:
-        raise exc.located(contig=name or None)
+        exc.located(contig=name or None)
+        raise
     return ContigResult(name=name, n_bins=int(n_bins), log_partition=float(log_z),
                         viterbi_score=None if score is None else float(score), calls=calls,
                         samples=samples, seconds=time.perf_counter() - t0,
