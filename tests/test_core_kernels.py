@@ -6,7 +6,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from flashseg.core import SemiMarkovModel, api
+from flashseg.core import SemiMarkovModel, Segments, api
 from flashseg.core import reference as ref
 from flashseg.errors import NoValidSegmentation
 
@@ -350,3 +350,28 @@ def test_chunk_cache_changes_nothing(monkeypatch):
     for a, b, c in zip(cached, recomputed, partly):
         np.testing.assert_array_equal(a, b)
         np.testing.assert_array_equal(a, c)
+
+
+@settings(max_examples=25, **SETTINGS)
+@given(seed=st.integers(0, 2**32 - 1), T=st.integers(1, 120), runs=st.booleans(),
+       chunk=st.sampled_from([1, 7, 50]))
+def test_posteriors_of_any_segment_list(seed, T, runs, chunk):
+    """Overlapping, gapped, unsorted segments: exact-segment or run posteriors,
+    b/chg at their ends and mean gamma, against the reference."""
+    rng = np.random.default_rng(seed)
+    model = random_model(rng, 3, 4, "geometric", True, 0.0)
+    x = random_emissions(rng, T, 3, 2.0)
+    s = rng.integers(0, T, size=12)
+    e = np.minimum(T, s + rng.integers(1, 30, size=12))
+    c = rng.integers(0, 3, size=12)
+    segs = Segments.from_lists(s, e, c)
+    calls = api.posterior(model, x, segments=segs, runs=runs, chunk_size=chunk).calls
+    triples = list(zip(s.tolist(), e.tolist(), c.tolist()))
+    want = ref.run_posterior(model, x, triples) if runs else ref.segment_posterior(model, x, triples)
+    close(calls.seg_post, want, abs_=1e-11)
+    gamma, boundary, change = ref.posteriors(model, x)
+    post = change if runs else boundary
+    close(calls.start_post, np.where(s == 0, 1.0, post[np.minimum(s, T - 1)]), abs_=1e-11)
+    close(calls.end_post, np.where(e == T, 1.0, post[np.minimum(e, T - 1)]), abs_=1e-11)
+    close(calls.label_post, [gamma[a:b, k].mean() for a, b, k in triples], abs_=1e-11)
+    assert calls.tuples() == triples

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import FlashsegError
-from .driver import ContigRun, SegmentTracker, UncertifiedError, merge_runs
+from .driver import ContigRun, SegmentListTracker, SegmentTracker, UncertifiedError, merge_runs, tiles
 from .model import SemiMarkovModel
 from .results import ContigResult, SegmentCalls, Segments
 
@@ -121,8 +121,9 @@ def posterior(model: SemiMarkovModel, emissions, n_bins: int | None = None, *,
               device: str = "cpu") -> PosteriorResult:
     """Per-bin posteriors to ``consumer`` and posteriors of segments.
 
-    segments: a tiling segmentation whose exact-segment posteriors to compute
-    (``runs=True``: treat them as merged runs). ``decode=True`` instead
+    segments: segments whose exact-segment posteriors to compute (``runs=True``:
+    as merged runs), with b (or chg) at their ends and their mean gamma; any
+    list works, a tiling segmentation (e.g. the MAP) takes a vectorised path. ``decode=True`` instead
     decodes by per-bin argmax of gamma and returns the runs with their
     posteriors.
     """
@@ -135,8 +136,12 @@ def posterior(model: SemiMarkovModel, emissions, n_bins: int | None = None, *,
         if decode:
             trackers.append(SegmentTracker(backend.fwd, T, "run", decode=True))
         elif segments is not None:
-            trackers.append(SegmentTracker(backend.fwd, T, "run" if runs else "exact",
-                                           segments.start, segments.label))
+            kind = "run" if runs else "exact"
+            if tiles(segments, T):
+                trackers.append(SegmentTracker(backend.fwd, T, kind, segments.start, segments.label))
+            else:
+                trackers.append(SegmentListTracker(backend.fwd, T, kind, segments.start, segments.end,
+                                                   segments.label))
         log_z, _ = run.posterior_pass(consumer, trackers)
         return log_z, (trackers[0].calls if trackers else None)
 

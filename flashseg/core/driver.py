@@ -534,6 +534,69 @@ class SegmentTracker:
                                   end_post, label_post)
 
 
+class SegmentListTracker(SegmentTracker):
+    """Posteriors of any list of segments (overlapping, gapped, in any order).
+
+    Same quantities as :class:`SegmentTracker`, for lists that do not tile
+    the contig: each segment's emission and gamma sums are accumulated
+    piece by piece as chunks pass (a Python step per segment and chunk it
+    overlaps, so meant for lists of moderate size). Results come back in the
+    order the segments were given.
+    """
+
+    def __init__(self, pm, T: int, kind: str, starts, ends, labels):
+        super().__init__(pm, T, kind)
+        starts = np.asarray(starts, dtype=np.int64)
+        ends = np.asarray(ends, dtype=np.int64)
+        labels = np.asarray(labels, dtype=np.int64)
+        bad = (starts < 0) | (ends > T) | (starts >= ends) | (labels < 0) | (labels >= pm.C)
+        if bad.any():
+            i = int(np.argmax(bad))
+            raise ValueError(f"segment ({starts[i]}, {ends[i]}, {labels[i]}) is not inside "
+                             f"0 <= start < end <= {T} with a label below {pm.C}")
+        self.start, self.end, self.label = starts, ends, labels
+        n = len(starts)
+        self.left = np.full(n, -np.inf)
+        self.right = np.full(n, -np.inf)
+        self.S = np.zeros(n)
+        self.G = np.zeros(n)
+        self.start_post = np.ones(n)
+        self.end_post = np.ones(n)
+        self.by_start = np.argsort(starts, kind="stable")
+
+    def feed(self, a, b, x, gamma, boundary, change, fstore, bstore):
+        post = boundary if self.kind == "exact" else change
+        st, en, lab = self.start, self.end, self.label
+        starting = np.flatnonzero((st >= a) & (st < b))
+        if len(starting):
+            rows = st[starting] - a
+            self.left[starting] = self._left_log(rows, lab[starting], st[starting], fstore)
+            self.start_post[starting] = np.where(st[starting] == 0, 1.0, post[rows])
+        ending = np.flatnonzero((en > a) & (en <= b))
+        if len(ending):
+            self.right[ending] = self._right_log(en[ending] - a, lab[ending], en[ending], bstore)
+        at_end = np.flatnonzero((en >= a) & (en < b))      # end boundaries inside this chunk
+        self.end_post[at_end] = post[en[at_end] - a]
+        for i in np.flatnonzero((st < b) & (en > a)).tolist():
+            lo, hi, c = max(st[i], a) - a, min(en[i], b) - a, lab[i]
+            self.S[i] += x[lo:hi, c].sum()
+            self.G[i] += gamma[lo:hi, c].sum()
+
+    def finish(self, log_z, zm, zexp):
+        log_num = self.left + self.right + self.S + self._log_weight(self.label, self.end - self.start)
+        with np.errstate(over="ignore", invalid="ignore"):
+            seg_post = np.clip(np.nan_to_num(np.exp(log_num - log_z), nan=0.0), 0.0, 1.0)
+        label_post = np.clip(self.G / (self.end - self.start), 0.0, 1.0)
+        self.calls = SegmentCalls(self.start, self.end, self.label.astype(np.int32), seg_post,
+                                  self.start_post, self.end_post, label_post)
+
+
+def tiles(segs: Segments, T: int) -> bool:
+    """True when the segments are sorted and cover [0, T) exactly once."""
+    return (len(segs) > 0 and segs.start[0] == 0 and segs.end[-1] == T
+            and bool(np.all(segs.start[1:] == segs.end[:-1])) and bool(np.all(segs.start < segs.end)))
+
+
 def merge_runs(segs: Segments) -> Segments:
     """Merge adjacent segments of the same label into runs."""
     if len(segs) == 0:
