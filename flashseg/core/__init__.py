@@ -18,7 +18,8 @@ source and the number of bins T of one contig):
 Per-bin consumer protocol: an object with ``chunk(start, gamma, boundary,
 change)`` receiving, for bins ``[start, start + n)`` in ascending order,
 gamma (n, C), the boundary posterior b (n,) and the change posterior chg (n,)
-(bin 0 of a contig gets b = chg = 1: the contig start is a boundary). If it
+(bin 0 of a contig gets b = chg = 1: the contig start is a boundary). The
+arrays are reused for the next chunk: copy what you keep. If it
 also has ``restart()``, that is called when a contig has to be recomputed
 exactly after the fast path failed its certificate: drop what was received.
 """

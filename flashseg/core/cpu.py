@@ -80,6 +80,17 @@ class ForwardStore:
         self.is_log = is_log   # E, A, L hold natural logs (exact backend)
         self.with_tail = with_tail
 
+    def head(self, rows: int) -> "ForwardStore":
+        """A store over the first ``rows`` rows of this one, ghost flags cleared:
+        the emit pass reuses one buffer per chunk instead of faulting in fresh pages."""
+        out = ForwardStore.__new__(ForwardStore)
+        out.E, out.A, out.sexp, out.ghost = self.E[:rows], self.A[:rows], self.sexp[:rows], self.ghost[:rows]
+        out.L = self.L[:rows] if self.with_tail else self.L
+        out.ghost_flag = self.ghost_flag[:rows]
+        out.ghost_flag[:] = 0
+        out.rows, out.is_log, out.with_tail = rows, self.is_log, self.with_tail
+        return out
+
     def ghost_rows(self) -> np.ndarray:
         """ghost with -inf where not flagged (tests and diagnostics)."""
         return np.where(self.ghost_flag[:, None].astype(bool), self.ghost, -np.inf)

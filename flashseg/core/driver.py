@@ -192,26 +192,35 @@ class ContigRun:
         carry = np.zeros(self.C)
         nb = len(self.bounds)
         lost_fwd = lost_bwd = False
+        # One set of buffers for the whole pass (consumers copy what they keep).
+        width = self.bounds[0][1] - self.bounds[0][0]
+        fbuf = self.backend.new_store(width + 1)
+        bbuf = None
+        gamma_buf = np.empty((width, self.C))
+        boundary_buf = np.empty(width)
+        change_buf = np.empty(width)
         for j, (a, b) in enumerate(self.bounds):
             n = b - a
             if j in cache:
                 chunk, bstore = cache.pop(j)
             else:
                 chunk = self.read(j)
-                bstore = self.backend.new_store(n + 1)
+                if bbuf is None:
+                    bbuf = self.backend.new_store(width + 1)
+                bstore = bbuf.head(n + 1)
                 bck[j].copy().advance(chunk.reversed(), bstore)
             bstore = bstore.flipped()
             if fck is not None:
                 fck.append(fstate.copy())
-            fstore = self.backend.new_store(n + 1)
+            fstore = fbuf.head(n + 1)
             status = fstate.advance(chunk, fstore)
             if status >= 0:
                 if self.backend.exact:
                     self.vanished(j, status)
                 raise UncertifiedError()
-            gamma = np.empty((n, self.C))
-            boundary = np.empty(n)
-            change = np.empty(n)
+            gamma = gamma_buf[:n]
+            boundary = boundary_buf[:n]
+            change = change_buf[:n]
             last = j == nb - 1
             cert += self.backend.posterior_chunk(fstore, bstore, log_z, zm, zexp, carry, a, n,
                                                  last, gamma, boundary, change)
