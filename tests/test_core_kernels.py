@@ -375,3 +375,31 @@ def test_posteriors_of_any_segment_list(seed, T, runs, chunk):
     close(calls.end_post, np.where(e == T, 1.0, post[np.minimum(e, T - 1)]), abs_=1e-11)
     close(calls.label_post, [gamma[a:b, k].mean() for a, b, k in triples], abs_=1e-11)
     assert calls.tuples() == triples
+
+
+def test_contigs_stop_when_the_caller_stops():
+    """An error on one contig stops the others at their next chunk."""
+    import threading
+    import time
+
+    rng = np.random.default_rng(5)
+    model = random_model(rng, 2, 3, "geometric", True, 0.0)
+    slow_reads = []
+
+    def slow(a, b):
+        slow_reads.append(a)
+        time.sleep(0.01)
+        return np.zeros((b - a, 2))
+
+    def broken(a, b):
+        raise RuntimeError("disk on fire")
+
+    jobs = [{"name": "bad", "emissions": broken, "n_bins": 50},
+            {"name": "slow", "emissions": slow, "n_bins": 5000}]
+    t0 = time.perf_counter()
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        list(api.decode_contigs(model, jobs, threads=2, chunk_size=10))
+    assert time.perf_counter() - t0 < 5.0
+    assert len(slow_reads) < 200, "the slow contig should have stopped early"
+    assert not any(t.name.startswith("ThreadPoolExecutor") and t.is_alive()
+                   for t in threading.enumerate())

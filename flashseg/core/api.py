@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -9,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import FlashsegError
-from .driver import ContigRun, SegmentListTracker, SegmentTracker, UncertifiedError, merge_runs, tiles
+from .driver import Cancelled, ContigRun, SegmentListTracker, SegmentTracker, UncertifiedError, merge_runs, tiles
 from .model import SemiMarkovModel
 from .results import ContigResult, SegmentCalls, Segments
 
@@ -167,12 +168,14 @@ def sample(model: SemiMarkovModel, emissions, n_bins: int | None = None, n: int 
 def decode_contig(model: SemiMarkovModel, emissions, n_bins: int, *, name: str = "",
                   method: str = "viterbi", merge_adjacent: bool = False, per_bin=None,
                   n_samples: int = 0, seed: int = 0, chunk_size: int = DEFAULT_CHUNK_SIZE,
-                  device: str = "cpu") -> ContigResult:
+                  device: str = "cpu", cancel=None) -> ContigResult:
     """Everything ``flashseg decode`` needs for one contig.
 
     method "viterbi": MAP segments with exact-segment posteriors (merged into
     runs with run posteriors when ``merge_adjacent``); "posterior": per-bin
     argmax of gamma, runs merged, run posteriors (no Viterbi pass).
+    ``cancel``: an optional threading.Event; once set, the contig stops at
+    its next chunk with :class:`Cancelled`.
     """
     if method not in ("viterbi", "posterior"):
         raise ValueError(f"unknown method {method!r}")
@@ -182,12 +185,13 @@ def decode_contig(model: SemiMarkovModel, emissions, n_bins: int, *, name: str =
         score = None
         segs = None
         if method == "viterbi":
-            score, segs = ContigRun(_backend(model, device), src, n_bins, chunk_size, name).viterbi()
+            score, segs = ContigRun(_backend(model, device), src, n_bins, chunk_size, name,
+                                    cancel=cancel).viterbi()
             if merge_adjacent:
                 segs = merge_runs(segs)
 
         def go(backend):
-            run = ContigRun(backend, src, n_bins, chunk_size, name)
+            run = ContigRun(backend, src, n_bins, chunk_size, name, cancel=cancel)
             run._viterbi_score = score   # the posterior pass's MAP guard need not recompute it
             if method == "posterior":
                 tracker = SegmentTracker(backend.fwd, n_bins, "run", decode=True)
@@ -215,10 +219,13 @@ def decode_contigs(model: SemiMarkovModel, jobs, *, threads: int = 1, **kwargs):
     The numba kernels release the GIL, so threads run contigs concurrently.
     """
     jobs = list(jobs)
+    # Set when the caller stops (an error, Ctrl-C, SIGTERM): running contigs
+    # end at their next chunk instead of keeping the process alive.
+    stop = threading.Event()
 
     def one(job):
         return decode_contig(model, job["emissions"], job["n_bins"], name=job.get("name", ""),
-                             per_bin=job.get("per_bin"), **kwargs)
+                             per_bin=job.get("per_bin"), cancel=stop, **kwargs)
 
     if threads <= 1 or len(jobs) <= 1:
         for job in jobs:
@@ -230,5 +237,6 @@ def decode_contigs(model: SemiMarkovModel, jobs, *, threads: int = 1, **kwargs):
             for fut in futures:
                 yield fut.result()
         finally:
+            stop.set()
             for fut in futures:
                 fut.cancel()

@@ -52,10 +52,14 @@ class UncertifiedError(Exception):
     """The linear fast path could not certify this contig; recompute exactly."""
 
 
+class Cancelled(Exception):
+    """The caller asked this contig to stop (see ``ContigRun(cancel=...)``)."""
+
+
 class ContigRun:
     """One contig: its emissions, chunk layout and backend."""
 
-    def __init__(self, backend, emissions, n_bins: int, chunk_size: int, name: str = ""):
+    def __init__(self, backend, emissions, n_bins: int, chunk_size: int, name: str = "", cancel=None):
         if n_bins < 1:
             raise DataError("contig has no bins", contig=name or None)
         if chunk_size < 1:
@@ -68,9 +72,12 @@ class ContigRun:
         self.C = backend.fwd.C
         self.bounds = [(a, min(a + self.chunk, self.T)) for a in range(0, self.T, self.chunk)]
         self._viterbi_score = None
+        self.cancel = cancel
 
     # -- emissions -----------------------------------------------------------
     def read(self, j: int) -> EmissionChunk:
+        if self.cancel is not None and self.cancel.is_set():
+            raise Cancelled(self.name)
         a, b = self.bounds[j]
         x = np.asarray(self.emissions(a, b), dtype=np.float64)
         if x.shape != (b - a, self.C):
