@@ -433,26 +433,26 @@ class SegmentTracker:
         self.prev_label = int(lab[-1])
         return a + idx, lab[idx]
 
-    def _left_log(self, rows, labels, starts, fstore):
-        """log of the left factor (E, or the inflow from other labels) at starts."""
-        log_e = fstore.log_E(rows, labels)
+    def _side_log(self, store, rows, labels, links, edge):
+        """log of a segment's outer factor at ``rows`` of ``store``: its own E-side
+        value for exact segments (and at the contig ends); for runs, the flow to or
+        from the *other* labels, ``links[k, c]`` being the log transition weight."""
+        own = store.log_E(rows, labels)
         if self.kind == "exact":
-            return log_e
-        C = fstore.E.shape[1]
-        allA = fstore.log_A(np.repeat(rows, C), np.tile(np.arange(C), len(rows))).reshape(len(rows), C)
-        terms = allA + self.pm.trans[:, labels].T
-        terms[np.arange(len(rows)), labels] = -np.inf
-        return np.where(starts == 0, log_e, _lse_rows(terms))
+            return own
+        C = store.E.shape[1]
+        other = store.log_A(np.repeat(rows, C), np.tile(np.arange(C), len(rows))).reshape(len(rows), C)
+        other = other + links
+        other[np.arange(len(rows)), labels] = -np.inf
+        return np.where(edge, own, _lse_rows(other))
+
+    def _left_log(self, rows, labels, starts, fstore):
+        """E at the start, or the inflow from other labels (Tr[c', label])."""
+        return self._side_log(fstore, rows, labels, self.pm.trans[:, labels].T, starts == 0)
 
     def _right_log(self, rows, labels, ends, bstore):
-        log_b = bstore.log_E(rows, labels)
-        if self.kind == "exact":
-            return log_b
-        C = bstore.E.shape[1]
-        allG = bstore.log_A(np.repeat(rows, C), np.tile(np.arange(C), len(rows))).reshape(len(rows), C)
-        terms = allG + self.pm.trans[labels]
-        terms[np.arange(len(rows)), labels] = -np.inf
-        return np.where(ends == self.T, log_b, _lse_rows(terms))
+        """B at the end, or the outflow to other labels (Tr[label, c2])."""
+        return self._side_log(bstore, rows, labels, self.pm.trans[labels], ends == self.T)
 
     def feed(self, a, b, x, gamma, boundary, change, fstore, bstore):
         starts, labels = self._starts_in(a, b, gamma)
