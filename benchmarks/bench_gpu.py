@@ -17,7 +17,7 @@ sequences: ns per bin per pass.
     recompute with argmax pointers (every chunk, the worst case). The
     per-bin posterior combination (gamma, b, chg) is NOT included: in this
     version it runs on the host (CPU numba) in the chunk driver.
-(c) flash-semicrf's Triton streaming kernel (module torch_semimarkov, a
+(c) flash-semicrf's Triton streaming kernel (module flash_semicrf, a
     benchmark-only install) on the shapes of (a) at K = 256, C = 16: its
     partition forward against our linear forward; skipped when not installed.
 """
@@ -106,7 +106,8 @@ def store_buffers(device, B, n, C, viterbi=False):
     return out
 
 
-def run_pass(kind, be, T, B, chunk, device, store=False, reverse=False, checkpoints=None, seed=1):
+def run_pass(kind, be, T, B, chunk, device, store=False, reverse=False, checkpoints=None, seed=1,
+             num_warps=None):
     """One pass over T bins of B sequences; returns kernel seconds.
 
     kind "linear" (forward orientation, or the backward pass with reverse=True)
@@ -139,9 +140,9 @@ def run_pass(kind, be, T, B, chunk, device, store=False, reverse=False, checkpoi
             checkpoints.append({k: v.clone() for k, v in state.items()})
         with timer:
             if kind == "linear":
-                status = linear_forward(dc.x, dc.f, dc.k, nn, state, dm.linear, bufs)
+                status = linear_forward(dc.x, dc.f, dc.k, nn, state, dm.linear, bufs, num_warps=num_warps)
             else:
-                viterbi_forward(dc.x, nn, state, dm.log, bufs)
+                viterbi_forward(dc.x, nn, state, dm.log, bufs, num_warps=num_warps)
     if kind == "linear" and bool((status >= 0).any()):
         raise RuntimeError("all mass vanished in the benchmark pass (model/emissions impossible)")
     return timer.total
@@ -158,18 +159,23 @@ def peak_gb(device):
 def part_a(args, device, out):
     T = max(1, int(1e6 * args.scale))
     print(f"(a) T={T:,} per sequence, chunk {args.chunk:,}")
-    print(f"{'K':>5} {'C':>4} {'batch':>6} {'linear ns/bin':>14} {'viterbi ns/bin':>15} {'bins/s (linear)':>16}")
+    print(f"{'K':>5} {'C':>4} {'batch':>6} {'warps':>5} {'linear ns/bin':>14} {'viterbi ns/bin':>15} "
+          f"{'bins/s (linear)':>16}")
     for K in args.ks:
         for C in args.cs:
             be = GpuBackend(bench_model(C, K))
             for B in args.batches:
-                lin = run_pass("linear", be, T, B, args.chunk, device)
-                vit = run_pass("viterbi", be, T, B, args.chunk, device)
-                rec = {"part": "a", "T": T, "K": K, "C": C, "batch": B,
-                       "linear_ns_per_bin": lin / (T * B) * 1e9, "viterbi_ns_per_bin": vit / (T * B) * 1e9}
-                out.append(rec)
-                print(f"{K:>5} {C:>4} {B:>6} {rec['linear_ns_per_bin']:>14.1f} {rec['viterbi_ns_per_bin']:>15.1f} "
-                      f"{T * B / lin:>16.3g}")
+                for warps in args.warps:
+                    w = warps or None
+                    run_pass("linear", be, min(T, 2 * args.chunk), B, args.chunk, device, num_warps=w)  # compile
+                    run_pass("viterbi", be, min(T, 2 * args.chunk), B, args.chunk, device, num_warps=w)
+                    lin = run_pass("linear", be, T, B, args.chunk, device, num_warps=w)
+                    vit = run_pass("viterbi", be, T, B, args.chunk, device, num_warps=w)
+                    rec = {"part": "a", "T": T, "K": K, "C": C, "batch": B, "warps": warps,
+                           "linear_ns_per_bin": lin / (T * B) * 1e9, "viterbi_ns_per_bin": vit / (T * B) * 1e9}
+                    out.append(rec)
+                    print(f"{K:>5} {C:>4} {B:>6} {warps or 'auto':>5} {rec['linear_ns_per_bin']:>14.1f} "
+                          f"{rec['viterbi_ns_per_bin']:>15.1f} {T * B / lin:>16.3g}", flush=True)
 
 
 def part_b(args, device, out):
@@ -208,35 +214,39 @@ def part_b(args, device, out):
 
 def part_c(args, device, out):
     try:
-        from torch_semimarkov import semi_crf_streaming_forward
+        from flash_semicrf.streaming import semi_crf_streaming_forward
     except ImportError:
-        print("(c) flash-semicrf side by side: skipped (module torch_semimarkov not installed; "
-              "pip install the flash-semicrf wheel into this environment)")
+        print("(c) flash-semicrf side by side: skipped (flash_semicrf is not installed; carry its wheel "
+              "and pip install it into this environment — never vendor it)")
         return
     if device.type != "cuda":
         print("(c) flash-semicrf side by side: skipped (its Triton kernel needs a CUDA GPU)")
         return
     import torch
 
-    T = max(1, int(1e6 * args.scale))
+    # Their kernel costs O(T K C^2): a shorter T keeps the run inside one
+    # device command; both sides are reported per bin.
+    T = max(1, int(args.peer_t * args.scale))
     K, C = 256, 16
     model = bench_model(C, K)
     be = GpuBackend(model)
-    print(f"(c) flash-semicrf vs flashseg, T={T:,}, K={K}, C={C}")
+    print(f"(c) flash-semicrf vs flashseg, T={T:,}, K={K}, C={C} (forward, log semiring)")
     for B in args.batches:
         ours = run_pass("linear", be, T, B, args.chunk, device)
         x = torch.cat([synth_chunk(device, B, a, min(args.chunk, T - a), C, 1).x
-                       for a in range(0, T, args.chunk)], dim=1).float()
-        cum = torch.zeros((B, T + 1, C), dtype=torch.float32, device=device)
+                       for a in range(0, T, args.chunk)], dim=1)
+        cum = torch.zeros((B, T + 1, C), dtype=torch.float64, device=device)
         cum[:, 1:] = torch.cumsum(x - x.mean(dim=1, keepdim=True), dim=1)
         trans = torch.tensor(np.where(np.isfinite(model.transition), model.transition, -1e4),
-                             dtype=torch.float32, device=device)
-        dur = torch.tensor(model.duration, dtype=torch.float32, device=device)
+                             dtype=torch.float64, device=device)
+        dur = torch.tensor(model.duration, dtype=torch.float64, device=device)
         lengths = torch.full((B,), T, dtype=torch.int64, device=device)
-        semi_crf_streaming_forward(cum, trans, dur, lengths, K, semiring="log")  # compile + warm up
-        timer = Timer(device)
-        with timer:
-            semi_crf_streaming_forward(cum, trans, dur, lengths, K, semiring="log")
+        with torch.no_grad():
+            semi_crf_streaming_forward(cum[:, :min(T, 4096) + 1], trans, dur,
+                                       torch.full_like(lengths, min(T, 4096)), K)  # compile + warm up
+            timer = Timer(device)
+            with timer:
+                semi_crf_streaming_forward(cum, trans, dur, lengths, K, semiring="log")
         theirs = timer.total
         print(f"  batch {B:>3}: flash-semicrf {theirs / (T * B) * 1e9:9.1f} ns/bin, "
               f"flashseg {ours / (T * B) * 1e9:9.1f} ns/bin, speed-up {theirs / ours:6.2f}x")
@@ -253,7 +263,10 @@ def main(argv=None):
     p.add_argument("--ks", type=lambda s: [int(v) for v in s.split(",")], default=[64, 256])
     p.add_argument("--cs", type=lambda s: [int(v) for v in s.split(",")], default=[8, 16, 32])
     p.add_argument("--batches", type=lambda s: [int(v) for v in s.split(",")], default=[1, 24])
+    p.add_argument("--warps", type=lambda s: [int(v) for v in s.split(",")], default=[0],
+                   help="num_warps values to try in (a); 0 = the launcher's own choice")
     p.add_argument("--chr1-k", type=int, default=512)
+    p.add_argument("--peer-t", type=float, default=1e5, help="T of part (c) (their kernel is O(T K C^2))")
     p.add_argument("--json", help="also write the results here")
     args = p.parse_args(argv)
 

@@ -13,6 +13,15 @@ from ..cpu_kernels import FLOOR, LOG_FLOOR, RESCALE_HI, RESCALE_LO, LN2
 
 NEG_INF = float("-inf")
 
+# Compiled kernels may read module globals only as constexpr (the interpreter
+# does not enforce this): the kernels use these twins, the torch references
+# the plain floats above.
+FLOOR_C = tl.constexpr(FLOOR)
+LOG_FLOOR_C = tl.constexpr(LOG_FLOOR)
+RESCALE_HI_C = tl.constexpr(RESCALE_HI)
+RESCALE_LO_C = tl.constexpr(RESCALE_LO)
+LN2_C = tl.constexpr(LN2)
+
 
 def block_sizes(C: int, K: int) -> tuple[int, int]:
     """Power-of-two tile sides covering C labels and K durations (ragged edges masked)."""

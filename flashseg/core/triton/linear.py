@@ -27,8 +27,9 @@ import torch
 import triton
 import triton.language as tl
 
-from .common import FLOOR, LN2, LOG_FLOOR, RESCALE_HI, RESCALE_LO, block_sizes, check_contiguous, \
-    exp2_int, frexp_exponent, logaddexp, num_warps_for
+from .common import FLOOR, FLOOR_C, LN2, LN2_C, LOG_FLOOR, LOG_FLOOR_C, RESCALE_HI, RESCALE_HI_C, \
+    RESCALE_LO, RESCALE_LO_C, block_sizes, check_contiguous, exp2_int, frexp_exponent, logaddexp, \
+    num_warps_for
 
 
 @triton.jit
@@ -89,14 +90,14 @@ def linear_forward_kernel(
         # The start K bins back leaves the ring (duration K -> K + 1): into the tail.
         old = tl.sum(tl.where(is_slot, ring, 0.0), axis=1)
         tl_new = (tail + old * wK) * (rho * fc)
-        tl_flush = tl_new < FLOOR
+        tl_flush = tl_new < FLOOR_C
         nlost = tl.where(has_tail & tl_flush & ((tail > 0.0) | ((old > 0.0) & phiKf)), 1.0, 0.0)
         tail = tl.where(has_tail & (~tl_flush), tl_new, 0.0)
 
         # New start enters the free slot; every live start takes this bin's factor.
         ring = tl.where(is_slot, E[:, None], ring)
         v = ring * fc[:, None]
-        flushed = v < FLOOR
+        flushed = v < FLOOR_C
         nlost += tl.sum(tl.where(flushed & (ring > 0.0), 1.0, 0.0), axis=1)
         ring = tl.where(flushed, 0.0, v)
         w_off = cc[:, None] * (2 * K) + jj[None, :] + h
@@ -105,7 +106,7 @@ def linear_forward_kernel(
         mx = tl.max(ring, axis=1)
 
         a = acc + tail
-        a_flush = a < FLOOR
+        a_flush = a < FLOOR_C
         # Mass may be alive only at durations whose weight underflowed:
         # charge it only if some live start has a really positive weight.
         wp = tl.load(wpos_ptr + w_off, mask=m2, other=0) != 0
@@ -116,7 +117,7 @@ def linear_forward_kernel(
 
         # Entering message: E[c] = sum_c' A[c'] Tr[c', c] (the factored transition).
         e = tl.sum(TrT * A[None, :], axis=1)
-        e_flush = e < FLOOR
+        e_flush = e < FLOOR_C
         feeds = tl.sum(tl.where((A[None, :] > 0.0) & trposT, 1, 0), axis=1) > 0
         nlost += tl.where(e_flush & ((e > 0.0) | feeds), C * 1.0, 0.0)
         E = tl.where(e_flush, 0.0, e)
@@ -125,30 +126,30 @@ def linear_forward_kernel(
 
         # Ghosts: earlier losses continue through this bin; add this bin's.
         ghost = tl.where(ghost > float("-inf"), ghost + xc, ghost)
-        add = tl.log(tl.where(nlost > 0.0, nlost, 1.0).to(tl.float64)) + LOG_FLOOR + sexp.to(tl.float64) * LN2
+        add = tl.log(tl.where(nlost > 0.0, nlost, 1.0).to(tl.float64)) + LOG_FLOOR_C + sexp.to(tl.float64) * LN2_C
         ghost = tl.where(nlost > 0.0, logaddexp(ghost, add), ghost)
 
         status = tl.where((live_max == 0.0) & (status < 0), i, status)
-        if (live_max > RESCALE_HI) | ((live_max < RESCALE_LO) & (live_max > 0.0)):
+        if (live_max > RESCALE_HI_C) | ((live_max < RESCALE_LO_C) & (live_max > 0.0)):
             # Rescale by an exact power of two; values pushed below the
             # floor are flushed and charged like any other loss.
             shift = frexp_exponent(live_max)
             scale = exp2_int(-shift)
             sexp += shift
             rv = ring * scale
-            rf = rv < FLOOR
+            rf = rv < FLOOR_C
             nl = tl.sum(tl.where(rf & (ring > 0.0), 1.0, 0.0), axis=1)
             ring = tl.where(rf, 0.0, rv)
             tv = tail * scale
-            nl += tl.where((tv < FLOOR) & (tail > 0.0), 1.0, 0.0)
-            tail = tl.where(tv < FLOOR, 0.0, tv)
+            nl += tl.where((tv < FLOOR_C) & (tail > 0.0), 1.0, 0.0)
+            tail = tl.where(tv < FLOOR_C, 0.0, tv)
             av = A * scale
-            nl += tl.where((av < FLOOR) & (A > 0.0), K + 1.0, 0.0)
-            A = tl.where(av < FLOOR, 0.0, av)
+            nl += tl.where((av < FLOOR_C) & (A > 0.0), K + 1.0, 0.0)
+            A = tl.where(av < FLOOR_C, 0.0, av)
             ev = E * scale
-            nl += tl.where((ev < FLOOR) & (E > 0.0), C * 1.0, 0.0)
-            E = tl.where(ev < FLOOR, 0.0, ev)
-            add2 = tl.log(tl.where(nl > 0.0, nl, 1.0).to(tl.float64)) + LOG_FLOOR + sexp.to(tl.float64) * LN2
+            nl += tl.where((ev < FLOOR_C) & (E > 0.0), C * 1.0, 0.0)
+            E = tl.where(ev < FLOOR_C, 0.0, ev)
+            add2 = tl.log(tl.where(nl > 0.0, nl, 1.0).to(tl.float64)) + LOG_FLOOR_C + sexp.to(tl.float64) * LN2_C
             ghost = tl.where(nl > 0.0, logaddexp(ghost, add2), ghost)
         if STORE:
             r = srow + (i + 1) * C + cc
@@ -168,7 +169,7 @@ def linear_forward_kernel(
     tl.store(status_ptr + b, status)
 
 
-def linear_forward(x, f, k, n, state, model, store=None):
+def linear_forward(x, f, k, n, state, model, store=None, num_warps=None):
     """Launch one chunk for a batch of B sequences (all tensors on one device).
 
     x, f (B, NMAX, C) fp64; k (B, NMAX) int64; n (B,) int64 bins per sequence.
@@ -193,7 +194,7 @@ def linear_forward(x, f, k, n, state, model, store=None):
         model["trposT"],
         s["E"], s["A"], s["L"], s["sexp"], s["ghost"],
         C, K, NMAX,
-        STORE=do_store, BLOCK_C=BC, BLOCK_K=BK, num_warps=num_warps_for(BC, BK))
+        STORE=do_store, BLOCK_C=BC, BLOCK_K=BK, num_warps=num_warps or num_warps_for(BC, BK))
     return status
 
 

@@ -104,7 +104,7 @@ def logspace_forward_kernel(
     tl.store(status_ptr + b, status)
 
 
-def logspace_forward(x, n, state, model, store=None):
+def logspace_forward(x, n, state, model, store=None, num_warps=None):
     """Launch one exact log-space chunk for a batch of B sequences.
 
     x (B, NMAX, C) fp64; n (B,) int64. state: dict ring (B, C, K), tail, A, E
@@ -125,7 +125,7 @@ def logspace_forward(x, n, state, model, store=None):
         model["phicirc"], model["phiK"], model["lrho"], model["transT"],
         s["E"], s["A"], s["L"], s["sexp"], s["ghost"],
         C, K, NMAX,
-        STORE=do_store, BLOCK_C=BC, BLOCK_K=BK, num_warps=num_warps_for(BC, BK))
+        STORE=do_store, BLOCK_C=BC, BLOCK_K=BK, num_warps=num_warps or num_warps_for(BC, BK))
     return status
 
 

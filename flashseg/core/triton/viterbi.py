@@ -115,7 +115,7 @@ def viterbi_forward_kernel(
     tl.store(istate_ptr + 2 * b, t)
 
 
-def viterbi_forward(x, n, state, model, store=None):
+def viterbi_forward(x, n, state, model, store=None, num_warps=None):
     """Launch one Viterbi chunk for a batch of B sequences.
 
     x (B, NMAX, C) fp64 log scores; n (B,) int64. state: dict ring (B, C, K),
@@ -135,7 +135,7 @@ def viterbi_forward(x, n, state, model, store=None):
         model["phicirc"], model["phiK"], model["lrho"], model["transT"],
         store["a_start"] if do_store else dummy, store["e_prev"] if do_store else dummy,
         C, K, NMAX,
-        STORE=do_store, BLOCK_C=BC, BLOCK_K=BK, num_warps=num_warps_for(BC, BK))
+        STORE=do_store, BLOCK_C=BC, BLOCK_K=BK, num_warps=num_warps or num_warps_for(BC, BK))
 
 
 def viterbi_forward_reference(x, n, state, model, store=None):

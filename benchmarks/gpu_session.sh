@@ -1,0 +1,24 @@
+#!/bin/bash
+# One device-tool command: GPU tests, then the GPU benchmark parts (issue 4).
+# Usage (on the GPU machine, repo root): bash benchmarks/gpu_session.sh [quick|full]
+# Logs and JSON go to $OUT (or ./out).
+set -u
+OUT=${OUT:-out}; mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1
+if ls .whl/*.whl >/dev/null 2>&1; then   # benchmark-only installs (flash-semicrf), never vendored
+  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site
+fi
+export PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}$PWD
+nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
+python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"
+mode=${1:-quick}
+timeout 300 python3 -m pytest -q -m gpu tests/test_gpu_device.py -p no:cacheprovider 2>&1 | tee "$OUT/pytest.log" | tail -15
+if [ "$mode" = quick ]; then
+  timeout 200 python3 benchmarks/bench_gpu.py --parts a --scale 0.02 --ks 64,256,512 --cs 8,16 --batches 1 --warps 2,4,8,16 --json "$OUT/a.json" 2>&1 | tee "$OUT/a.log"
+  timeout 120 python3 benchmarks/bench_gpu.py --parts b --scale 0.002 --json "$OUT/b.json" 2>&1 | tee "$OUT/b.log"
+  timeout 150 python3 benchmarks/bench_gpu.py --parts c --batches 1 --peer-t 2e4 --json "$OUT/c.json" 2>&1 | tee "$OUT/c.log"
+else
+  timeout 240 python3 benchmarks/bench_gpu.py --parts a --json "$OUT/a.json" 2>&1 | tee "$OUT/a.log"
+  timeout 240 python3 benchmarks/bench_gpu.py --parts c --json "$OUT/c.json" 2>&1 | tee "$OUT/c.log"
+  timeout 500 python3 benchmarks/bench_gpu.py --parts b --json "$OUT/b.json" 2>&1 | tee "$OUT/b.log"
+fi
