@@ -14,9 +14,10 @@ python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', tr
 mode=${1:-quick}
 timeout 300 python3 -m pytest -q -m gpu tests/test_gpu_device.py -p no:cacheprovider 2>&1 | tee "$OUT/pytest.log" | tail -15
 if [ "$mode" = quick ]; then
-  timeout 200 python3 benchmarks/bench_gpu.py --parts a --scale 0.02 --ks 64,256,512 --cs 8,16 --batches 1 --warps 2,4,8,16 --json "$OUT/a.json" 2>&1 | tee "$OUT/a.log"
+  timeout 200 python3 benchmarks/bench_gpu.py --parts a --scale 0.02 --ks 64,256,512 --cs 8,16 --batches 1 --warps 0,4,16 --json "$OUT/a.json" 2>&1 | tee "$OUT/a.log"
+  timeout 60 python3 benchmarks/bench_gpu.py --parts a --scale 0.02 --ks 256 --cs 16 --batches 24 --json "$OUT/a24.json" 2>&1 | tee "$OUT/a24.log"
   timeout 120 python3 benchmarks/bench_gpu.py --parts b --scale 0.002 --json "$OUT/b.json" 2>&1 | tee "$OUT/b.log"
-  timeout 150 python3 benchmarks/bench_gpu.py --parts c --batches 1 --peer-t 2e4 --json "$OUT/c.json" 2>&1 | tee "$OUT/c.log"
+  timeout 150 python3 benchmarks/bench_gpu.py --parts c --batches 1,24 --peer-t 2e4 --json "$OUT/c.json" 2>&1 | tee "$OUT/c.log"
 else
   timeout 240 python3 benchmarks/bench_gpu.py --parts a --json "$OUT/a.json" 2>&1 | tee "$OUT/a.log"
   timeout 240 python3 benchmarks/bench_gpu.py --parts c --json "$OUT/c.json" 2>&1 | tee "$OUT/c.log"

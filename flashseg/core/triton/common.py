@@ -28,6 +28,11 @@ def block_sizes(C: int, K: int) -> tuple[int, int]:
     return max(2, triton.next_power_of_2(C)), max(2, triton.next_power_of_2(K))
 
 
+def ring_lanes(block_k: int) -> int:
+    """Lanes of a warp that span durations: the ring tile is (BLOCK_K // LANES, BLOCK_C, LANES)."""
+    return min(32, block_k)
+
+
 def check_contiguous(*groups) -> None:
     """The kernels index with row-major strides they compute themselves.
 
@@ -41,9 +46,51 @@ def check_contiguous(*groups) -> None:
 
 
 def num_warps_for(block_c: int, block_k: int) -> int:
-    """Enough warps that the (C, K) ring tile stays in registers (<= 32 fp64 per thread)."""
-    elems = block_c * block_k
-    return int(min(16, max(1, triton.next_power_of_2(-(-elems // (32 * 32))))))
+    """Warps per program: about 16 ring values per thread, at most one warp per label.
+
+    The ring tile is laid out (BLOCK_K // LANES, BLOCK_C, LANES): Triton puts
+    a warp's lanes on the last axis and the warps on the label axis, so every
+    reduction over durations stays inside one warp (shuffles, no barrier) and
+    only the C x C transition step crosses warps.
+    """
+    per_thread = 16
+    return int(max(1, min(block_c, 16, triton.next_power_of_2(-(-block_c * block_k // (32 * per_thread))))))
+
+
+@triton.jit
+def ring_axes(BLOCK_C: tl.constexpr, BLOCK_K: tl.constexpr, LANES: tl.constexpr):
+    """Index tiles of the ring: labels (1, BLOCK_C, 1) and ring slots (BLOCK_K // LANES, 1, LANES)."""
+    rows = tl.arange(0, BLOCK_K // LANES)[:, None, None]
+    labels = tl.arange(0, BLOCK_C)[None, :, None]
+    slots = rows * LANES + tl.arange(0, LANES)[None, None, :]
+    return labels, slots
+
+
+@triton.jit
+def ring_max(v):
+    """Max over the ring's duration axes: (R, BLOCK_C, LANES) -> (BLOCK_C,).
+
+    Each thread's own rows first (registers), then one butterfly across the
+    lanes: the other order would shuffle every row.
+    """
+    return tl.max(tl.max(v, axis=0), axis=1)
+
+
+@triton.jit
+def ring_sum(v):
+    """Sum over the ring's duration axes: each thread's rows, then the lanes."""
+    return tl.sum(tl.sum(v, axis=0), axis=1)
+
+
+@triton.jit
+def ring_min(v):
+    return tl.min(tl.min(v, axis=0), axis=1)
+
+
+@triton.jit
+def col(v):
+    """A (BLOCK_C,) label vector broadcast against the ring tile."""
+    return v[None, :, None]
 
 
 @triton.jit

@@ -28,8 +28,36 @@ import triton
 import triton.language as tl
 
 from .common import FLOOR, FLOOR_C, LN2, LN2_C, LOG_FLOOR, LOG_FLOOR_C, RESCALE_HI, RESCALE_HI_C, \
-    RESCALE_LO, RESCALE_LO_C, block_sizes, check_contiguous, exp2_int, frexp_exponent, logaddexp, \
-    num_warps_for
+    RESCALE_LO, RESCALE_LO_C, block_sizes, check_contiguous, col, exp2_int, frexp_exponent, logaddexp, \
+    num_warps_for, ring_axes, ring_lanes, ring_sum
+
+
+@triton.jit
+def _ring_step_combine(old0, acc0, mx0, lost0, live0, old1, acc1, mx1, lost1, live1):
+    return old0 + old1, acc0 + acc1, tl.maximum(mx0, mx1), lost0 + lost1, tl.maximum(live0, live1)
+
+
+@triton.jit
+def _ring_step_reduce(old, acc, mx, lost, live):
+    """The five per-label reductions of one bin in one pass: each thread's rows, then the lanes."""
+    r = tl.reduce((old, acc, mx, lost, live), 0, _ring_step_combine)
+    return tl.reduce(r, 1, _ring_step_combine)
+
+
+@triton.jit
+def _charge(ghost, nlost, sexp):
+    """Add nlost * FLOOR * 2**sexp (per label, where nlost > 0) to the ghosts, in log space."""
+    add = tl.log(tl.where(nlost > 0.0, nlost, 1.0).to(tl.float64)) + LOG_FLOOR_C + sexp.to(tl.float64) * LN2_C
+    return tl.where(nlost > 0.0, logaddexp(ghost, add), ghost)
+
+
+@triton.jit
+def _store_row(sE_ptr, sA_ptr, sL_ptr, sG_ptr, sS_ptr, r, rs, E, A, tail, ghost, sexp, cc, cmask):
+    tl.store(sE_ptr + r + cc, E, mask=cmask)
+    tl.store(sA_ptr + r + cc, A, mask=cmask)
+    tl.store(sL_ptr + r + cc, tail, mask=cmask)
+    tl.store(sG_ptr + r + cc, ghost, mask=cmask)
+    tl.store(sS_ptr + rs, sexp)
 
 
 @triton.jit
@@ -39,14 +67,13 @@ def linear_forward_kernel(
         wcirc_ptr, wpos_ptr, wK_ptr, phiKf_ptr, rho_ptr, TrT_ptr, trposT_ptr,
         sE_ptr, sA_ptr, sL_ptr, sS_ptr, sG_ptr,
         C, K, NMAX,
-        STORE: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_K: tl.constexpr):
+        STORE: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_K: tl.constexpr, LANES: tl.constexpr):
     b = tl.program_id(0)
     cc = tl.arange(0, BLOCK_C)
-    jj = tl.arange(0, BLOCK_K)
     cmask = cc < C
-    kmask = jj < K
-    m2 = cmask[:, None] & kmask[None, :]
     mcc = cmask[:, None] & cmask[None, :]
+    labels, slots = ring_axes(BLOCK_C, BLOCK_K, LANES)
+    m3 = (labels < C) & (slots < K)
 
     # --- model (read once; the rotating duration weights are re-read per bin from cache)
     wK = tl.load(wK_ptr + cc, mask=cmask, other=0.0)
@@ -55,62 +82,72 @@ def linear_forward_kernel(
     TrT = tl.load(TrT_ptr + cc[:, None] * C + cc[None, :], mask=mcc, other=0.0)
     trposT = tl.load(trposT_ptr + cc[:, None] * C + cc[None, :], mask=mcc, other=0) != 0
     has_tail = rho > 0.0
+    w_ptrs = wcirc_ptr + labels * (2 * K) + slots
+    wpos_ptrs = wpos_ptr + labels * (2 * K) + slots
 
     # --- state of this sequence
-    ring_off = b * C * K + cc[:, None] * K + jj[None, :]
-    ring = tl.load(ring_ptr + ring_off, mask=m2, other=0.0)
+    ring_ptrs = ring_ptr + b * C * K + labels * K + slots
+    ring = tl.load(ring_ptrs, mask=m3, other=0.0)
     tail = tl.load(tail_ptr + b * C + cc, mask=cmask, other=0.0)
     A = tl.load(A_ptr + b * C + cc, mask=cmask, other=0.0)
     E = tl.load(E_ptr + b * C + cc, mask=cmask, other=0.0)
     ghost = tl.load(ghost_ptr + b * C + cc, mask=cmask, other=float("-inf"))
     t = tl.load(istate_ptr + 2 * b)
     sexp = tl.load(istate_ptr + 2 * b + 1)
-    n = tl.load(n_ptr + b)
+    n = tl.load(n_ptr + b).to(tl.int32)
+    # int32 ring bookkeeping, stepped per bin (a 64-bit remainder is a software call).
+    slot = ((K - t % K) % K).to(tl.int32)     # the slot the new start takes
+    h = ((t + 1) % K).to(tl.int32)            # rotation of the duration weights
 
-    xrow = x_ptr + b * NMAX * C
-    frow = f_ptr + b * NMAX * C
-    krow = k_ptr + b * NMAX
+    x_ptrs = x_ptr + b * NMAX * C + cc
+    f_ptrs = f_ptr + b * NMAX * C + cc
+    k_ptr_b = k_ptr + b * NMAX
     srow = b * (NMAX + 1) * C
     if STORE:
-        tl.store(sE_ptr + srow + cc, E, mask=cmask)
-        tl.store(sA_ptr + srow + cc, A, mask=cmask)
-        tl.store(sL_ptr + srow + cc, tail, mask=cmask)
-        tl.store(sG_ptr + srow + cc, ghost, mask=cmask)
-        tl.store(sS_ptr + b * (NMAX + 1), sexp)
+        _store_row(sE_ptr, sA_ptr, sL_ptr, sG_ptr, sS_ptr, srow, b * (NMAX + 1), E, A, tail, ghost, sexp,
+                   cc, cmask)
 
-    status = t * 0 - 1
+    # The next bin's inputs are loaded one bin ahead, off the dependency chain.
+    # (Row indices are clamped into the chunk instead of masked: the last
+    # prefetch re-reads the last row and is never used.)
+    fc_next = tl.load(f_ptrs, mask=cmask, other=0.0)
+    xc_next = tl.load(x_ptrs, mask=cmask, other=float("-inf"))
+    k_next = tl.load(k_ptr_b)
+    status = n * 0 - 1
     for i in range(0, n):
-        sexp += tl.load(krow + i)
-        h = (t + 1) % K
-        slot = (K - t % K) % K
-        fc = tl.load(frow + i * C + cc, mask=cmask, other=0.0)
-        xc = tl.load(xrow + i * C + cc, mask=cmask, other=float("-inf"))
-        is_slot = (jj == slot)[None, :] & m2
+        fc, xc, kb = fc_next, xc_next, k_next
+        nxt = tl.minimum(i + 1, n - 1)
+        fc_next = tl.load(f_ptrs + nxt * C, mask=cmask, other=0.0)
+        xc_next = tl.load(x_ptrs + nxt * C, mask=cmask, other=float("-inf"))
+        k_next = tl.load(k_ptr_b + nxt)
+        sexp += kb
+        w = tl.load(w_ptrs + h, mask=m3, other=0.0)
+        wp = tl.load(wpos_ptrs + h, mask=m3, other=0) != 0
+        is_slot = slots == slot
 
-        # The start K bins back leaves the ring (duration K -> K + 1): into the tail.
-        old = tl.sum(tl.where(is_slot, ring, 0.0), axis=1)
+        # The start K bins back leaves the ring (duration K -> K + 1) for the
+        # tail; the new start enters its slot; every live start takes this
+        # bin's factor; products below the floor are flushed and counted.
+        entered = tl.where(is_slot, col(E), ring)
+        v = entered * col(fc)
+        flushed = v < FLOOR_C
+        new_ring = tl.where(flushed, 0.0, v)
+        old, acc, mx, nflushed, live = _ring_step_reduce(
+            tl.where(is_slot, ring, 0.0), new_ring * w, new_ring,
+            tl.where(flushed & (entered > 0.0), 1.0, 0.0),
+            # Mass may be alive only at durations whose weight underflowed:
+            # charge it only if some live start has a really positive weight.
+            tl.where((new_ring > 0.0) & wp, 1, 0))
+        ring = new_ring
+
         tl_new = (tail + old * wK) * (rho * fc)
         tl_flush = tl_new < FLOOR_C
-        nlost = tl.where(has_tail & tl_flush & ((tail > 0.0) | ((old > 0.0) & phiKf)), 1.0, 0.0)
+        nlost = nflushed + tl.where(has_tail & tl_flush & ((tail > 0.0) | ((old > 0.0) & phiKf)), 1.0, 0.0)
         tail = tl.where(has_tail & (~tl_flush), tl_new, 0.0)
-
-        # New start enters the free slot; every live start takes this bin's factor.
-        ring = tl.where(is_slot, E[:, None], ring)
-        v = ring * fc[:, None]
-        flushed = v < FLOOR_C
-        nlost += tl.sum(tl.where(flushed & (ring > 0.0), 1.0, 0.0), axis=1)
-        ring = tl.where(flushed, 0.0, v)
-        w_off = cc[:, None] * (2 * K) + jj[None, :] + h
-        w = tl.load(wcirc_ptr + w_off, mask=m2, other=0.0)
-        acc = tl.sum(ring * w, axis=1)
-        mx = tl.max(ring, axis=1)
 
         a = acc + tail
         a_flush = a < FLOOR_C
-        # Mass may be alive only at durations whose weight underflowed:
-        # charge it only if some live start has a really positive weight.
-        wp = tl.load(wpos_ptr + w_off, mask=m2, other=0) != 0
-        alive = (tail > 0.0) | (tl.sum(tl.where((ring > 0.0) & wp, 1, 0), axis=1) > 0)
+        alive = (tail > 0.0) | (live > 0)
         nlost += tl.where(a_flush & ((mx > 0.0) | (tail > 0.0) | (a > 0.0)) & alive, K + 1.0, 0.0)
         A = tl.where(a_flush, 0.0, a)
         live_max = tl.maximum(tl.maximum(tl.max(mx, axis=0), tl.max(tail, axis=0)), tl.max(A, axis=0))
@@ -123,11 +160,14 @@ def linear_forward_kernel(
         E = tl.where(e_flush, 0.0, e)
         live_max = tl.maximum(live_max, tl.max(E, axis=0))
         t += 1
+        slot = tl.where(slot == 0, K - 1, slot - 1)
+        h = tl.where(h == K - 1, 0, h + 1)
 
-        # Ghosts: earlier losses continue through this bin; add this bin's.
+        # Ghosts: earlier losses continue through this bin; add this bin's
+        # (the log is paid only in bins that lose something).
         ghost = tl.where(ghost > float("-inf"), ghost + xc, ghost)
-        add = tl.log(tl.where(nlost > 0.0, nlost, 1.0).to(tl.float64)) + LOG_FLOOR_C + sexp.to(tl.float64) * LN2_C
-        ghost = tl.where(nlost > 0.0, logaddexp(ghost, add), ghost)
+        if tl.max(nlost, axis=0) > 0.0:
+            ghost = _charge(ghost, nlost, sexp)
 
         status = tl.where((live_max == 0.0) & (status < 0), i, status)
         if (live_max > RESCALE_HI_C) | ((live_max < RESCALE_LO_C) & (live_max > 0.0)):
@@ -138,7 +178,7 @@ def linear_forward_kernel(
             sexp += shift
             rv = ring * scale
             rf = rv < FLOOR_C
-            nl = tl.sum(tl.where(rf & (ring > 0.0), 1.0, 0.0), axis=1)
+            nl = ring_sum(tl.where(rf & (ring > 0.0), 1.0, 0.0))
             ring = tl.where(rf, 0.0, rv)
             tv = tail * scale
             nl += tl.where((tv < FLOOR_C) & (tail > 0.0), 1.0, 0.0)
@@ -149,24 +189,19 @@ def linear_forward_kernel(
             ev = E * scale
             nl += tl.where((ev < FLOOR_C) & (E > 0.0), C * 1.0, 0.0)
             E = tl.where(ev < FLOOR_C, 0.0, ev)
-            add2 = tl.log(tl.where(nl > 0.0, nl, 1.0).to(tl.float64)) + LOG_FLOOR_C + sexp.to(tl.float64) * LN2_C
-            ghost = tl.where(nl > 0.0, logaddexp(ghost, add2), ghost)
+            ghost = _charge(ghost, nl, sexp)
         if STORE:
-            r = srow + (i + 1) * C + cc
-            tl.store(sE_ptr + r, E, mask=cmask)
-            tl.store(sA_ptr + r, A, mask=cmask)
-            tl.store(sL_ptr + r, tail, mask=cmask)
-            tl.store(sG_ptr + r, ghost, mask=cmask)
-            tl.store(sS_ptr + b * (NMAX + 1) + i + 1, sexp)
+            _store_row(sE_ptr, sA_ptr, sL_ptr, sG_ptr, sS_ptr, srow + (i + 1) * C, b * (NMAX + 1) + i + 1,
+                       E, A, tail, ghost, sexp, cc, cmask)
 
-    tl.store(ring_ptr + ring_off, ring, mask=m2)
+    tl.store(ring_ptrs, ring, mask=m3)
     tl.store(tail_ptr + b * C + cc, tail, mask=cmask)
     tl.store(A_ptr + b * C + cc, A, mask=cmask)
     tl.store(E_ptr + b * C + cc, E, mask=cmask)
     tl.store(ghost_ptr + b * C + cc, ghost, mask=cmask)
     tl.store(istate_ptr + 2 * b, t)
     tl.store(istate_ptr + 2 * b + 1, sexp)
-    tl.store(status_ptr + b, status)
+    tl.store(status_ptr + b, status.to(tl.int64))
 
 
 def linear_forward(x, f, k, n, state, model, store=None, num_warps=None):
@@ -182,6 +217,8 @@ def linear_forward(x, f, k, n, state, model, store=None, num_warps=None):
     """
     check_contiguous(x, f, k, n, state, model, store)
     B, NMAX, C = x.shape
+    if NMAX == 0:
+        raise ValueError("empty chunk: the kernels prefetch row 0")
     K = state["ring"].shape[2]
     BC, BK = block_sizes(C, K)
     status = torch.empty(B, dtype=torch.int64, device=x.device)
@@ -194,7 +231,8 @@ def linear_forward(x, f, k, n, state, model, store=None, num_warps=None):
         model["trposT"],
         s["E"], s["A"], s["L"], s["sexp"], s["ghost"],
         C, K, NMAX,
-        STORE=do_store, BLOCK_C=BC, BLOCK_K=BK, num_warps=num_warps or num_warps_for(BC, BK))
+        STORE=do_store, BLOCK_C=BC, BLOCK_K=BK, LANES=ring_lanes(BK),
+        num_warps=num_warps or num_warps_for(BC, BK))
     return status
 
 

@@ -114,6 +114,8 @@ def logspace_forward(x, n, state, model, store=None, num_warps=None):
     """
     check_contiguous(x, n, state, model, store)
     B, NMAX, C = x.shape
+    if NMAX == 0:
+        raise ValueError("empty chunk: the kernels prefetch row 0")
     K = state["ring"].shape[2]
     BC, BK = block_sizes(C, K)
     status = torch.empty(B, dtype=torch.int64, device=x.device)

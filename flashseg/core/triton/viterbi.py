@@ -18,7 +18,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .common import check_contiguous, block_sizes, num_warps_for
+from .common import block_sizes, check_contiguous, col, num_warps_for, ring_axes, ring_lanes, ring_min
 
 NEG = float("-inf")
 
@@ -35,49 +35,73 @@ def _prev_label_row(A, transT, cc, cmask, t, BLOCK_C: tl.constexpr):
 
 
 @triton.jit
+def _max2(a0, b0, a1, b1):
+    return tl.maximum(a0, a1), tl.maximum(b0, b1)
+
+
+@triton.jit
+def _ring_max2(u, v):
+    """(max of u, max of v) over the ring's duration axes in one pass."""
+    u1, v1 = tl.reduce((u, v), 0, _max2)
+    return tl.reduce((u1, v1), 1, _max2)
+
+
+@triton.jit
 def viterbi_forward_kernel(
         x_ptr, n_ptr,
         ring_ptr, tail_ptr, tstart_ptr, A_ptr, E_ptr, istate_ptr,
         phicirc_ptr, phiK_ptr, lrho_ptr, transT_ptr,
         astart_ptr, eprev_ptr,
         C, K, NMAX,
-        STORE: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_K: tl.constexpr):
+        STORE: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_K: tl.constexpr, LANES: tl.constexpr):
     b = tl.program_id(0)
     cc = tl.arange(0, BLOCK_C)
-    jj = tl.arange(0, BLOCK_K)
     cmask = cc < C
-    kmask = jj < K
-    m2 = cmask[:, None] & kmask[None, :]
     mcc = cmask[:, None] & cmask[None, :]
+    labels, slots = ring_axes(BLOCK_C, BLOCK_K, LANES)
+    m3 = (labels < C) & (slots < K)
 
     phiK = tl.load(phiK_ptr + cc, mask=cmask, other=float("-inf"))
     lrho = tl.load(lrho_ptr + cc, mask=cmask, other=float("-inf"))
     transT = tl.load(transT_ptr + cc[:, None] * C + cc[None, :], mask=mcc, other=float("-inf"))
     has_tail = lrho > float("-inf")
+    phi_ptrs = phicirc_ptr + labels * (2 * K) + slots
 
-    ring_off = b * C * K + cc[:, None] * K + jj[None, :]
-    ring = tl.load(ring_ptr + ring_off, mask=m2, other=float("-inf"))
+    ring_ptrs = ring_ptr + b * C * K + labels * K + slots
+    ring = tl.load(ring_ptrs, mask=m3, other=float("-inf"))
     tail = tl.load(tail_ptr + b * C + cc, mask=cmask, other=float("-inf"))
     tstart = tl.load(tstart_ptr + b * C + cc, mask=cmask, other=-1)
     A = tl.load(A_ptr + b * C + cc, mask=cmask, other=float("-inf"))
     E = tl.load(E_ptr + b * C + cc, mask=cmask, other=float("-inf"))
     t = tl.load(istate_ptr + 2 * b)
-    n = tl.load(n_ptr + b)
+    n = tl.load(n_ptr + b).to(tl.int32)
+    # Ring bookkeeping in int32, stepped instead of recomputed: a 64-bit
+    # remainder per bin is a software call on the GPU.
+    slot = ((K - t % K) % K).to(tl.int32)     # the slot the new start takes
+    h = ((t + 1) % K).to(tl.int32)            # rotation of the duration weights
 
-    xrow = x_ptr + b * NMAX * C
+    x_ptrs = x_ptr + b * NMAX * C + cc
     prow = b * (NMAX + 1) * C
     if STORE:
         tl.store(eprev_ptr + prow + cc, _prev_label_row(A, transT, cc, cmask, t, BLOCK_C).to(tl.int64),
                  mask=cmask)
         tl.store(astart_ptr + prow + cc, tl.full([BLOCK_C], -1, tl.int64), mask=cmask)
 
+    # The next bin's scores are loaded one bin ahead, off the dependency chain.
+    # (Clamped into the chunk: the last prefetch re-reads the last row, unused.)
+    xc_next = tl.load(x_ptrs, mask=cmask, other=float("-inf"))
     for i in range(0, n):
-        h = (t + 1) % K
-        slot = (K - t % K) % K
-        xc = tl.load(xrow + i * C + cc, mask=cmask, other=float("-inf"))
-        is_slot = (jj == slot)[None, :] & m2
+        xc = xc_next
+        xc_next = tl.load(x_ptrs + tl.minimum(i + 1, n - 1) * C, mask=cmask, other=float("-inf"))
+        phi = tl.load(phi_ptrs + h, mask=m3, other=float("-inf"))
+        is_slot = slots == slot
 
-        old = tl.max(tl.where(is_slot, ring, float("-inf")), axis=1)
+        new_ring = tl.where(is_slot, col(E), ring) + col(xc)
+        cand = new_ring + phi
+        # One reduction gives both the start leaving the ring and the best duration.
+        old, best = _ring_max2(tl.where(is_slot, ring, float("-inf")), cand)
+        ring = new_ring
+
         from_new = old + phiK + lrho + xc
         from_old = tail + lrho + xc
         # Ties prefer the shorter segment: the one that just left the ring.
@@ -85,29 +109,23 @@ def viterbi_forward_kernel(
         tstart = tl.where(take_new, t - K, tstart)
         tail = tl.where(take_new, from_new,
                         tl.where(has_tail & (from_old > float("-inf")), from_old, float("-inf")))
-
-        ring = tl.where(is_slot, E[:, None], ring) + xc[:, None]
-        ring = tl.where(m2, ring, float("-inf"))
-        phi = tl.load(phicirc_ptr + cc[:, None] * (2 * K) + jj[None, :] + h, mask=m2,
-                      other=float("-inf"))
-        cand = ring + phi
-        best = tl.max(cand, axis=1)
         A = tl.maximum(best, tail)
         if STORE:
-            d = ((jj + t) % K) + 1
-            best_d = tl.min(tl.where((cand == best[:, None]) & (cand > float("-inf")) & m2,
-                                     d[None, :], K + 1), axis=1)
+            d = tl.where(slots >= slot, slots - slot, slots - slot + K) + 1
+            best_d = ring_min(tl.where((cand == col(best)) & (cand > float("-inf")) & m3, d, K + 1))
             use_ring = (best >= tail) & (best > float("-inf"))
             a_row = tl.where(use_ring, (t + 1 - best_d).to(tl.int64),
                              tl.where(tail > float("-inf"), tstart, -1))
             tl.store(astart_ptr + prow + (i + 1) * C + cc, a_row.to(tl.int64), mask=cmask)
         E = tl.max(transT + A[None, :], axis=1)
         t += 1
+        slot = tl.where(slot == 0, K - 1, slot - 1)
+        h = tl.where(h == K - 1, 0, h + 1)
         if STORE:
             tl.store(eprev_ptr + prow + (i + 1) * C + cc,
                      _prev_label_row(A, transT, cc, cmask, t, BLOCK_C).to(tl.int64), mask=cmask)
 
-    tl.store(ring_ptr + ring_off, ring, mask=m2)
+    tl.store(ring_ptrs, ring, mask=m3)
     tl.store(tail_ptr + b * C + cc, tail, mask=cmask)
     tl.store(tstart_ptr + b * C + cc, tstart, mask=cmask)
     tl.store(A_ptr + b * C + cc, A, mask=cmask)
@@ -125,6 +143,8 @@ def viterbi_forward(x, n, state, model, store=None, num_warps=None):
     """
     check_contiguous(x, n, state, model, store)
     B, NMAX, C = x.shape
+    if NMAX == 0:
+        raise ValueError("empty chunk: the kernels prefetch row 0")
     K = state["ring"].shape[2]
     BC, BK = block_sizes(C, K)
     do_store = store is not None
@@ -135,7 +155,8 @@ def viterbi_forward(x, n, state, model, store=None, num_warps=None):
         model["phicirc"], model["phiK"], model["lrho"], model["transT"],
         store["a_start"] if do_store else dummy, store["e_prev"] if do_store else dummy,
         C, K, NMAX,
-        STORE=do_store, BLOCK_C=BC, BLOCK_K=BK, num_warps=num_warps or num_warps_for(BC, BK))
+        STORE=do_store, BLOCK_C=BC, BLOCK_K=BK, LANES=ring_lanes(BK),
+        num_warps=num_warps or num_warps_for(BC, BK))
 
 
 def viterbi_forward_reference(x, n, state, model, store=None):
