@@ -13,7 +13,11 @@ nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"
 mode=${1:-quick}
 timeout 300 python3 -m pytest -q -m gpu tests/test_gpu_device.py -p no:cacheprovider 2>&1 | tee "$OUT/pytest.log" | tail -15
-if [ "$mode" = quick ]; then
+if [ "$mode" = layout ]; then
+  timeout 200 python3 benchmarks/bench_gpu.py --parts a --scale 0.02 --ks 64,512 --cs 8 --batches 1 --warps 0,4 --json "$OUT/a.json" 2>&1 | tee "$OUT/a.log"
+  timeout 200 python3 benchmarks/bench_gpu.py --parts a --scale 0.02 --ks 256 --cs 16,32 --batches 1,24 --json "$OUT/a2.json" 2>&1 | tee "$OUT/a2.log"
+  timeout 120 python3 benchmarks/bench_gpu.py --parts b --scale 0.002 --json "$OUT/b.json" 2>&1 | tee "$OUT/b.log"
+elif [ "$mode" = quick ]; then
   timeout 200 python3 benchmarks/bench_gpu.py --parts a --scale 0.02 --ks 64,256,512 --cs 8,16 --batches 1 --warps 0,4,16 --json "$OUT/a.json" 2>&1 | tee "$OUT/a.log"
   timeout 60 python3 benchmarks/bench_gpu.py --parts a --scale 0.02 --ks 256 --cs 16 --batches 24 --json "$OUT/a24.json" 2>&1 | tee "$OUT/a24.log"
   timeout 120 python3 benchmarks/bench_gpu.py --parts b --scale 0.002 --json "$OUT/b.json" 2>&1 | tee "$OUT/b.log"

@@ -6,6 +6,8 @@ certificate means the same thing on either.
 """
 from __future__ import annotations
 
+import os
+
 import triton
 import triton.language as tl
 
@@ -29,7 +31,7 @@ def block_sizes(C: int, K: int) -> tuple[int, int]:
 
 
 def ring_lanes(block_k: int) -> int:
-    """Lanes of a warp that span durations: the ring tile is (BLOCK_K // LANES, BLOCK_C, LANES)."""
+    """Lanes of a warp that span durations (the ring tile's last axis)."""
     return min(32, block_k)
 
 
@@ -46,51 +48,73 @@ def check_contiguous(*groups) -> None:
 
 
 def num_warps_for(block_c: int, block_k: int) -> int:
-    """Warps per program: about 16 ring values per thread, at most one warp per label.
+    """Warps per program: one per label (up to 16; then two or more labels per warp).
 
-    The ring tile is laid out (BLOCK_K // LANES, BLOCK_C, LANES): Triton puts
-    a warp's lanes on the last axis and the warps on the label axis, so every
-    reduction over durations stays inside one warp (shuffles, no barrier) and
-    only the C x C transition step crosses warps.
+    The ring tile (see ``ring_rows_axis``) has a warp's lanes on its last
+    axis and the warps on the label axis, so every reduction over durations
+    stays inside one warp (registers, then shuffles; no barrier) and only the
+    C x C transition step crosses warps. Fewer warps than labels put several
+    labels in each thread and spill (seen with ptxas -v).
     """
-    per_thread = 16
-    return int(max(1, min(block_c, 16, triton.next_power_of_2(-(-block_c * block_k // (32 * per_thread))))))
+    return int(min(block_c, 16))
+
+
+def ring_rows_axis() -> int:
+    """Where the ring tile keeps each thread's rows: 0 -> (R, BLOCK_C, LANES), 1 -> (BLOCK_C, R, LANES).
+
+    Triton orders a tile's axes by the contiguity of the pointers loaded
+    through it, and both the row and the label axis have contiguity 1: up to
+    3.6 the lower axis index wins the tie, later versions take the higher
+    one. Putting the labels on the axis that wins keeps the warps on labels.
+    """
+    forced = os.environ.get("FLASHSEG_RING_ROWS_AXIS")   # for measuring both on one version
+    if forced in ("0", "1"):
+        return int(forced)
+    version = tuple(int(part) for part in triton.__version__.split(".")[:2])
+    return 1 if version <= (3, 6) else 0
 
 
 @triton.jit
-def ring_axes(BLOCK_C: tl.constexpr, BLOCK_K: tl.constexpr, LANES: tl.constexpr):
-    """Index tiles of the ring: labels (1, BLOCK_C, 1) and ring slots (BLOCK_K // LANES, 1, LANES)."""
-    rows = tl.arange(0, BLOCK_K // LANES)[:, None, None]
-    labels = tl.arange(0, BLOCK_C)[None, :, None]
+def ring_axes(BLOCK_C: tl.constexpr, BLOCK_K: tl.constexpr, LANES: tl.constexpr, ROWS_AXIS: tl.constexpr):
+    """Index tiles of the ring: labels and ring slots, broadcastable to the 3-D ring tile."""
+    if ROWS_AXIS == 0:
+        rows = tl.arange(0, BLOCK_K // LANES)[:, None, None]
+        labels = tl.arange(0, BLOCK_C)[None, :, None]
+    else:
+        rows = tl.arange(0, BLOCK_K // LANES)[None, :, None]
+        labels = tl.arange(0, BLOCK_C)[:, None, None]
     slots = rows * LANES + tl.arange(0, LANES)[None, None, :]
     return labels, slots
 
 
 @triton.jit
-def ring_max(v):
-    """Max over the ring's duration axes: (R, BLOCK_C, LANES) -> (BLOCK_C,).
+def ring_max(v, ROWS_AXIS: tl.constexpr):
+    """Max over the ring's duration axes -> (BLOCK_C,).
 
     Each thread's own rows first (registers), then one butterfly across the
     lanes: the other order would shuffle every row.
     """
-    return tl.max(tl.max(v, axis=0), axis=1)
+    return tl.max(tl.max(v, axis=ROWS_AXIS), axis=1)
 
 
 @triton.jit
-def ring_sum(v):
+def ring_sum(v, ROWS_AXIS: tl.constexpr):
     """Sum over the ring's duration axes: each thread's rows, then the lanes."""
-    return tl.sum(tl.sum(v, axis=0), axis=1)
+    return tl.sum(tl.sum(v, axis=ROWS_AXIS), axis=1)
 
 
 @triton.jit
-def ring_min(v):
-    return tl.min(tl.min(v, axis=0), axis=1)
+def ring_min(v, ROWS_AXIS: tl.constexpr):
+    return tl.min(tl.min(v, axis=ROWS_AXIS), axis=1)
 
 
 @triton.jit
-def col(v):
+def col(v, ROWS_AXIS: tl.constexpr):
     """A (BLOCK_C,) label vector broadcast against the ring tile."""
-    return v[None, :, None]
+    if ROWS_AXIS == 0:
+        return v[None, :, None]
+    else:
+        return v[:, None, None]
 
 
 @triton.jit

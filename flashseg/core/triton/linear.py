@@ -29,7 +29,7 @@ import triton.language as tl
 
 from .common import FLOOR, FLOOR_C, LN2, LN2_C, LOG_FLOOR, LOG_FLOOR_C, RESCALE_HI, RESCALE_HI_C, \
     RESCALE_LO, RESCALE_LO_C, block_sizes, check_contiguous, col, exp2_int, frexp_exponent, logaddexp, \
-    num_warps_for, ring_axes, ring_lanes, ring_sum
+    num_warps_for, ring_axes, ring_lanes, ring_rows_axis, ring_sum
 
 
 @triton.jit
@@ -38,9 +38,9 @@ def _ring_step_combine(old0, acc0, mx0, lost0, live0, old1, acc1, mx1, lost1, li
 
 
 @triton.jit
-def _ring_step_reduce(old, acc, mx, lost, live):
+def _ring_step_reduce(old, acc, mx, lost, live, ROWS_AXIS: tl.constexpr):
     """The five per-label reductions of one bin in one pass: each thread's rows, then the lanes."""
-    r = tl.reduce((old, acc, mx, lost, live), 0, _ring_step_combine)
+    r = tl.reduce((old, acc, mx, lost, live), ROWS_AXIS, _ring_step_combine)
     return tl.reduce(r, 1, _ring_step_combine)
 
 
@@ -67,12 +67,13 @@ def linear_forward_kernel(
         wcirc_ptr, wpos_ptr, wK_ptr, phiKf_ptr, rho_ptr, TrT_ptr, trposT_ptr,
         sE_ptr, sA_ptr, sL_ptr, sS_ptr, sG_ptr,
         C, K, NMAX,
-        STORE: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_K: tl.constexpr, LANES: tl.constexpr):
+        STORE: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_K: tl.constexpr, LANES: tl.constexpr,
+        ROWS_AXIS: tl.constexpr):
     b = tl.program_id(0)
     cc = tl.arange(0, BLOCK_C)
     cmask = cc < C
     mcc = cmask[:, None] & cmask[None, :]
-    labels, slots = ring_axes(BLOCK_C, BLOCK_K, LANES)
+    labels, slots = ring_axes(BLOCK_C, BLOCK_K, LANES, ROWS_AXIS)
     m3 = (labels < C) & (slots < K)
 
     # --- model (read once; the rotating duration weights are re-read per bin from cache)
@@ -128,8 +129,8 @@ def linear_forward_kernel(
         # The start K bins back leaves the ring (duration K -> K + 1) for the
         # tail; the new start enters its slot; every live start takes this
         # bin's factor; products below the floor are flushed and counted.
-        entered = tl.where(is_slot, col(E), ring)
-        v = entered * col(fc)
+        entered = tl.where(is_slot, col(E, ROWS_AXIS), ring)
+        v = entered * col(fc, ROWS_AXIS)
         flushed = v < FLOOR_C
         new_ring = tl.where(flushed, 0.0, v)
         old, acc, mx, nflushed, live = _ring_step_reduce(
@@ -137,7 +138,7 @@ def linear_forward_kernel(
             tl.where(flushed & (entered > 0.0), 1.0, 0.0),
             # Mass may be alive only at durations whose weight underflowed:
             # charge it only if some live start has a really positive weight.
-            tl.where((new_ring > 0.0) & wp, 1, 0))
+            tl.where((new_ring > 0.0) & wp, 1, 0), ROWS_AXIS)
         ring = new_ring
 
         tl_new = (tail + old * wK) * (rho * fc)
@@ -178,7 +179,7 @@ def linear_forward_kernel(
             sexp += shift
             rv = ring * scale
             rf = rv < FLOOR_C
-            nl = ring_sum(tl.where(rf & (ring > 0.0), 1.0, 0.0))
+            nl = ring_sum(tl.where(rf & (ring > 0.0), 1.0, 0.0), ROWS_AXIS)
             ring = tl.where(rf, 0.0, rv)
             tv = tail * scale
             nl += tl.where((tv < FLOOR_C) & (tail > 0.0), 1.0, 0.0)
@@ -231,7 +232,7 @@ def linear_forward(x, f, k, n, state, model, store=None, num_warps=None):
         model["trposT"],
         s["E"], s["A"], s["L"], s["sexp"], s["ghost"],
         C, K, NMAX,
-        STORE=do_store, BLOCK_C=BC, BLOCK_K=BK, LANES=ring_lanes(BK),
+        STORE=do_store, BLOCK_C=BC, BLOCK_K=BK, LANES=ring_lanes(BK), ROWS_AXIS=ring_rows_axis(),
         num_warps=num_warps or num_warps_for(BC, BK))
     return status
 

@@ -18,7 +18,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .common import block_sizes, check_contiguous, col, num_warps_for, ring_axes, ring_lanes, ring_min
+from .common import block_sizes, check_contiguous, col, num_warps_for, ring_axes, ring_lanes, ring_rows_axis, ring_min
 
 NEG = float("-inf")
 
@@ -40,9 +40,9 @@ def _max2(a0, b0, a1, b1):
 
 
 @triton.jit
-def _ring_max2(u, v):
+def _ring_max2(u, v, ROWS_AXIS: tl.constexpr):
     """(max of u, max of v) over the ring's duration axes in one pass."""
-    u1, v1 = tl.reduce((u, v), 0, _max2)
+    u1, v1 = tl.reduce((u, v), ROWS_AXIS, _max2)
     return tl.reduce((u1, v1), 1, _max2)
 
 
@@ -53,12 +53,13 @@ def viterbi_forward_kernel(
         phicirc_ptr, phiK_ptr, lrho_ptr, transT_ptr,
         astart_ptr, eprev_ptr,
         C, K, NMAX,
-        STORE: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_K: tl.constexpr, LANES: tl.constexpr):
+        STORE: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_K: tl.constexpr, LANES: tl.constexpr,
+        ROWS_AXIS: tl.constexpr):
     b = tl.program_id(0)
     cc = tl.arange(0, BLOCK_C)
     cmask = cc < C
     mcc = cmask[:, None] & cmask[None, :]
-    labels, slots = ring_axes(BLOCK_C, BLOCK_K, LANES)
+    labels, slots = ring_axes(BLOCK_C, BLOCK_K, LANES, ROWS_AXIS)
     m3 = (labels < C) & (slots < K)
 
     phiK = tl.load(phiK_ptr + cc, mask=cmask, other=float("-inf"))
@@ -96,10 +97,10 @@ def viterbi_forward_kernel(
         phi = tl.load(phi_ptrs + h, mask=m3, other=float("-inf"))
         is_slot = slots == slot
 
-        new_ring = tl.where(is_slot, col(E), ring) + col(xc)
+        new_ring = tl.where(is_slot, col(E, ROWS_AXIS), ring) + col(xc, ROWS_AXIS)
         cand = new_ring + phi
         # One reduction gives both the start leaving the ring and the best duration.
-        old, best = _ring_max2(tl.where(is_slot, ring, float("-inf")), cand)
+        old, best = _ring_max2(tl.where(is_slot, ring, float("-inf")), cand, ROWS_AXIS)
         ring = new_ring
 
         from_new = old + phiK + lrho + xc
@@ -112,7 +113,7 @@ def viterbi_forward_kernel(
         A = tl.maximum(best, tail)
         if STORE:
             d = tl.where(slots >= slot, slots - slot, slots - slot + K) + 1
-            best_d = ring_min(tl.where((cand == col(best)) & (cand > float("-inf")) & m3, d, K + 1))
+            best_d = ring_min(tl.where((cand == col(best, ROWS_AXIS)) & (cand > float("-inf")) & m3, d, K + 1), ROWS_AXIS)
             use_ring = (best >= tail) & (best > float("-inf"))
             a_row = tl.where(use_ring, (t + 1 - best_d).to(tl.int64),
                              tl.where(tail > float("-inf"), tstart, -1))
@@ -155,7 +156,7 @@ def viterbi_forward(x, n, state, model, store=None, num_warps=None):
         model["phicirc"], model["phiK"], model["lrho"], model["transT"],
         store["a_start"] if do_store else dummy, store["e_prev"] if do_store else dummy,
         C, K, NMAX,
-        STORE=do_store, BLOCK_C=BC, BLOCK_K=BK, LANES=ring_lanes(BK),
+        STORE=do_store, BLOCK_C=BC, BLOCK_K=BK, LANES=ring_lanes(BK), ROWS_AXIS=ring_rows_axis(),
         num_warps=num_warps or num_warps_for(BC, BK))
 
 
