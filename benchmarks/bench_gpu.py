@@ -18,8 +18,14 @@ sequences: ns per bin per pass.
     per-bin posterior combination (gamma, b, chg) is NOT included: in this
     version it runs on the host (CPU numba) in the chunk driver.
 (c) flash-semicrf's Triton streaming kernel (module flash_semicrf, a
-    benchmark-only install) on the shapes of (a) at K = 256, C = 16: its
-    partition forward against our linear forward; skipped when not installed.
+    benchmark-only install carried as a wheel in .whl/, never vendored) at
+    K = 256, C = 16: its partition forward against our linear forward, on a
+    shorter T (--peer-t; its kernel is O(T K C^2)); skipped when not installed.
+(d) End to end through the chunk driver: posterior decode of 16 contigs
+    (segment calls and their posteriors), CPU numba kernels on every core
+    against the GPU with 1 and 8 worker threads (one CUDA stream per contig).
+
+On the GPU machine, everything in one command: ``bash benchmarks/gpu_session.sh full``.
 """
 from __future__ import annotations
 
@@ -232,6 +238,7 @@ def part_c(args, device, out):
     be = GpuBackend(model)
     print(f"(c) flash-semicrf vs flashseg, T={T:,}, K={K}, C={C} (forward, log semiring)")
     for B in args.batches:
+        run_pass("linear", be, min(T, 4096), B, args.chunk, device)   # compile outside the timing
         ours = run_pass("linear", be, T, B, args.chunk, device)
         x = torch.cat([synth_chunk(device, B, a, min(args.chunk, T - a), C, 1).x
                        for a in range(0, T, args.chunk)], dim=1)
@@ -255,11 +262,43 @@ def part_c(args, device, out):
                     "flashseg_ns_per_bin": ours / (T * B) * 1e9})
 
 
+def part_d(args, device, out):
+    """End to end through the chunk driver: posterior decode (segment calls with
+    their posteriors) of several contigs, CPU numba kernels against the GPU."""
+    if device.type != "cuda":
+        print("(d) end-to-end decode: skipped (needs a CUDA GPU)")
+        return
+    from flashseg.core import api
+
+    T = max(1000, int(2e5 * args.scale))
+    K, C, n_contigs = 64, 8, 16
+    model = bench_model(C, K)
+    rng = np.random.default_rng(5)
+    jobs = [{"name": f"chr{i + 1}", "emissions": rng.normal(0.0, 2.0, size=(T, C)), "n_bins": T}
+            for i in range(n_contigs)]
+    cores = os.cpu_count() or 1
+    print(f"(d) end-to-end posterior decode, {n_contigs} contigs x {T:,} bins, K={K}, C={C}")
+    warm = [dict(jobs[0], n_bins=2000, emissions=jobs[0]["emissions"][:2000])]
+    results = {}
+    for dev, threads in (("cpu", cores), ("cuda", 1), ("cuda", 8)):
+        list(api.decode_contigs(model, warm, threads=1, device=dev, method="posterior"))  # compile
+        t0 = time.perf_counter()
+        res = list(api.decode_contigs(model, jobs, threads=threads, device=dev, method="posterior"))
+        dt = time.perf_counter() - t0
+        results[(dev, threads)] = res
+        ref = results[("cpu", cores)]
+        dz = max(abs(r.log_partition - q.log_partition) / abs(q.log_partition) for r, q in zip(res, ref))
+        print(f"  {dev:<5} threads {threads:>3}: {dt:8.2f} s  {T * n_contigs / dt / 1e6:7.2f} M bins/s   "
+              f"max rel. logZ difference to CPU {dz:.1e}", flush=True)
+        out.append({"part": "d", "device": dev, "threads": threads, "T": T, "contigs": n_contigs,
+                    "K": K, "C": C, "seconds": dt, "max_rel_logz_diff": dz})
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--scale", type=float, default=1.0, help="multiply every T by this (smoke runs: 1e-6)")
     p.add_argument("--chunk", type=int, default=65536, help="bins per kernel launch")
-    p.add_argument("--parts", default="abc", help="which parts to run (subset of 'abc')")
+    p.add_argument("--parts", default="abcd", help="which parts to run (subset of 'abcd')")
     p.add_argument("--ks", type=lambda s: [int(v) for v in s.split(",")], default=[64, 256])
     p.add_argument("--cs", type=lambda s: [int(v) for v in s.split(",")], default=[8, 16, 32])
     p.add_argument("--batches", type=lambda s: [int(v) for v in s.split(",")], default=[1, 24])
@@ -285,6 +324,8 @@ def main(argv=None):
         part_b(args, device, out)
     if "c" in args.parts:
         part_c(args, device, out)
+    if "d" in args.parts:
+        part_d(args, device, out)
     if args.json:
         with open(args.json, "w") as fh:
             json.dump({"device": name, "scale": args.scale, "results": out}, fh, indent=1)

@@ -22,8 +22,9 @@ elif [ "$mode" = quick ]; then
   timeout 60 python3 benchmarks/bench_gpu.py --parts a --scale 0.02 --ks 256 --cs 16 --batches 24 --json "$OUT/a24.json" 2>&1 | tee "$OUT/a24.log"
   timeout 120 python3 benchmarks/bench_gpu.py --parts b --scale 0.002 --json "$OUT/b.json" 2>&1 | tee "$OUT/b.log"
   timeout 150 python3 benchmarks/bench_gpu.py --parts c --batches 1,24 --peer-t 2e4 --json "$OUT/c.json" 2>&1 | tee "$OUT/c.log"
-else
-  timeout 240 python3 benchmarks/bench_gpu.py --parts a --json "$OUT/a.json" 2>&1 | tee "$OUT/a.log"
-  timeout 240 python3 benchmarks/bench_gpu.py --parts c --json "$OUT/c.json" 2>&1 | tee "$OUT/c.log"
-  timeout 500 python3 benchmarks/bench_gpu.py --parts b --json "$OUT/b.json" 2>&1 | tee "$OUT/b.log"
+else   # full: the shapes; (b) at 1/250 of chr1 (the whole contig does not fit one command yet)
+  timeout 120 python3 benchmarks/bench_gpu.py --parts b --scale 0.004 --json "$OUT/b.json" 2>&1 | tee "$OUT/b.log"
+  timeout 100 python3 benchmarks/bench_gpu.py --parts c --batches 1,24 --peer-t 2e4 --json "$OUT/c.json" 2>&1 | tee "$OUT/c.log"
+  timeout 150 python3 benchmarks/bench_gpu.py --parts d --json "$OUT/d.json" 2>&1 | tee "$OUT/d.log"
+  timeout 300 python3 benchmarks/bench_gpu.py --parts a --json "$OUT/a.json" 2>&1 | tee "$OUT/a.log"
 fi

@@ -1,6 +1,7 @@
 """Public inference API (see ``flashseg.core`` for the contract)."""
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -212,6 +213,15 @@ def decode_contig(model: SemiMarkovModel, emissions, n_bins: int, *, name: str =
                         backend=backend_name, exact_fallback=fell_back)
 
 
+def _contig_stream(device: str, threads: int):
+    """Each worker thread's contig on its own CUDA stream, so that contigs overlap on the GPU."""
+    if device == "cpu" or threads <= 1:
+        return contextlib.nullcontext()
+    from .gpu import contig_stream   # imports torch only where a GPU can exist
+
+    return contig_stream(device)
+
+
 def decode_contigs(model: SemiMarkovModel, jobs, *, threads: int = 1, **kwargs):
     """Decode contigs in parallel on ``threads`` threads; yields results in job order.
 
@@ -223,9 +233,12 @@ def decode_contigs(model: SemiMarkovModel, jobs, *, threads: int = 1, **kwargs):
     # end at their next chunk instead of keeping the process alive.
     stop = threading.Event()
 
+    device = kwargs.get("device", "cpu")
+
     def one(job):
-        return decode_contig(model, job["emissions"], job["n_bins"], name=job.get("name", ""),
-                             per_bin=job.get("per_bin"), cancel=stop, **kwargs)
+        with _contig_stream(device, threads):
+            return decode_contig(model, job["emissions"], job["n_bins"], name=job.get("name", ""),
+                                 per_bin=job.get("per_bin"), cancel=stop, **kwargs)
 
     if threads <= 1 or len(jobs) <= 1:
         for job in jobs:

@@ -8,10 +8,15 @@ tail and messages on the device and advance them with one kernel launch per
 chunk; stores (E, A, L, sexp, ghost rows; Viterbi pointers) are produced on
 the device and copied into the driver's ForwardStore/ViterbiStore.
 
-First version: the per-bin posterior combination (``posterior_chunk``) is
-the CPU numba kernel on the copied rows, and emission chunks come from the
-host. Device-resident chunks (:class:`DeviceChunk`) are accepted by
-``advance`` too (the benchmark synthesises emissions on the device).
+The per-bin posterior combination (``posterior_chunk``), the segment
+trackers and sampling run on the host, on the rows the kernels stored
+(the CPU backend's numba kernels; same formulas and certificate), and
+emission chunks come from the host. Device-resident chunks
+(:class:`DeviceChunk`) are accepted by ``advance`` too (the benchmark
+synthesises emissions on the device). The launchers take batches of
+sequences (one program each); the chunk driver runs one contig per worker
+thread instead, each on its own CUDA stream (:func:`contig_stream`), so
+contigs overlap on the GPU.
 
 Nothing here imports torch or triton at module level: :func:`gpu_available`
 must answer False on a machine without an NVIDIA device without them.
@@ -80,6 +85,25 @@ def resolve_device(device: str) -> str:
             raise DeviceError(f"--device cuda: no usable CUDA GPU ({why})")
         return "cuda"
     raise ValueError(f"unknown device {device!r}")
+
+
+def contig_stream(device: str):
+    """Context for one contig's GPU work on its own CUDA stream (a no-op on CPU).
+
+    Contigs decoded on worker threads then run their kernels concurrently on
+    the GPU's multiprocessors instead of queueing on the shared default
+    stream. Everything of the contig (model upload, states, launches,
+    copies) happens inside, so no cross-stream synchronisation is needed.
+    """
+    import contextlib
+
+    if device == "cpu" or interpreting():
+        return contextlib.nullcontext()
+    if device == "auto" and resolve_device("auto") == "cpu":
+        return contextlib.nullcontext()
+    import torch
+
+    return torch.cuda.stream(torch.cuda.Stream())
 
 
 def _torch_device():
@@ -415,5 +439,5 @@ class GpuBackend:
                                           first_boundary, n, with_last, gamma, boundary, change)
 
 
-__all__ = ["gpu_available", "gpu_backend", "resolve_device", "interpreting", "GpuBackend",
+__all__ = ["gpu_available", "gpu_backend", "resolve_device", "interpreting", "GpuBackend", "contig_stream",
            "DeviceChunk", "DeviceModel", "nvidia_device_possible"]

@@ -3,11 +3,14 @@
 Same recursion, flush rules and ghost accounting as
 ``cpu_kernels.forward_linear`` (ALGORITHMS.md, "Linear space, certified"):
 one program per sequence walks the chunk's bins in order; the ring of each
-label (the last K starts times their emission products) lives in a
-(BLOCK_C, BLOCK_K) register tile, so each bin costs O(K C + C^2): the ring
-is multiplied by the bin's emission factor and read out against the
-duration weights (the A message), and the entering message E is one
-C x C matrix-vector product. The transition is never applied per duration.
+label (the last K starts times their emission products) lives in a register
+tile with the labels across warps and the durations across a warp's lanes
+(and each thread's rows), so the per-bin reductions over durations never
+leave a warp and are fused into one pass (see ``common.num_warps_for``).
+Each bin costs O(K C + C^2): the ring is multiplied by the bin's emission
+factor and read out against the rotated duration weights (the A message),
+and the entering message E is one C x C matrix-vector product. The
+transition is never applied per duration.
 
 Precision: everything is fp64 with one shared power-of-two scale per bin
 (``sexp``, int64). fp32 mantissas would need a private exponent per stored
@@ -35,6 +38,16 @@ from .common import FLOOR, FLOOR_C, LN2, LN2_C, LOG_FLOOR, LOG_FLOOR_C, RESCALE_
 @triton.jit
 def _ring_step_combine(old0, acc0, mx0, lost0, live0, old1, acc1, mx1, lost1, live1):
     return old0 + old1, acc0 + acc1, tl.maximum(mx0, mx1), lost0 + lost1, tl.maximum(live0, live1)
+
+
+@triton.jit
+def _sum_max(a0, b0, a1, b1):
+    return a0 + a1, tl.maximum(b0, b1)
+
+
+@triton.jit
+def _max2(a0, b0, a1, b1):
+    return tl.maximum(a0, a1), tl.maximum(b0, b1)
 
 
 @triton.jit
@@ -151,23 +164,24 @@ def linear_forward_kernel(
         alive = (tail > 0.0) | (live > 0)
         nlost += tl.where(a_flush & ((mx > 0.0) | (tail > 0.0) | (a > 0.0)) & alive, K + 1.0, 0.0)
         A = tl.where(a_flush, 0.0, a)
-        live_max = tl.maximum(tl.maximum(tl.max(mx, axis=0), tl.max(tail, axis=0)), tl.max(A, axis=0))
 
         # Entering message: E[c] = sum_c' A[c'] Tr[c', c] (the factored transition).
-        e = tl.sum(TrT * A[None, :], axis=1)
+        e, feeds = tl.reduce((TrT * A[None, :], tl.where((A[None, :] > 0.0) & trposT, 1, 0)), 1,
+                             _sum_max)
         e_flush = e < FLOOR_C
-        feeds = tl.sum(tl.where((A[None, :] > 0.0) & trposT, 1, 0), axis=1) > 0
-        nlost += tl.where(e_flush & ((e > 0.0) | feeds), C * 1.0, 0.0)
+        nlost += tl.where(e_flush & ((e > 0.0) | (feeds > 0)), C * 1.0, 0.0)
         E = tl.where(e_flush, 0.0, e)
-        live_max = tl.maximum(live_max, tl.max(E, axis=0))
         t += 1
         slot = tl.where(slot == 0, K - 1, slot - 1)
         h = tl.where(h == K - 1, 0, h + 1)
+        # One reduction across the labels (warps) per bin: the largest live
+        # value (rescaling, vanished mass) and whether anything was lost.
+        live_max, lost_max = tl.reduce((tl.maximum(tl.maximum(mx, tail), tl.maximum(A, E)), nlost), 0, _max2)
 
         # Ghosts: earlier losses continue through this bin; add this bin's
         # (the log is paid only in bins that lose something).
         ghost = tl.where(ghost > float("-inf"), ghost + xc, ghost)
-        if tl.max(nlost, axis=0) > 0.0:
+        if lost_max > 0.0:
             ghost = _charge(ghost, nlost, sexp)
 
         status = tl.where((live_max == 0.0) & (status < 0), i, status)
