@@ -33,5 +33,6 @@ def test_every_kernel_compiles_for_sm90():
     assert len(rows) == 12
     for name, C, K, store, warps, regs, spill, _ in rows:
         assert 0 < int(regs) <= 255
-        if name != "logspace_forward_kernel":     # the exact fallback keeps the older 2-D tile
-            assert int(spill) == 0, f"{name} C={C} K={K} store={store} spills {spill} bytes"
+        # The exact fallback (log space, exp and log per ring entry) may spill a few bytes.
+        limit = 64 if name == "logspace_forward_kernel" else 0
+        assert int(spill) <= limit, f"{name} C={C} K={K} store={store} spills {spill} bytes"

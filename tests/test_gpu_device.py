@@ -46,6 +46,21 @@ class TestRealGpu:
             np.testing.assert_array_equal(r1.calls.label, r0.calls.label)
             np.testing.assert_allclose(r1.calls.seg_post, r0.calls.seg_post, atol=1e-9)
 
+    def test_exact_logspace_path_parity_with_cpu(self):
+        """The certificate's fallback (exact log space) on the GPU against the CPU's, at a realistic shape."""
+        from flashseg.core.api import ArrayEmissions
+        from flashseg.core.cpu import CpuBackend
+        from flashseg.core.driver import ContigRun
+        from flashseg.core.gpu import gpu_backend
+
+        rng = np.random.default_rng(9)
+        C, K, T = 8, 64, 20_000
+        model = _model(rng, C, K)
+        x = rng.normal(0.0, 2.0, size=(T, C))
+        lz0 = ContigRun(CpuBackend(model, exact=True), ArrayEmissions(x), T, 4096).posterior_pass()[0]
+        lz1 = ContigRun(gpu_backend(model, exact=True), ArrayEmissions(x), T, 4096).posterior_pass()[0]
+        np.testing.assert_allclose(lz1, lz0, rtol=1e-11)
+
     def test_race_stress_repeats_are_bit_identical(self):
         """C = 32 and K = 128: many warps per program; repeated launches must agree bit for bit."""
         import torch

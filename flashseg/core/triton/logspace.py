@@ -1,6 +1,7 @@
 """Exact log-space forward over one chunk (the certificate's fallback).
 
-Same recursion as ``cpu_kernels.forward_logspace``: the ring holds log
+Same recursion as ``cpu_kernels.forward_logspace``, on the ring tile of
+``linear.py`` (labels across warps, durations across lanes): the ring holds log
 values, A is a log-sum-exp over the K weighted ring entries (max-shifted)
 plus the tail; nothing is flushed, so nothing needs certifying. Stored rows
 hold natural logs (sexp 0, ghosts -inf), exactly like the CPU kernel: one
@@ -13,7 +14,8 @@ import torch
 import triton
 import triton.language as tl
 
-from .common import check_contiguous, block_sizes, logaddexp, num_warps_for
+from .common import block_sizes, check_contiguous, col, logaddexp, num_warps_for, ring_axes, ring_lanes, \
+    ring_rows_axis, ring_sum
 
 NEG = float("-inf")
 
@@ -28,62 +30,74 @@ def _store_log_row(sE_ptr, sA_ptr, sL_ptr, sS_ptr, sG_ptr, r, srow_s, E, A, tail
 
 
 @triton.jit
+def _max3(a0, b0, c0, a1, b1, c1):
+    return tl.maximum(a0, a1), tl.maximum(b0, b1), tl.maximum(c0, c1)
+
+
+@triton.jit
 def logspace_forward_kernel(
         x_ptr, n_ptr,
         ring_ptr, tail_ptr, A_ptr, E_ptr, istate_ptr, status_ptr,
         phicirc_ptr, phiK_ptr, lrho_ptr, transT_ptr,
         sE_ptr, sA_ptr, sL_ptr, sS_ptr, sG_ptr,
         C, K, NMAX,
-        STORE: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_K: tl.constexpr):
+        STORE: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_K: tl.constexpr, LANES: tl.constexpr,
+        ROWS_AXIS: tl.constexpr):
     b = tl.program_id(0)
     cc = tl.arange(0, BLOCK_C)
-    jj = tl.arange(0, BLOCK_K)
     cmask = cc < C
-    kmask = jj < K
-    m2 = cmask[:, None] & kmask[None, :]
     mcc = cmask[:, None] & cmask[None, :]
+    labels, slots = ring_axes(BLOCK_C, BLOCK_K, LANES, ROWS_AXIS)
+    m3 = (labels < C) & (slots < K)
 
     phiK = tl.load(phiK_ptr + cc, mask=cmask, other=float("-inf"))
     lrho = tl.load(lrho_ptr + cc, mask=cmask, other=float("-inf"))
     transT = tl.load(transT_ptr + cc[:, None] * C + cc[None, :], mask=mcc, other=float("-inf"))
     has_tail = lrho > float("-inf")
+    phi_ptrs = phicirc_ptr + labels * (2 * K) + slots
 
-    ring_off = b * C * K + cc[:, None] * K + jj[None, :]
-    ring = tl.load(ring_ptr + ring_off, mask=m2, other=float("-inf"))
+    ring_ptrs = ring_ptr + b * C * K + labels * K + slots
+    ring = tl.load(ring_ptrs, mask=m3, other=float("-inf"))
     tail = tl.load(tail_ptr + b * C + cc, mask=cmask, other=float("-inf"))
     A = tl.load(A_ptr + b * C + cc, mask=cmask, other=float("-inf"))
     E = tl.load(E_ptr + b * C + cc, mask=cmask, other=float("-inf"))
     t = tl.load(istate_ptr + 2 * b)
-    n = tl.load(n_ptr + b)
+    n = tl.load(n_ptr + b).to(tl.int32)
+    # int32 ring bookkeeping, stepped per bin (a 64-bit remainder is a software call).
+    slot = ((K - t % K) % K).to(tl.int32)
+    h = ((t + 1) % K).to(tl.int32)
 
-    xrow = x_ptr + b * NMAX * C
+    x_ptrs = x_ptr + b * NMAX * C + cc
     srow = b * (NMAX + 1) * C
     if STORE:
         _store_log_row(sE_ptr, sA_ptr, sL_ptr, sS_ptr, sG_ptr, srow, b * (NMAX + 1), E, A, tail, cc, cmask)
 
-    status = t * 0 - 1
+    # (Clamped into the chunk: the last prefetch re-reads the last row, unused.)
+    xc_next = tl.load(x_ptrs, mask=cmask, other=float("-inf"))
+    status = n * 0 - 1
     for i in range(0, n):
-        h = (t + 1) % K
-        slot = (K - t % K) % K
-        xc = tl.load(xrow + i * C + cc, mask=cmask, other=float("-inf"))
-        is_slot = (jj == slot)[None, :] & m2
+        xc = xc_next
+        xc_next = tl.load(x_ptrs + tl.minimum(i + 1, n - 1) * C, mask=cmask, other=float("-inf"))
+        phi = tl.load(phi_ptrs + h, mask=m3, other=float("-inf"))
+        is_slot = slots == slot
 
-        old = tl.max(tl.where(is_slot, ring, float("-inf")), axis=1)
+        new_ring = tl.where(is_slot, col(E, ROWS_AXIS), ring) + col(xc, ROWS_AXIS)
+        cand = new_ring + phi
+        # The start leaving the ring, the max of the weighted ring and the
+        # largest ring entry (is anything alive) in one reduction.
+        r = tl.reduce((tl.where(is_slot, ring, float("-inf")), cand, new_ring), ROWS_AXIS, _max3)
+        old, m, ring_top = tl.reduce(r, 1, _max3)
+        ring = new_ring
         tl_new = logaddexp(tail, old + phiK) + lrho + xc
         tail = tl.where(has_tail & (tl_new > float("-inf")), tl_new, float("-inf"))
 
-        ring = tl.where(is_slot, E[:, None], ring) + xc[:, None]
-        ring = tl.where(m2, ring, float("-inf"))
-        phi = tl.load(phicirc_ptr + cc[:, None] * (2 * K) + jj[None, :] + h, mask=m2,
-                      other=float("-inf"))
-        cand = ring + phi
-        m = tl.max(cand, axis=1)
         m_safe = tl.where(m > float("-inf"), m, 0.0)
-        s = tl.sum(tl.exp(cand - m_safe[:, None]), axis=1)
+        s = ring_sum(tl.exp(cand - col(m_safe, ROWS_AXIS)), ROWS_AXIS)
         a = tl.where(m > float("-inf"), m_safe + tl.log(tl.where(s > 0.0, s, 1.0)), float("-inf"))
         A = logaddexp(a, tail)
-        alive = (A > float("-inf")) | (m > float("-inf")) | (tl.max(ring, axis=1) > float("-inf"))
-        any_alive = tl.max(alive.to(tl.int32), axis=0) > 0
+        # Anything alive: a finite A, a finite weighted or unweighted ring entry.
+        live = tl.maximum(tl.maximum(A, m), ring_top)
+        any_alive = tl.max(live, axis=0) > float("-inf")
 
         v = transT + A[None, :]
         me = tl.max(v, axis=1)
@@ -91,17 +105,19 @@ def logspace_forward_kernel(
         se = tl.sum(tl.exp(v - me_safe[:, None]), axis=1)
         E = tl.where(me > float("-inf"), me_safe + tl.log(tl.where(se > 0.0, se, 1.0)), float("-inf"))
         t += 1
+        slot = tl.where(slot == 0, K - 1, slot - 1)
+        h = tl.where(h == K - 1, 0, h + 1)
         status = tl.where((~any_alive) & (status < 0), i, status)
         if STORE:
             _store_log_row(sE_ptr, sA_ptr, sL_ptr, sS_ptr, sG_ptr, srow + (i + 1) * C,
                            b * (NMAX + 1) + i + 1, E, A, tail, cc, cmask)
 
-    tl.store(ring_ptr + ring_off, ring, mask=m2)
+    tl.store(ring_ptrs, ring, mask=m3)
     tl.store(tail_ptr + b * C + cc, tail, mask=cmask)
     tl.store(A_ptr + b * C + cc, A, mask=cmask)
     tl.store(E_ptr + b * C + cc, E, mask=cmask)
     tl.store(istate_ptr + 2 * b, t)
-    tl.store(status_ptr + b, status)
+    tl.store(status_ptr + b, status.to(tl.int64))
 
 
 def logspace_forward(x, n, state, model, store=None, num_warps=None):
@@ -127,7 +143,8 @@ def logspace_forward(x, n, state, model, store=None, num_warps=None):
         model["phicirc"], model["phiK"], model["lrho"], model["transT"],
         s["E"], s["A"], s["L"], s["sexp"], s["ghost"],
         C, K, NMAX,
-        STORE=do_store, BLOCK_C=BC, BLOCK_K=BK, num_warps=num_warps or num_warps_for(BC, BK))
+        STORE=do_store, BLOCK_C=BC, BLOCK_K=BK, LANES=ring_lanes(BK), ROWS_AXIS=ring_rows_axis(),
+        num_warps=num_warps or num_warps_for(BC, BK))
     return status
 
 
