@@ -32,12 +32,12 @@ import triton.language as tl
 
 from .common import FLOOR, FLOOR_C, LN2, LN2_C, LOG_FLOOR, LOG_FLOOR_C, RESCALE_HI, RESCALE_HI_C, \
     RESCALE_LO, RESCALE_LO_C, block_sizes, check_contiguous, col, exp2_int, frexp_exponent, logaddexp, \
-    num_warps_for, ring_axes, ring_lanes, ring_rows_axis, ring_sum
+    num_warps_for, ring_axes, ring_lanes, ring_max, ring_rows_axis, ring_sum
 
 
 @triton.jit
-def _ring_step_combine(old0, acc0, mx0, lost0, live0, old1, acc1, mx1, lost1, live1):
-    return old0 + old1, acc0 + acc1, tl.maximum(mx0, mx1), lost0 + lost1, tl.maximum(live0, live1)
+def _ring_step_combine(old0, acc0, mx0, lost0, old1, acc1, mx1, lost1):
+    return old0 + old1, acc0 + acc1, tl.maximum(mx0, mx1), lost0 + lost1
 
 
 @triton.jit
@@ -51,9 +51,9 @@ def _max2(a0, b0, a1, b1):
 
 
 @triton.jit
-def _ring_step_reduce(old, acc, mx, lost, live, ROWS_AXIS: tl.constexpr):
-    """The five per-label reductions of one bin in one pass: each thread's rows, then the lanes."""
-    r = tl.reduce((old, acc, mx, lost, live), ROWS_AXIS, _ring_step_combine)
+def _ring_step_reduce(old, acc, mx, lost, ROWS_AXIS: tl.constexpr):
+    """The four per-label reductions of one bin in one pass: each thread's rows, then the lanes."""
+    r = tl.reduce((old, acc, mx, lost), ROWS_AXIS, _ring_step_combine)
     return tl.reduce(r, 1, _ring_step_combine)
 
 
@@ -136,7 +136,6 @@ def linear_forward_kernel(
         k_next = tl.load(k_ptr_b + nxt)
         sexp += kb
         w = tl.load(w_ptrs + h, mask=m3, other=0.0)
-        wp = tl.load(wpos_ptrs + h, mask=m3, other=0) != 0
         is_slot = slots == slot
 
         # The start K bins back leaves the ring (duration K -> K + 1) for the
@@ -146,12 +145,9 @@ def linear_forward_kernel(
         v = entered * col(fc, ROWS_AXIS)
         flushed = v < FLOOR_C
         new_ring = tl.where(flushed, 0.0, v)
-        old, acc, mx, nflushed, live = _ring_step_reduce(
+        old, acc, mx, nflushed = _ring_step_reduce(
             tl.where(is_slot, ring, 0.0), new_ring * w, new_ring,
-            tl.where(flushed & (entered > 0.0), 1.0, 0.0),
-            # Mass may be alive only at durations whose weight underflowed:
-            # charge it only if some live start has a really positive weight.
-            tl.where((new_ring > 0.0) & wp, 1, 0), ROWS_AXIS)
+            tl.where(flushed & (entered > 0.0), 1.0, 0.0), ROWS_AXIS)
         ring = new_ring
 
         tl_new = (tail + old * wK) * (rho * fc)
@@ -161,9 +157,15 @@ def linear_forward_kernel(
 
         a = acc + tail
         a_flush = a < FLOOR_C
-        alive = (tail > 0.0) | (live > 0)
-        nlost += tl.where(a_flush & ((mx > 0.0) | (tail > 0.0) | (a > 0.0)) & alive, K + 1.0, 0.0)
+        # A flushed A is charged K + 1 only if some live start has a really
+        # positive weight (mass may be alive only at durations whose weight
+        # underflowed). That test needs another pass over the ring; it is
+        # made below, in the rare bins that lose something, from this upper
+        # bound's candidates.
+        a_lost = a_flush & ((mx > 0.0) | (tail > 0.0) | (a > 0.0))
+        nlost += tl.where(a_lost, K + 1.0, 0.0)
         A = tl.where(a_flush, 0.0, a)
+        h_bin = h
 
         # Entering message: E[c] = sum_c' A[c'] Tr[c', c] (the factored transition).
         e, feeds = tl.reduce((TrT * A[None, :], tl.where((A[None, :] > 0.0) & trposT, 1, 0)), 1,
@@ -182,6 +184,9 @@ def linear_forward_kernel(
         # (the log is paid only in bins that lose something).
         ghost = tl.where(ghost > float("-inf"), ghost + xc, ghost)
         if lost_max > 0.0:
+            wp = tl.load(wpos_ptrs + h_bin, mask=m3, other=0) != 0
+            live = ring_max(tl.where((ring > 0.0) & wp, 1, 0), ROWS_AXIS)
+            nlost -= tl.where(a_lost & (tail <= 0.0) & (live == 0), K + 1.0, 0.0)
             ghost = _charge(ghost, nlost, sexp)
 
         status = tl.where((live_max == 0.0) & (status < 0), i, status)
