@@ -17,6 +17,10 @@ if [ "$mode" = layout ]; then
   timeout 200 python3 benchmarks/bench_gpu.py --parts a --scale 0.02 --ks 64,512 --cs 8 --batches 1 --warps 0,4 --json "$OUT/a.json" 2>&1 | tee "$OUT/a.log"
   timeout 200 python3 benchmarks/bench_gpu.py --parts a --scale 0.02 --ks 256 --cs 16,32 --batches 1,24 --json "$OUT/a2.json" 2>&1 | tee "$OUT/a2.log"
   timeout 120 python3 benchmarks/bench_gpu.py --parts b --scale 0.002 --json "$OUT/b.json" 2>&1 | tee "$OUT/b.log"
+elif [ "$mode" = confirm ]; then
+  timeout 120 python3 benchmarks/bench_gpu.py --parts b --scale 0.004 --json "$OUT/b.json" 2>&1 | tee "$OUT/b.log"
+  timeout 120 python3 benchmarks/bench_gpu.py --parts a --ks 256,512 --cs 8,16 --batches 1,24 --scale 0.2 --json "$OUT/a.json" 2>&1 | tee "$OUT/a.log"
+  timeout 150 python3 benchmarks/bench_gpu.py --parts d --json "$OUT/d.json" 2>&1 | tee "$OUT/d.log"
 elif [ "$mode" = quick ]; then
   timeout 200 python3 benchmarks/bench_gpu.py --parts a --scale 0.02 --ks 64,256,512 --cs 8,16 --batches 1 --warps 0,4,16 --json "$OUT/a.json" 2>&1 | tee "$OUT/a.log"
   timeout 60 python3 benchmarks/bench_gpu.py --parts a --scale 0.02 --ks 256 --cs 16 --batches 24 --json "$OUT/a24.json" 2>&1 | tee "$OUT/a24.log"
