@@ -118,6 +118,18 @@ def col(v, ROWS_AXIS: tl.constexpr):
 
 
 @triton.jit
+def log_ring_step(ring, E, xc, phi, is_slot, ROWS_AXIS: tl.constexpr):
+    """One bin of a log-space ring (Viterbi and the exact forward).
+
+    The entering message E takes the free slot, every start adds the bin's
+    scores xc, and the rotated duration weights phi give the candidates
+    whose max (Viterbi) or log-sum-exp (forward) is A. Returns (ring, cand).
+    """
+    new_ring = tl.where(is_slot, col(E, ROWS_AXIS), ring) + col(xc, ROWS_AXIS)
+    return new_ring, new_ring + phi
+
+
+@triton.jit
 def logaddexp(a, b):
     """log(exp a + exp b) with -inf handled (no NaN from -inf - -inf).
 

@@ -14,8 +14,8 @@ import torch
 import triton
 import triton.language as tl
 
-from .common import block_sizes, check_contiguous, col, logaddexp, num_warps_for, ring_axes, ring_lanes, \
-    ring_rows_axis, ring_sum
+from .common import block_sizes, check_contiguous, col, log_ring_step, logaddexp, num_warps_for, ring_axes, \
+    ring_lanes, ring_rows_axis, ring_sum
 
 NEG = float("-inf")
 
@@ -81,8 +81,7 @@ def logspace_forward_kernel(
         phi = tl.load(phi_ptrs + h, mask=m3, other=float("-inf"))
         is_slot = slots == slot
 
-        new_ring = tl.where(is_slot, col(E, ROWS_AXIS), ring) + col(xc, ROWS_AXIS)
-        cand = new_ring + phi
+        new_ring, cand = log_ring_step(ring, E, xc, phi, is_slot, ROWS_AXIS)
         # The start leaving the ring, the max of the weighted ring and the
         # largest ring entry (is anything alive) in one reduction.
         r = tl.reduce((tl.where(is_slot, ring, float("-inf")), cand, new_ring), ROWS_AXIS, _max3)

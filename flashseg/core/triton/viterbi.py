@@ -18,7 +18,8 @@ import torch
 import triton
 import triton.language as tl
 
-from .common import block_sizes, check_contiguous, col, num_warps_for, ring_axes, ring_lanes, ring_rows_axis, ring_min
+from .common import block_sizes, check_contiguous, col, log_ring_step, num_warps_for, ring_axes, ring_lanes, \
+    ring_min, ring_rows_axis
 
 NEG = float("-inf")
 
@@ -97,8 +98,7 @@ def viterbi_forward_kernel(
         phi = tl.load(phi_ptrs + h, mask=m3, other=float("-inf"))
         is_slot = slots == slot
 
-        new_ring = tl.where(is_slot, col(E, ROWS_AXIS), ring) + col(xc, ROWS_AXIS)
-        cand = new_ring + phi
+        new_ring, cand = log_ring_step(ring, E, xc, phi, is_slot, ROWS_AXIS)
         # One reduction gives both the start leaving the ring and the best duration.
         old, best = _ring_max2(tl.where(is_slot, ring, float("-inf")), cand, ROWS_AXIS)
         ring = new_ring
@@ -113,7 +113,8 @@ def viterbi_forward_kernel(
         A = tl.maximum(best, tail)
         if STORE:
             d = tl.where(slots >= slot, slots - slot, slots - slot + K) + 1
-            best_d = ring_min(tl.where((cand == col(best, ROWS_AXIS)) & (cand > float("-inf")) & m3, d, K + 1), ROWS_AXIS)
+            is_best = (cand == col(best, ROWS_AXIS)) & (cand > float("-inf")) & m3
+            best_d = ring_min(tl.where(is_best, d, K + 1), ROWS_AXIS)
             use_ring = (best >= tail) & (best > float("-inf"))
             a_row = tl.where(use_ring, (t + 1 - best_d).to(tl.int64),
                              tl.where(tail > float("-inf"), tstart, -1))
