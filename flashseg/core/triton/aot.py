@@ -34,6 +34,7 @@ class Compiled:
     registers: int
     spills: int
     shared_bytes: int
+    ring_label_warps: int | None   # warps along the label axis of the 3-D ring tile (None: no such tile)
 
 
 class _Recorder:
@@ -78,7 +79,27 @@ def compile_recorded(fn, args, kwargs, target: GPUTarget) -> Compiled:
     kernel = triton.compile(src, target=target, options=options)
     registers, spills = _ptxas_report(kernel.asm["ptx"], target)
     return Compiled(fn.__name__, constants, options.get("num_warps", 4), registers, spills,
-                    kernel.metadata.shared)
+                    kernel.metadata.shared, _ring_label_warps(kernel.asm["ttgir"], constants))
+
+
+def _ring_label_warps(ttgir: str, constants: dict) -> int | None:
+    """How many warps the compiler put on the label axis of the ring tile.
+
+    Read off the layout of the first 3-D load (the ring state). The kernels
+    are only fast when this equals num_warps (``common.ring_rows_axis``).
+    """
+    import re
+
+    if "ROWS_AXIS" not in constants:
+        return None
+    m = re.search(r"tt\.load [^:]*: tensor<\d+x\d+x\d+x!tt\.ptr<\w+>, (#[\w]+)>", ttgir)
+    if m is None:
+        return None
+    layout = re.search(r"^" + re.escape(m.group(1)) + r" = .*warpsPerCTA = \[(\d+), (\d+), (\d+)\]", ttgir,
+                       re.M)
+    warps = [int(v) for v in layout.groups()]
+    label_axis = 1 if constants["ROWS_AXIS"] == 0 else 0
+    return warps[label_axis]
 
 
 def _ptxas_report(ptx: str, target: GPUTarget) -> tuple[int, int]:
@@ -170,12 +191,13 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     target = GPUTarget("cuda", args.arch, 32)
     shapes = ((3, 5), (8, 64)) if args.quick else ((3, 5), (8, 64), (8, 512), (16, 256), (32, 256))
-    print(f"{'kernel':<26} {'C':>3} {'K':>4} {'store':>5} {'warps':>5} {'regs':>5} {'spill B':>7} {'s':>5}")
+    print(f"{'kernel':<26} {'C':>3} {'K':>4} {'store':>5} {'warps':>5} {'regs':>5} {'spill B':>7} "
+          f"{'label warps':>11} {'s':>5}")
     for module, name, C, K, store, launch in standard_launches(shapes):
         t0 = time.perf_counter()
         for c in compile_launch(module, name, launch, target):
             print(f"{name:<26} {C:>3} {K:>4} {store!s:>5} {c.num_warps:>5} {c.registers:>5} {c.spills:>7} "
-                  f"{time.perf_counter() - t0:5.1f}", flush=True)
+                  f"{c.ring_label_warps!s:>11} {time.perf_counter() - t0:5.1f}", flush=True)
     return 0
 
 
