@@ -238,12 +238,21 @@ def test_linear_and_logspace_kernels_match_torch_reference():
             torch.testing.assert_close(sa0[key], sa1[key], rtol=1e-12, atol=0)
 
 
-def test_viterbi_kernel_matches_torch_reference():
+@pytest.mark.parametrize("ties", [False, True])
+def test_viterbi_kernel_matches_torch_reference(ties):
+    """Pointers equal to the plain recursion's; with integer scores every bin has exact ties."""
     rng = np.random.default_rng(42)
     C, K, nmax = 4, 3, 14
-    model = random_model(rng, C, K, "geometric", True, 0.1)
+    if ties:
+        C, K, nmax = 3, 5, 20
+        model = SemiMarkovModel(rng.integers(-2, 1, size=(K, C)).astype(float), None,
+                                rng.integers(-2, 1, size=(C, C)).astype(float), np.zeros(C), np.zeros(C))
+    else:
+        model = random_model(rng, C, K, "geometric", True, 0.1)
     be = gpu.gpu_backend(model)
     x, _, _, n = _batch(rng, model, 2, nmax, C)
+    if ties:
+        x = torch.round(torch.where(torch.isfinite(x), x, torch.full_like(x, -3.0)))
     st = be.viterbi_state()
     results = []
     kt = kernels()
