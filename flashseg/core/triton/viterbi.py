@@ -18,8 +18,8 @@ import torch
 import triton
 import triton.language as tl
 
-from .common import block_sizes, check_contiguous, col, num_warps_for, ring_axes, ring_lanes, ring_min, \
-    ring_rows_axis
+from .common import block_sizes, check_contiguous, col, log_ring_step, num_warps_for, ring_axes, ring_lanes, \
+    ring_min, ring_rows_axis
 
 NEG = float("-inf")
 
@@ -36,34 +36,15 @@ def _prev_label_row(A, transT, cc, cmask, t, BLOCK_C: tl.constexpr):
 
 
 @triton.jit
-def _max3(a0, b0, c0, a1, b1, c1):
-    return tl.maximum(a0, a1), tl.maximum(b0, b1), tl.maximum(c0, c1)
+def _max2(a0, b0, a1, b1):
+    return tl.maximum(a0, a1), tl.maximum(b0, b1)
 
 
 @triton.jit
-def _ring_ahead(ring, xc, phi, slots, slot, K, m3, STORE: tl.constexpr, ROWS_AXIS: tl.constexpr):
-    """Everything of the next bin that does not need its entering message E.
-
-    For the starts already in the ring (every slot but the free one) the
-    candidates (ring + x) + phi are known one bin early; only the new start's
-    (E + x) + phi[slot] waits for E. Returns the start leaving the ring
-    (old), the best candidate of the other starts (M), phi at the free slot
-    and, with STORE, the shortest duration among the other starts reaching M.
-    The same additions in the same order as the plain recursion: max is
-    exact, so the result is bit for bit the same.
-    """
-    is_slot = slots == slot
-    cand = (ring + col(xc, ROWS_AXIS)) + phi
-    r = tl.reduce((tl.where(is_slot, ring, float("-inf")), tl.where(is_slot, float("-inf"), cand),
-                   tl.where(is_slot, phi, float("-inf"))), ROWS_AXIS, _max3)
-    old, best_other, phi_slot = tl.reduce(r, 1, _max3)
-    if STORE:
-        d = tl.where(slots >= slot, slots - slot, slots - slot + K) + 1
-        is_best = (cand == col(best_other, ROWS_AXIS)) & (cand > float("-inf")) & m3 & (~is_slot)
-        d_other = ring_min(tl.where(is_best, d, K + 1), ROWS_AXIS)
-    else:
-        d_other = best_other.to(tl.int32)
-    return old, best_other, phi_slot, d_other
+def _ring_max2(u, v, ROWS_AXIS: tl.constexpr):
+    """(max of u, max of v) over the ring's duration axes in one pass."""
+    u1, v1 = tl.reduce((u, v), ROWS_AXIS, _max2)
+    return tl.reduce((u1, v1), 1, _max2)
 
 
 @triton.jit
@@ -108,19 +89,20 @@ def viterbi_forward_kernel(
                  mask=cmask)
         tl.store(astart_ptr + prow + cc, tl.full([BLOCK_C], -1, tl.int64), mask=cmask)
 
-    # Software pipelining: the ring's reductions for bin t + 1 run in bin t,
-    # beside the transition step, so the chain from one E to the next holds
-    # only the new start's candidate and the C x C step. Rows are loaded
-    # ahead and clamped into the chunk (the prefetches past its end are
-    # never used).
-    xc = tl.load(x_ptrs, mask=cmask, other=float("-inf"))
-    xc_next = tl.load(x_ptrs + tl.minimum(1, n - 1) * C, mask=cmask, other=float("-inf"))
-    old, best_other, phi_slot, d_other = _ring_ahead(
-        ring, xc, tl.load(phi_ptrs + h, mask=m3, other=float("-inf")), slots, slot, K, m3, STORE, ROWS_AXIS)
+    # The next bin's scores are loaded one bin ahead, off the dependency chain.
+    # (Clamped into the chunk: the last prefetch re-reads the last row, unused.)
+    xc_next = tl.load(x_ptrs, mask=cmask, other=float("-inf"))
     for i in range(0, n):
-        # --- bin t: what needs E
-        new_start = (E + xc) + phi_slot
-        best = tl.maximum(best_other, new_start)
+        xc = xc_next
+        xc_next = tl.load(x_ptrs + tl.minimum(i + 1, n - 1) * C, mask=cmask, other=float("-inf"))
+        phi = tl.load(phi_ptrs + h, mask=m3, other=float("-inf"))
+        is_slot = slots == slot
+
+        new_ring, cand = log_ring_step(ring, E, xc, phi, is_slot, ROWS_AXIS)
+        # One reduction gives both the start leaving the ring and the best duration.
+        old, best = _ring_max2(tl.where(is_slot, ring, float("-inf")), cand, ROWS_AXIS)
+        ring = new_ring
+
         from_new = old + phiK + lrho + xc
         from_old = tail + lrho + xc
         # Ties prefer the shorter segment: the one that just left the ring.
@@ -130,25 +112,17 @@ def viterbi_forward_kernel(
                         tl.where(has_tail & (from_old > float("-inf")), from_old, float("-inf")))
         A = tl.maximum(best, tail)
         if STORE:
-            # The new start has duration 1, the shortest: it wins its ties.
-            best_d = tl.where((new_start >= best_other) & (new_start > float("-inf")), 1, d_other)
+            d = tl.where(slots >= slot, slots - slot, slots - slot + K) + 1
+            is_best = (cand == col(best, ROWS_AXIS)) & (cand > float("-inf")) & m3
+            best_d = ring_min(tl.where(is_best, d, K + 1), ROWS_AXIS)
             use_ring = (best >= tail) & (best > float("-inf"))
             a_row = tl.where(use_ring, (t + 1 - best_d).to(tl.int64),
                              tl.where(tail > float("-inf"), tstart, -1))
             tl.store(astart_ptr + prow + (i + 1) * C + cc, a_row.to(tl.int64), mask=cmask)
-
-        # --- the ring after bin t, and bin t + 1's reductions (need no new E)
-        ring = tl.where(slots == slot, col(E, ROWS_AXIS), ring) + col(xc, ROWS_AXIS)
+        E = tl.max(transT + A[None, :], axis=1)
         t += 1
         slot = tl.where(slot == 0, K - 1, slot - 1)
         h = tl.where(h == K - 1, 0, h + 1)
-        xc = xc_next
-        xc_next = tl.load(x_ptrs + tl.minimum(i + 2, n - 1) * C, mask=cmask, other=float("-inf"))
-        old, best_other, phi_slot, d_other = _ring_ahead(
-            ring, xc, tl.load(phi_ptrs + h, mask=m3, other=float("-inf")), slots, slot, K, m3, STORE,
-            ROWS_AXIS)
-
-        E = tl.max(transT + A[None, :], axis=1)
         if STORE:
             tl.store(eprev_ptr + prow + (i + 1) * C + cc,
                      _prev_label_row(A, transT, cc, cmask, t, BLOCK_C).to(tl.int64), mask=cmask)
