@@ -88,6 +88,41 @@ def ring_axes(BLOCK_C: tl.constexpr, BLOCK_K: tl.constexpr, LANES: tl.constexpr,
 
 
 @triton.jit
+def ring_tile(ring_ptr, b, C, K, BLOCK_C: tl.constexpr, BLOCK_K: tl.constexpr, LANES: tl.constexpr,
+              ROWS_AXIS: tl.constexpr):
+    """Sequence b's ring tile: (labels, slots, mask, pointers into the (B, C, K) ring state)."""
+    labels, slots = ring_axes(BLOCK_C, BLOCK_K, LANES, ROWS_AXIS)
+    return labels, slots, (labels < C) & (slots < K), ring_ptr + b * C * K + labels * K + slots
+
+
+@triton.jit
+def ring_position(t, K):
+    """(slot the next start takes, rotation of the duration weights) after t bins, as int32.
+
+    Computed once per chunk; each bin then steps them with :func:`ring_advance`
+    (a 64-bit remainder per bin would be a software call on the GPU).
+    """
+    return ((K - t % K) % K).to(tl.int32), ((t + 1) % K).to(tl.int32)
+
+
+@triton.jit
+def ring_advance(slot, h, K):
+    """The ring position one bin later."""
+    return tl.where(slot == 0, K - 1, slot - 1), tl.where(h == K - 1, 0, h + 1)
+
+
+@triton.jit
+def load_log_model(phiK_ptr, lrho_ptr, transT_ptr, phicirc_ptr, labels, slots, cc, cmask, C, K):
+    """The log-space model (Viterbi and the exact forward): phiK, lrho, transT, has_tail and
+    the pointers of the rotating duration weights."""
+    mcc = cmask[:, None] & cmask[None, :]
+    phiK = tl.load(phiK_ptr + cc, mask=cmask, other=float("-inf"))
+    lrho = tl.load(lrho_ptr + cc, mask=cmask, other=float("-inf"))
+    transT = tl.load(transT_ptr + cc[:, None] * C + cc[None, :], mask=mcc, other=float("-inf"))
+    return phiK, lrho, transT, lrho > float("-inf"), phicirc_ptr + labels * (2 * K) + slots
+
+
+@triton.jit
 def ring_max(v, ROWS_AXIS: tl.constexpr):
     """Max over the ring's duration axes -> (BLOCK_C,).
 

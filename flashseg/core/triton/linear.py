@@ -32,7 +32,7 @@ import triton.language as tl
 
 from .common import FLOOR, FLOOR_C, LN2, LN2_C, LOG_FLOOR, LOG_FLOOR_C, RESCALE_HI, RESCALE_HI_C, \
     RESCALE_LO, RESCALE_LO_C, block_sizes, check_contiguous, col, exp2_int, frexp_exponent, logaddexp, \
-    num_warps_for, ring_axes, ring_lanes, ring_max, ring_rows_axis, ring_sum
+    num_warps_for, ring_advance, ring_lanes, ring_max, ring_position, ring_rows_axis, ring_sum, ring_tile
 
 
 @triton.jit
@@ -86,8 +86,7 @@ def linear_forward_kernel(
     cc = tl.arange(0, BLOCK_C)
     cmask = cc < C
     mcc = cmask[:, None] & cmask[None, :]
-    labels, slots = ring_axes(BLOCK_C, BLOCK_K, LANES, ROWS_AXIS)
-    m3 = (labels < C) & (slots < K)
+    labels, slots, m3, ring_ptrs = ring_tile(ring_ptr, b, C, K, BLOCK_C, BLOCK_K, LANES, ROWS_AXIS)
 
     # --- model (read once; the rotating duration weights are re-read per bin from cache)
     wK = tl.load(wK_ptr + cc, mask=cmask, other=0.0)
@@ -100,7 +99,6 @@ def linear_forward_kernel(
     wpos_ptrs = wpos_ptr + labels * (2 * K) + slots
 
     # --- state of this sequence
-    ring_ptrs = ring_ptr + b * C * K + labels * K + slots
     ring = tl.load(ring_ptrs, mask=m3, other=0.0)
     tail = tl.load(tail_ptr + b * C + cc, mask=cmask, other=0.0)
     A = tl.load(A_ptr + b * C + cc, mask=cmask, other=0.0)
@@ -109,9 +107,7 @@ def linear_forward_kernel(
     t = tl.load(istate_ptr + 2 * b)
     sexp = tl.load(istate_ptr + 2 * b + 1)
     n = tl.load(n_ptr + b).to(tl.int32)
-    # int32 ring bookkeeping, stepped per bin (a 64-bit remainder is a software call).
-    slot = ((K - t % K) % K).to(tl.int32)     # the slot the new start takes
-    h = ((t + 1) % K).to(tl.int32)            # rotation of the duration weights
+    slot, h = ring_position(t, K)   # stepped per bin by ring_advance
 
     x_ptrs = x_ptr + b * NMAX * C + cc
     f_ptrs = f_ptr + b * NMAX * C + cc
@@ -174,8 +170,7 @@ def linear_forward_kernel(
         nlost += tl.where(e_flush & ((e > 0.0) | (feeds > 0)), C * 1.0, 0.0)
         E = tl.where(e_flush, 0.0, e)
         t += 1
-        slot = tl.where(slot == 0, K - 1, slot - 1)
-        h = tl.where(h == K - 1, 0, h + 1)
+        slot, h = ring_advance(slot, h, K)
         # One reduction across the labels (warps) per bin: the largest live
         # value (rescaling, vanished mass) and whether anything was lost.
         live_max, lost_max = tl.reduce((tl.maximum(tl.maximum(mx, tail), tl.maximum(A, E)), nlost), 0, _max2)

@@ -14,8 +14,8 @@ import torch
 import triton
 import triton.language as tl
 
-from .common import block_sizes, check_contiguous, col, log_ring_step, logaddexp, num_warps_for, ring_axes, \
-    ring_lanes, ring_rows_axis, ring_sum
+from .common import block_sizes, check_contiguous, col, load_log_model, log_ring_step, logaddexp, \
+    num_warps_for, ring_advance, ring_lanes, ring_position, ring_rows_axis, ring_sum, ring_tile
 
 NEG = float("-inf")
 
@@ -46,26 +46,17 @@ def logspace_forward_kernel(
     b = tl.program_id(0)
     cc = tl.arange(0, BLOCK_C)
     cmask = cc < C
-    mcc = cmask[:, None] & cmask[None, :]
-    labels, slots = ring_axes(BLOCK_C, BLOCK_K, LANES, ROWS_AXIS)
-    m3 = (labels < C) & (slots < K)
+    labels, slots, m3, ring_ptrs = ring_tile(ring_ptr, b, C, K, BLOCK_C, BLOCK_K, LANES, ROWS_AXIS)
+    phiK, lrho, transT, has_tail, phi_ptrs = load_log_model(phiK_ptr, lrho_ptr, transT_ptr, phicirc_ptr,
+                                                            labels, slots, cc, cmask, C, K)
 
-    phiK = tl.load(phiK_ptr + cc, mask=cmask, other=float("-inf"))
-    lrho = tl.load(lrho_ptr + cc, mask=cmask, other=float("-inf"))
-    transT = tl.load(transT_ptr + cc[:, None] * C + cc[None, :], mask=mcc, other=float("-inf"))
-    has_tail = lrho > float("-inf")
-    phi_ptrs = phicirc_ptr + labels * (2 * K) + slots
-
-    ring_ptrs = ring_ptr + b * C * K + labels * K + slots
     ring = tl.load(ring_ptrs, mask=m3, other=float("-inf"))
     tail = tl.load(tail_ptr + b * C + cc, mask=cmask, other=float("-inf"))
     A = tl.load(A_ptr + b * C + cc, mask=cmask, other=float("-inf"))
     E = tl.load(E_ptr + b * C + cc, mask=cmask, other=float("-inf"))
     t = tl.load(istate_ptr + 2 * b)
     n = tl.load(n_ptr + b).to(tl.int32)
-    # int32 ring bookkeeping, stepped per bin (a 64-bit remainder is a software call).
-    slot = ((K - t % K) % K).to(tl.int32)
-    h = ((t + 1) % K).to(tl.int32)
+    slot, h = ring_position(t, K)   # stepped per bin by ring_advance
 
     x_ptrs = x_ptr + b * NMAX * C + cc
     srow = b * (NMAX + 1) * C
@@ -104,8 +95,7 @@ def logspace_forward_kernel(
         se = tl.sum(tl.exp(v - me_safe[:, None]), axis=1)
         E = tl.where(me > float("-inf"), me_safe + tl.log(tl.where(se > 0.0, se, 1.0)), float("-inf"))
         t += 1
-        slot = tl.where(slot == 0, K - 1, slot - 1)
-        h = tl.where(h == K - 1, 0, h + 1)
+        slot, h = ring_advance(slot, h, K)
         status = tl.where((~any_alive) & (status < 0), i, status)
         if STORE:
             _store_log_row(sE_ptr, sA_ptr, sL_ptr, sS_ptr, sG_ptr, srow + (i + 1) * C,

@@ -18,8 +18,8 @@ import torch
 import triton
 import triton.language as tl
 
-from .common import block_sizes, check_contiguous, col, log_ring_step, num_warps_for, ring_axes, ring_lanes, \
-    ring_min, ring_rows_axis
+from .common import block_sizes, check_contiguous, col, load_log_model, log_ring_step, num_warps_for, \
+    ring_advance, ring_lanes, ring_min, ring_position, ring_rows_axis, ring_tile
 
 NEG = float("-inf")
 
@@ -59,17 +59,10 @@ def viterbi_forward_kernel(
     b = tl.program_id(0)
     cc = tl.arange(0, BLOCK_C)
     cmask = cc < C
-    mcc = cmask[:, None] & cmask[None, :]
-    labels, slots = ring_axes(BLOCK_C, BLOCK_K, LANES, ROWS_AXIS)
-    m3 = (labels < C) & (slots < K)
+    labels, slots, m3, ring_ptrs = ring_tile(ring_ptr, b, C, K, BLOCK_C, BLOCK_K, LANES, ROWS_AXIS)
+    phiK, lrho, transT, has_tail, phi_ptrs = load_log_model(phiK_ptr, lrho_ptr, transT_ptr, phicirc_ptr,
+                                                            labels, slots, cc, cmask, C, K)
 
-    phiK = tl.load(phiK_ptr + cc, mask=cmask, other=float("-inf"))
-    lrho = tl.load(lrho_ptr + cc, mask=cmask, other=float("-inf"))
-    transT = tl.load(transT_ptr + cc[:, None] * C + cc[None, :], mask=mcc, other=float("-inf"))
-    has_tail = lrho > float("-inf")
-    phi_ptrs = phicirc_ptr + labels * (2 * K) + slots
-
-    ring_ptrs = ring_ptr + b * C * K + labels * K + slots
     ring = tl.load(ring_ptrs, mask=m3, other=float("-inf"))
     tail = tl.load(tail_ptr + b * C + cc, mask=cmask, other=float("-inf"))
     tstart = tl.load(tstart_ptr + b * C + cc, mask=cmask, other=-1)
@@ -77,10 +70,7 @@ def viterbi_forward_kernel(
     E = tl.load(E_ptr + b * C + cc, mask=cmask, other=float("-inf"))
     t = tl.load(istate_ptr + 2 * b)
     n = tl.load(n_ptr + b).to(tl.int32)
-    # Ring bookkeeping in int32, stepped instead of recomputed: a 64-bit
-    # remainder per bin is a software call on the GPU.
-    slot = ((K - t % K) % K).to(tl.int32)     # the slot the new start takes
-    h = ((t + 1) % K).to(tl.int32)            # rotation of the duration weights
+    slot, h = ring_position(t, K)   # stepped per bin by ring_advance
 
     x_ptrs = x_ptr + b * NMAX * C + cc
     prow = b * (NMAX + 1) * C
@@ -121,8 +111,7 @@ def viterbi_forward_kernel(
             tl.store(astart_ptr + prow + (i + 1) * C + cc, a_row.to(tl.int64), mask=cmask)
         E = tl.max(transT + A[None, :], axis=1)
         t += 1
-        slot = tl.where(slot == 0, K - 1, slot - 1)
-        h = tl.where(h == K - 1, 0, h + 1)
+        slot, h = ring_advance(slot, h, K)
         if STORE:
             tl.store(eprev_ptr + prow + (i + 1) * C + cc,
                      _prev_label_row(A, transT, cc, cmask, t, BLOCK_C).to(tl.int64), mask=cmask)
