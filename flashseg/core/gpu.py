@@ -194,6 +194,10 @@ class _DeviceState:
 
     _host_fields: tuple = ()
 
+    def copy(self):
+        """An independent copy (a checkpoint): the device tensors are cloned."""
+        return self._clone_into(type(self).__new__(type(self)))
+
     def _clone_into(self, out):
         out.dm = self.dm
         out.dev = {key: v.clone() for key, v in self.dev.items()}
@@ -261,9 +265,6 @@ class GpuLinearState(_DeviceState):
         self.dev["ghost"] = torch.full((1, pm.C), -math.inf, dtype=torch.float64, device=dm.device)
         self._host = {}
 
-    def copy(self) -> "GpuLinearState":
-        return self._clone_into(GpuLinearState.__new__(GpuLinearState))
-
     @property
     def ghost(self) -> np.ndarray:
         return self._host_view("ghost")
@@ -302,9 +303,6 @@ class GpuLogSpaceState(_DeviceState):
         self.dm = dm
         self.dev = _new_state(dm, -math.inf, pm.initial, 0, pm.C, pm.K)
         self._host = {}
-
-    def copy(self) -> "GpuLogSpaceState":
-        return self._clone_into(GpuLogSpaceState.__new__(GpuLogSpaceState))
 
     @property
     def ghost(self) -> np.ndarray:
@@ -346,9 +344,6 @@ class GpuViterbiState(_DeviceState):
         self.dev = _new_state(dm, -math.inf, pm.initial, 0, pm.C, pm.K)
         self.dev["tail_start"] = torch.full((1, pm.C), -1, dtype=torch.int64, device=dm.device)
         self._host = {}
-
-    def copy(self) -> "GpuViterbiState":
-        return self._clone_into(GpuViterbiState.__new__(GpuViterbiState))
 
     @property
     def tail_start(self) -> np.ndarray:

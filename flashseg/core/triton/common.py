@@ -35,6 +35,22 @@ def ring_lanes(block_k: int) -> int:
     return min(32, block_k)
 
 
+def ring_launch(x, state, num_warps=None):
+    """Shapes and compile-time parameters shared by the ring kernels' launchers.
+
+    x: the chunk's (B, NMAX, C) scores; state: a dict holding the (B, C, K)
+    ring. Returns B, NMAX, C, K and the keyword arguments for the launch.
+    """
+    B, NMAX, C = x.shape
+    if NMAX == 0:
+        raise ValueError("empty chunk: the kernels prefetch row 0")
+    K = state["ring"].shape[2]
+    BC, BK = block_sizes(C, K)
+    meta = dict(BLOCK_C=BC, BLOCK_K=BK, LANES=ring_lanes(BK), ROWS_AXIS=ring_rows_axis(),
+                num_warps=num_warps or num_warps_for(BC, BK))
+    return B, NMAX, C, K, meta
+
+
 def check_contiguous(*groups) -> None:
     """The kernels index with row-major strides they compute themselves.
 

@@ -30,9 +30,9 @@ import torch
 import triton
 import triton.language as tl
 
-from .common import FLOOR, FLOOR_C, LN2, LN2_C, LOG_FLOOR, LOG_FLOOR_C, RESCALE_HI, RESCALE_HI_C, \
-    RESCALE_LO, RESCALE_LO_C, block_sizes, check_contiguous, col, exp2_int, frexp_exponent, logaddexp, \
-    num_warps_for, ring_advance, ring_lanes, ring_max, ring_position, ring_rows_axis, ring_sum, ring_tile
+from .common import FLOOR, FLOOR_C, LN2, LN2_C, LOG_FLOOR, LOG_FLOOR_C, RESCALE_HI, RESCALE_HI_C, RESCALE_LO, \
+    RESCALE_LO_C, check_contiguous, col, exp2_int, frexp_exponent, logaddexp, ring_advance, ring_launch, \
+    ring_max, ring_position, ring_sum, ring_tile
 
 
 @triton.jit
@@ -231,11 +231,7 @@ def linear_forward(x, f, k, n, state, model, store=None, num_warps=None):
     mass vanished.
     """
     check_contiguous(x, f, k, n, state, model, store)
-    B, NMAX, C = x.shape
-    if NMAX == 0:
-        raise ValueError("empty chunk: the kernels prefetch row 0")
-    K = state["ring"].shape[2]
-    BC, BK = block_sizes(C, K)
+    B, NMAX, C, K, meta = ring_launch(x, state, num_warps)
     status = torch.empty(B, dtype=torch.int64, device=x.device)
     do_store = store is not None
     s = store if do_store else {key: x for key in ("E", "A", "L", "ghost")} | {"sexp": k}
@@ -246,8 +242,7 @@ def linear_forward(x, f, k, n, state, model, store=None, num_warps=None):
         model["trposT"],
         s["E"], s["A"], s["L"], s["sexp"], s["ghost"],
         C, K, NMAX,
-        STORE=do_store, BLOCK_C=BC, BLOCK_K=BK, LANES=ring_lanes(BK), ROWS_AXIS=ring_rows_axis(),
-        num_warps=num_warps or num_warps_for(BC, BK))
+        STORE=do_store, **meta)
     return status
 
 

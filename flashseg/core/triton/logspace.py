@@ -14,8 +14,8 @@ import torch
 import triton
 import triton.language as tl
 
-from .common import block_sizes, check_contiguous, col, load_log_model, log_ring_step, logaddexp, \
-    num_warps_for, ring_advance, ring_lanes, ring_position, ring_rows_axis, ring_sum, ring_tile
+from .common import check_contiguous, col, load_log_model, log_ring_step, logaddexp, ring_advance, ring_launch, \
+    ring_position, ring_sum, ring_tile
 
 NEG = float("-inf")
 
@@ -118,11 +118,7 @@ def logspace_forward(x, n, state, model, store=None, num_warps=None):
     (B, NMAX + 1, C) fp64 and sexp (B, NMAX + 1) int64. Returns status (B,).
     """
     check_contiguous(x, n, state, model, store)
-    B, NMAX, C = x.shape
-    if NMAX == 0:
-        raise ValueError("empty chunk: the kernels prefetch row 0")
-    K = state["ring"].shape[2]
-    BC, BK = block_sizes(C, K)
+    B, NMAX, C, K, meta = ring_launch(x, state, num_warps)
     status = torch.empty(B, dtype=torch.int64, device=x.device)
     do_store = store is not None
     s = store if do_store else {key: x for key in ("E", "A", "L", "ghost")} | {"sexp": status}
@@ -132,8 +128,7 @@ def logspace_forward(x, n, state, model, store=None, num_warps=None):
         model["phicirc"], model["phiK"], model["lrho"], model["transT"],
         s["E"], s["A"], s["L"], s["sexp"], s["ghost"],
         C, K, NMAX,
-        STORE=do_store, BLOCK_C=BC, BLOCK_K=BK, LANES=ring_lanes(BK), ROWS_AXIS=ring_rows_axis(),
-        num_warps=num_warps or num_warps_for(BC, BK))
+        STORE=do_store, **meta)
     return status
 
 

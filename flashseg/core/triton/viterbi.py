@@ -18,8 +18,8 @@ import torch
 import triton
 import triton.language as tl
 
-from .common import block_sizes, check_contiguous, col, load_log_model, log_ring_step, num_warps_for, \
-    ring_advance, ring_lanes, ring_min, ring_position, ring_rows_axis, ring_tile
+from .common import check_contiguous, col, load_log_model, log_ring_step, ring_advance, ring_launch, ring_min, \
+    ring_position, ring_tile
 
 NEG = float("-inf")
 
@@ -133,11 +133,7 @@ def viterbi_forward(x, n, state, model, store=None, num_warps=None):
     transT (C, C). store: None or dict a_start, e_prev (B, NMAX + 1, C) int64.
     """
     check_contiguous(x, n, state, model, store)
-    B, NMAX, C = x.shape
-    if NMAX == 0:
-        raise ValueError("empty chunk: the kernels prefetch row 0")
-    K = state["ring"].shape[2]
-    BC, BK = block_sizes(C, K)
+    B, NMAX, C, K, meta = ring_launch(x, state, num_warps)
     do_store = store is not None
     dummy = state["tail_start"]
     viterbi_forward_kernel[(B,)](
@@ -146,8 +142,7 @@ def viterbi_forward(x, n, state, model, store=None, num_warps=None):
         model["phicirc"], model["phiK"], model["lrho"], model["transT"],
         store["a_start"] if do_store else dummy, store["e_prev"] if do_store else dummy,
         C, K, NMAX,
-        STORE=do_store, BLOCK_C=BC, BLOCK_K=BK, LANES=ring_lanes(BK), ROWS_AXIS=ring_rows_axis(),
-        num_warps=num_warps or num_warps_for(BC, BK))
+        STORE=do_store, **meta)
 
 
 def viterbi_forward_reference(x, n, state, model, store=None):
