@@ -23,6 +23,8 @@ DEFAULT_CHUNK_SIZE = 32768
 class ArrayEmissions:
     """An emission source over an in-memory (T, C) array."""
 
+    thread_safe = True   # slices of an array: chunk-parallel passes may read at once
+
     def __init__(self, x):
         x = np.asarray(x)
         # float32/float16 tracks stay as they are; chunks are widened on read.
@@ -70,6 +72,34 @@ def _backend(model: SemiMarkovModel, device: str, exact: bool = False):
     raise ValueError(f"unknown device {device!r}")
 
 
+@dataclass
+class ChunkParallel:
+    """How a contig's passes use threads: ``pool`` runs every chunk of a pass
+    at once (see parallel.py), at most ``workers`` at a time; ``burn_in``
+    bins lead each guess (None: parallel.burn_in_bins(K))."""
+
+    pool: object = None
+    workers: int = 1
+    burn_in: int | None = None
+
+    def run(self, backend, src, n_bins, chunk_size, name="", cancel=None) -> ContigRun:
+        return ContigRun(backend, src, n_bins, chunk_size, name, cancel=cancel, pool=self.pool,
+                         workers=self.workers, burn_in=self.burn_in)
+
+
+SEQUENTIAL = ChunkParallel()
+
+
+@contextlib.contextmanager
+def chunk_threads(threads: int, burn_in: int | None = None):
+    """A :class:`ChunkParallel` with its own pool of ``threads`` (sequential for 1)."""
+    if threads <= 1:
+        yield ChunkParallel(burn_in=burn_in)
+        return
+    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="flashseg-chunk") as pool:
+        yield ChunkParallel(pool, threads, burn_in)
+
+
 def _with_fallback(model, device, fn, consumer=None):
     """Run ``fn(backend)`` on the fast path; on a failed certificate, exactly."""
     backend = _backend(model, device)
@@ -86,41 +116,51 @@ def _with_fallback(model, device, fn, consumer=None):
 
 def log_partition(model: SemiMarkovModel, emissions, n_bins: int | None = None, *,
                   chunk_size: int = DEFAULT_CHUNK_SIZE, device: str = "cpu",
-                  certify: bool = True) -> float:
+                  certify: bool = True, threads: int = 1, burn_in: int | None = None) -> float:
     """log Z of one contig.
 
     ``certify=False`` runs the linear forward alone (one pass, fastest); its
     result is exact unless mass flushed below 2**-800 of the running scale
     would have mattered. The default adds the certificate (backward + forward).
+    ``threads > 1`` runs each pass's chunks at once (chunk-parallel passes,
+    see parallel.py; ``burn_in`` tunes them); here and in every function below.
     """
     src = _as_source(emissions)
     T = len(src) if n_bins is None else n_bins
-    if not certify:
-        run = ContigRun(_backend(model, device), src, T, chunk_size)
-        st = run.backend.forward_state()
-        for j in range(len(run.bounds)):
-            st.advance(run.read(j))
-        return st.log_partition()[0]
+    with chunk_threads(threads, burn_in) as par:
+        if not certify:
+            run = par.run(_backend(model, device), src, T, chunk_size)
+            if run.pool is not None:
+                from .parallel import unscale_partition
 
-    def go(backend):
-        return ContigRun(backend, src, T, chunk_size).posterior_pass()[0]
+                _, st = run._chunk_pass("forward")
+                return unscale_partition(*st.log_partition(), st.scale_offset)[0]
+            st = run.backend.forward_state()
+            for j in range(len(run.bounds)):
+                st.advance(run.read(j))
+            return st.log_partition()[0]
 
-    return _with_fallback(model, device, go)[0]
+        def go(backend):
+            return par.run(backend, src, T, chunk_size).posterior_pass()[0]
+
+        return _with_fallback(model, device, go)[0]
 
 
 def viterbi(model: SemiMarkovModel, emissions, n_bins: int | None = None, *,
-            chunk_size: int = DEFAULT_CHUNK_SIZE, device: str = "cpu") -> ViterbiResult:
+            chunk_size: int = DEFAULT_CHUNK_SIZE, device: str = "cpu", threads: int = 1,
+            burn_in: int | None = None) -> ViterbiResult:
     """MAP segmentation (ties as SPEC §3) and its score."""
     src = _as_source(emissions)
     T = len(src) if n_bins is None else n_bins
-    score, segs = ContigRun(_backend(model, device), src, T, chunk_size).viterbi()
+    with chunk_threads(threads, burn_in) as par:
+        score, segs = par.run(_backend(model, device), src, T, chunk_size).viterbi()
     return ViterbiResult(score, segs)
 
 
 def posterior(model: SemiMarkovModel, emissions, n_bins: int | None = None, *,
               consumer=None, segments: Segments | None = None, runs: bool = False,
               decode: bool = False, chunk_size: int = DEFAULT_CHUNK_SIZE,
-              device: str = "cpu") -> PosteriorResult:
+              device: str = "cpu", threads: int = 1, burn_in: int | None = None) -> PosteriorResult:
     """Per-bin posteriors to ``consumer`` and posteriors of segments.
 
     segments: segments whose exact-segment posteriors to compute (``runs=True``:
@@ -133,7 +173,7 @@ def posterior(model: SemiMarkovModel, emissions, n_bins: int | None = None, *,
     T = len(src) if n_bins is None else n_bins
 
     def go(backend):
-        run = ContigRun(backend, src, T, chunk_size)
+        run = par.run(backend, src, T, chunk_size)
         trackers = []
         if decode:
             trackers.append(SegmentTracker(backend.fwd, T, "run", decode=True))
@@ -147,36 +187,39 @@ def posterior(model: SemiMarkovModel, emissions, n_bins: int | None = None, *,
         log_z, _ = run.posterior_pass(consumer, trackers)
         return log_z, (trackers[0].calls if trackers else None)
 
-    (log_z, calls), fell_back = _with_fallback(model, device, go, consumer)
+    with chunk_threads(threads, burn_in) as par:
+        (log_z, calls), fell_back = _with_fallback(model, device, go, consumer)
     return PosteriorResult(log_z, calls, fell_back)
 
 
 def sample(model: SemiMarkovModel, emissions, n_bins: int | None = None, n: int = 1, *,
            seed: int = 0, name: str = "", chunk_size: int = DEFAULT_CHUNK_SIZE,
-           device: str = "cpu") -> list[Segments]:
+           device: str = "cpu", threads: int = 1, burn_in: int | None = None) -> list[Segments]:
     """``n`` exact posterior samples; the generator is seeded from (seed, name)."""
     src = _as_source(emissions)
     T = len(src) if n_bins is None else n_bins
 
     def go(backend):
-        run = ContigRun(backend, src, T, chunk_size, name)
+        run = par.run(backend, src, T, chunk_size, name)
         _, fck = run.posterior_pass(None, (), keep_forward_checkpoints=True)
         return run.sample(n, seed, fck)
 
-    return _with_fallback(model, device, go)[0]
+    with chunk_threads(threads, burn_in) as par:
+        return _with_fallback(model, device, go)[0]
 
 
 def decode_contig(model: SemiMarkovModel, emissions, n_bins: int, *, name: str = "",
                   method: str = "viterbi", merge_adjacent: bool = False, per_bin=None,
                   n_samples: int = 0, seed: int = 0, chunk_size: int = DEFAULT_CHUNK_SIZE,
-                  device: str = "cpu", cancel=None) -> ContigResult:
+                  device: str = "cpu", cancel=None, parallel: ChunkParallel = SEQUENTIAL) -> ContigResult:
     """Everything ``flashseg decode`` needs for one contig.
 
     method "viterbi": MAP segments with exact-segment posteriors (merged into
     runs with run posteriors when ``merge_adjacent``); "posterior": per-bin
     argmax of gamma, runs merged, run posteriors (no Viterbi pass).
     ``cancel``: an optional threading.Event; once set, the contig stops at
-    its next chunk with :class:`Cancelled`.
+    its next chunk with :class:`Cancelled`. ``parallel``: run each pass's
+    chunks at once on its pool (see :class:`ChunkParallel`).
     """
     if method not in ("viterbi", "posterior"):
         raise ValueError(f"unknown method {method!r}")
@@ -186,13 +229,13 @@ def decode_contig(model: SemiMarkovModel, emissions, n_bins: int, *, name: str =
         score = None
         segs = None
         if method == "viterbi":
-            score, segs = ContigRun(_backend(model, device), src, n_bins, chunk_size, name,
-                                    cancel=cancel).viterbi()
+            score, segs = parallel.run(_backend(model, device), src, n_bins, chunk_size, name,
+                                       cancel=cancel).viterbi()
             if merge_adjacent:
                 segs = merge_runs(segs)
 
         def go(backend):
-            run = ContigRun(backend, src, n_bins, chunk_size, name, cancel=cancel)
+            run = parallel.run(backend, src, n_bins, chunk_size, name, cancel=cancel)
             run._viterbi_score = score   # the posterior pass's MAP guard need not recompute it
             if method == "posterior":
                 tracker = SegmentTracker(backend.fwd, n_bins, "run", decode=True)
@@ -222,13 +265,29 @@ def _contig_stream(device: str, threads: int):
     return contig_stream(device)
 
 
-def decode_contigs(model: SemiMarkovModel, jobs, *, threads: int = 1, **kwargs):
+def decode_contigs(model: SemiMarkovModel, jobs, *, threads: int = 1, chunk_parallel: bool | None = None,
+                   **kwargs):
     """Decode contigs in parallel on ``threads`` threads; yields results in job order.
 
     jobs: dicts with "name", "emissions", "n_bins" and optionally "per_bin".
     The numba kernels release the GIL, so threads run contigs concurrently.
+    ``chunk_parallel`` (default: when there are more threads than contigs,
+    e.g. one chromosome per job) also runs every pass's chunks at once on
+    one shared pool of ``threads``: one long contig then uses every core (or
+    many GPU multiprocessors). It costs one extra forward pass of work, so
+    with at least as many contigs as threads, contigs alone fill the threads.
     """
     jobs = list(jobs)
+    if chunk_parallel is None:
+        chunk_parallel = threads > len(jobs)
+    if chunk_parallel and threads > 1:
+        with chunk_threads(threads) as parallel:
+            yield from _decode_contigs(model, jobs, threads, parallel=parallel, **kwargs)
+        return
+    yield from _decode_contigs(model, jobs, threads, **kwargs)
+
+
+def _decode_contigs(model, jobs, threads, **kwargs):
     # Set when the caller stops (an error, Ctrl-C, SIGTERM): running contigs
     # end at their next chunk instead of keeping the process alive.
     stop = threading.Event()

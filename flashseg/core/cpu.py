@@ -79,6 +79,8 @@ class ForwardStore:
         self.rows = n_rows
         self.is_log = is_log   # E, A, L hold natural logs (exact backend)
         self.with_tail = with_tail
+        # (k, r): rows of a chunk-parallel pass hold the true values times 2**k * e**r.
+        self.log_offset = (0, 0.0)
 
     def head(self, rows: int) -> "ForwardStore":
         """A store over the first ``rows`` rows of this one, ghost flags cleared:
@@ -89,6 +91,7 @@ class ForwardStore:
         out.ghost_flag = self.ghost_flag[:rows]
         out.ghost_flag[:] = 0
         out.rows, out.is_log, out.with_tail = rows, self.is_log, self.with_tail
+        out.log_offset = (0, 0.0)
         return out
 
     def ghost_rows(self) -> np.ndarray:
@@ -99,10 +102,11 @@ class ForwardStore:
         return bool(self.ghost_flag.any())
 
     def _log(self, values, rows):
+        k, r = self.log_offset
         if self.is_log:
-            return values
+            return values - (k * LN2_HI + k * LN2_LO + r) if k or r else values
         with np.errstate(divide="ignore"):
-            return np.log(values) + self.sexp[rows] * math.log(2.0)
+            return np.log(values) + (self.sexp[rows] - k) * math.log(2.0) - r
 
     def log_E(self, rows, cols):
         return self._log(self.E[rows, cols], rows)
@@ -118,6 +122,7 @@ class ForwardStore:
         out.E, out.A, out.L = self.E[::-1], self.A[::-1], self.L[::-1]
         out.sexp, out.ghost, out.ghost_flag = self.sexp[::-1], self.ghost[::-1], self.ghost_flag[::-1]
         out.rows, out.is_log, out.with_tail = self.rows, self.is_log, self.with_tail
+        out.log_offset = self.log_offset
         return out
 
 
@@ -182,10 +187,30 @@ class PreparedModel:
         self.final_m, self.final_k = _scaled_exp(model.final)
 
 
+def positive_log(values: np.ndarray) -> np.ndarray:
+    """log of non-negative values, -inf for zeros (no warnings)."""
+    with np.errstate(divide="ignore"):
+        return np.log(values)
+
+
 class _KernelState:
     """A state is the prepared model plus numpy arrays the kernels update in place."""
 
     pm: PreparedModel
+    # Chunk-parallel passes (parallel.py) start chunks from guessed states:
+    # such a state holds the true values times 2**k * e**r, (k, r) this offset.
+    scale_offset = (0, 0.0)
+    # Log-space states start a guess with E = 0 (log 1); the linear one overrides.
+    _guess_E = 0.0
+
+    def as_guess(self, t: int) -> None:
+        """Make a fresh state a guess at boundary ``t``: every label may start there, equally.
+
+        Used only by chunk-parallel passes, which certify the guess afterwards.
+        """
+        self.istate[0] = t
+        self.istate[1] = 0
+        self.E[:] = self._guess_E
 
     @property
     def t(self) -> int:
@@ -214,6 +239,17 @@ class LinearState(_KernelState):
         self.E = pm.init_m.copy()
         self.ghost = np.full(C, -np.inf)
         self.istate = np.array([0, pm.init_k], dtype=np.int64)
+
+    _guess_E = 1.0
+
+    def set_ghost(self, ghost: np.ndarray) -> None:
+        self.ghost[:] = ghost
+
+    def junction_view(self):
+        """(log of every value in units of 2**sexp, sexp, None): what the recursion carries."""
+        ring = positive_log(self.ring) + positive_log(self.P)[:, None]
+        return (np.concatenate([ring.ravel(), positive_log(self.tail), positive_log(self.A),
+                                positive_log(self.E)]), int(self.istate[1]), None)
 
 
     def advance(self, chunk: EmissionChunk, store: ForwardStore | None = None) -> int:
@@ -258,6 +294,9 @@ class LogSpaceState(_KernelState):
         self.E = pm.initial.copy()
         self.istate = np.array([0, 0], dtype=np.int64)
 
+    def junction_view(self):
+        """(every log value the recursion carries, 0, None)."""
+        return np.concatenate([self.ring.ravel(), self.tail, self.A, self.E]), 0, None
 
     def advance(self, chunk: EmissionChunk, store: ForwardStore | None = None) -> int:
         pm = self.pm
@@ -303,6 +342,10 @@ class ViterbiState(_KernelState):
         self.E = pm.initial.copy()
         self.istate = np.array([0, 0], dtype=np.int64)
 
+    def junction_view(self):
+        """(every max-plus value the recursion carries, 0, where each live tail started)."""
+        values = np.concatenate([(self.ring + self.off[:, None]).ravel(), self.tail, self.A, self.E])
+        return values, 0, np.where(np.isfinite(self.tail), self.tail_start, -1)
 
     def advance(self, chunk: EmissionChunk, store: ViterbiStore | None = None) -> int:
         pm = self.pm

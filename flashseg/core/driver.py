@@ -30,11 +30,13 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import threading
 
 import numpy as np
 
 from ..errors import DataError, NoValidSegmentation
 from .cpu import BadEmission, EmissionChunk, ViterbiStore
+from .parallel import add_offsets, in_parallel, offset_log, shift_partition, unscale_partition, worker_context
 from .results import SegmentCalls, Segments
 
 LN2 = math.log(2.0)
@@ -59,7 +61,8 @@ class Cancelled(Exception):
 class ContigRun:
     """One contig: its emissions, chunk layout and backend."""
 
-    def __init__(self, backend, emissions, n_bins: int, chunk_size: int, name: str = "", cancel=None):
+    def __init__(self, backend, emissions, n_bins: int, chunk_size: int, name: str = "", cancel=None,
+                 pool=None, workers: int = 1, burn_in: int | None = None):
         if n_bins < 1:
             raise DataError("contig has no bins", contig=name or None)
         if chunk_size < 1:
@@ -73,13 +76,30 @@ class ContigRun:
         self.bounds = [(a, min(a + self.chunk, self.T)) for a in range(0, self.T, self.chunk)]
         self._viterbi_score = None
         self.cancel = cancel
+        # With a pool, every pass runs its chunks at once (parallel.py).
+        self.pool = pool if len(self.bounds) > 1 else None
+        self.workers = max(1, int(workers))
+        self.burn_in = burn_in
+        self.pass_stats = {}
+        self._read_lock = threading.Lock()
+        self._cache_budget = CHUNK_CACHE_BYTES
 
     # -- emissions -----------------------------------------------------------
     def read(self, j: int) -> EmissionChunk:
+        return self.read_range(*self.bounds[j])
+
+    def read_range(self, a: int, b: int) -> EmissionChunk:
+        """Emissions of bins [a, b) with their factors; errors name the bin."""
         if self.cancel is not None and self.cancel.is_set():
             raise Cancelled(self.name)
-        a, b = self.bounds[j]
-        x = np.asarray(self.emissions(a, b), dtype=np.float64)
+        if self.pool is not None and not getattr(self.emissions, "thread_safe", False):
+            # Chunk-parallel passes read from worker threads; sources (h5py,
+            # pysam) need not be thread-safe, so reads take turns unless the
+            # source says otherwise (``thread_safe = True``, as in-memory arrays).
+            with self._read_lock:
+                x = np.asarray(self.emissions(a, b), dtype=np.float64)
+        else:
+            x = np.asarray(self.emissions(a, b), dtype=np.float64)
         if x.shape != (b - a, self.C):
             raise DataError(f"emission source returned shape {x.shape} for bins [{a}, {b}), "
                             f"expected {(b - a, self.C)}", contig=self.name or None)
@@ -108,19 +128,63 @@ class ContigRun:
     def viterbi_score(self) -> float:
         """The MAP score alone (one max-plus pass, no checkpoints)."""
         if self._viterbi_score is None:
-            state = self.backend.viterbi_state()
-            for j in range(len(self.bounds)):
-                state.advance(self.read(j))
-            self._viterbi_score = state.best_final()[0]
+            if self.pool is not None:
+                _, state = self._chunk_pass("viterbi")
+            else:
+                state = self.backend.viterbi_state()
+                for j in range(len(self.bounds)):
+                    state.advance(self.read(j))
+            self._viterbi_score = _best_final(state)[0]
         return self._viterbi_score
 
+    def _chunk_pass(self, kind: str, on_status=None, cache=None):
+        """All chunks of one pass at once on the pool: (checkpoints, final state).
+
+        With ``cache`` (a dict), chunks and their rows are kept there, as far
+        as CHUNK_CACHE_BYTES (shared by the passes of this run) allows.
+        """
+        from .parallel import ChunkPass
+
+        keep = None
+        if cache is not None:
+            def keep(j):
+                a, b = self.bounds[j]
+                cost = (b - a + 1) * (self.C * 40 + 16)   # x, f, E, A, ghost rows; k, sexp
+                with self._read_lock:
+                    if cost > self._cache_budget:
+                        return None
+                    self._cache_budget -= cost
+                return self.backend.new_store(b - a + 1)
+
+        chunk_pass = ChunkPass(self, kind, self.pool, self.workers, self.burn_in, keep)
+        out = chunk_pass.run(on_status)
+        self.pass_stats[kind] = chunk_pass.stats
+        if cache is not None:
+            cache.update(chunk_pass.rows)
+        return out
+
+    def _prefetch(self, fn, items):
+        """fn(item) for items in order: ahead on the pool when there is one."""
+        if self.pool is None:
+            return (fn(item) for item in items)
+        from .parallel import prefetch
+
+        def on_worker(item):
+            with worker_context(self.backend):
+                return fn(item)
+
+        return prefetch(self.pool, self.workers, on_worker, items)
+
     def viterbi(self) -> tuple[float, Segments]:
-        state = self.backend.viterbi_state()
-        checkpoints = []
-        for j in range(len(self.bounds)):
-            checkpoints.append(state.copy())
-            state.advance(self.read(j))
-        score, label = state.best_final()
+        if self.pool is not None:
+            checkpoints, state = self._chunk_pass("viterbi")
+        else:
+            state = self.backend.viterbi_state()
+            checkpoints = []
+            for j in range(len(self.bounds)):
+                checkpoints.append(state.copy())
+                state.advance(self.read(j))
+        score, label = _best_final(state)
         if not score > -math.inf:
             raise NoValidSegmentation("no valid segmentation (every path has score -inf)",
                                       contig=self.name or None)
@@ -133,15 +197,21 @@ class ContigRun:
         out_c = np.empty(cap, dtype=np.int64)
         count = 0
         pos, phase = self.T, 2
+
+        def pointers(j):
+            a, b = self.bounds[j]
+            store = ViterbiStore(b - a + 1, self.C)
+            checkpoints[j].copy().advance(self.read(j), store)
+            return j, store
+
+        # The walk visits chunks last to first, skipping those inside long
+        # segments; with a pool, pointers are recomputed ahead of it.
+        ahead = self._prefetch(pointers, range(len(self.bounds) - 1, -1, -1)) if self.pool else None
         j_loaded, store = -1, None
         while phase != 0:
             j = self.chunk_of_end(pos) if phase == 2 else self.chunk_of_start(pos)
-            if j != j_loaded:
-                a, b = self.bounds[j]
-                store = ViterbiStore(b - a + 1, self.C)
-                st = checkpoints[j].copy()
-                st.advance(self.read(j), store)
-                j_loaded = j
+            while j_loaded != j:
+                j_loaded, store = next(ahead) if ahead is not None else pointers(j)
             pos, label, phase, count = viterbi_traceback(
                 store.a_start, store.e_prev, self.bounds[j][0], pos, label, phase,
                 out_s, out_e, out_c, count)
@@ -159,28 +229,28 @@ class ContigRun:
         With ``cache`` (a dict), chunks and their backward rows are kept while
         they fit in CHUNK_CACHE_BYTES, so the emit pass neither reads nor
         recomputes them; the result is bit for bit the same either way.
+        With a pool, all chunks run at once (no cache).
         """
-        state = self.backend.forward_state(backward=True)
-        checkpoints = [None] * len(self.bounds)
-        budget = CHUNK_CACHE_BYTES if cache is not None else 0
-        for j in range(len(self.bounds) - 1, -1, -1):
-            checkpoints[j] = state.copy()
-            chunk = self.read(j)
-            a, b = self.bounds[j]
-            cost = (b - a + 1) * (self.C * 40 + 16)   # x, f, E, A, ghost rows; k, sexp
-            store = None
-            if cost <= budget:
-                store = self.backend.new_store(b - a + 1)
-                cache[j] = (chunk, store)
-                budget -= cost
-            status = state.advance(chunk.reversed(), store)
-            if status >= 0:
+        if self.pool is not None:
+            checkpoints, state = self._chunk_pass("backward", self._backward_status, cache)
+        else:
+            state = self.backend.forward_state(backward=True)
+            checkpoints = [None] * len(self.bounds)
+            budget = CHUNK_CACHE_BYTES if cache is not None else 0
+            for j in range(len(self.bounds) - 1, -1, -1):
+                checkpoints[j] = state.copy()
+                chunk = self.read(j)
                 a, b = self.bounds[j]
-                if self.backend.exact or not np.isfinite(state.ghost).any():
-                    raise NoValidSegmentation("no valid segmentation: all paths have probability 0 by here",
-                                              contig=self.name or None, bin=b - 1 - status)
-                raise UncertifiedError()
-        log_z, zm, zexp = state.log_partition()
+                cost = (b - a + 1) * (self.C * 40 + 16)   # x, f, E, A, ghost rows; k, sexp
+                store = None
+                if cost <= budget:
+                    store = self.backend.new_store(b - a + 1)
+                    cache[j] = (chunk, store)
+                    budget -= cost
+                status = state.advance(chunk.reversed(), store)
+                if status >= 0:
+                    self._backward_status(j, status, state)
+        log_z, zm, zexp = _partition(state)
         if not log_z > -math.inf:
             if not self.backend.exact and np.isfinite(state.ghost).any():
                 raise UncertifiedError()
@@ -188,24 +258,27 @@ class ContigRun:
                                       contig=self.name or None)
         return checkpoints, (log_z, zm, zexp), state
 
-    def posterior_pass(self, consumer=None, trackers=(), keep_forward_checkpoints=False):
-        """Left-to-right emit pass. Returns (logZ, forward checkpoints or None)."""
-        cache = {}
-        bck, (log_z, zm, zexp), bend = self.backward_checkpoints(cache)
-        # Losses of the backward pass flushed before reaching boundary 0.
-        cert = bend.lost_at_end(log_z)
+    def _backward_status(self, j, status, state):
+        """All mass vanished at local bin ``status`` of chunk j (backward pass)."""
+        if self.backend.exact or not np.isfinite(state.ghost).any():
+            raise NoValidSegmentation("no valid segmentation: all paths have probability 0 by here",
+                                      contig=self.name or None, bin=self.bounds[j][1] - 1 - status)
+        raise UncertifiedError()
+
+    def _forward_status(self, j, status, state=None):
+        """All mass vanished at local bin ``status`` of chunk j (forward pass)."""
+        if self.backend.exact:
+            self.vanished(j, status)
+        raise UncertifiedError()
+
+    def _rows_in_sequence(self, bck, fck, cache):
+        """(chunk, forward rows, backward rows) of each chunk in order, the forward
+        state carried along; the last item is the final forward state."""
         fstate = self.backend.forward_state()
-        fck = [] if keep_forward_checkpoints else None
-        carry = np.zeros(self.C)
-        nb = len(self.bounds)
-        lost_fwd = lost_bwd = False
         # One set of buffers for the whole pass (consumers copy what they keep).
         width = self.bounds[0][1] - self.bounds[0][0]
         fbuf = self.backend.new_store(width + 1)
         bbuf = None
-        gamma_buf = np.empty((width, self.C))
-        boundary_buf = np.empty(width)
-        change_buf = np.empty(width)
         for j, (a, b) in enumerate(self.bounds):
             n = b - a
             if j in cache:
@@ -216,20 +289,74 @@ class ContigRun:
                     bbuf = self.backend.new_store(width + 1)
                 bstore = bbuf.head(n + 1)
                 bck[j].copy().advance(chunk.reversed(), bstore)
-            bstore = bstore.flipped()
             if fck is not None:
                 fck.append(fstate.copy())
             fstore = fbuf.head(n + 1)
             status = fstate.advance(chunk, fstore)
             if status >= 0:
-                if self.backend.exact:
-                    self.vanished(j, status)
-                raise UncertifiedError()
+                self._forward_status(j, status)
+            yield chunk, fstore, bstore.flipped()
+        yield fstate
+
+    def _rows_at_once(self, bck, fck, bcache, fcache):
+        """As :meth:`_rows_in_sequence`: rows the passes kept, the others recomputed
+        on the pool from both passes' checkpoints (``fck``: final state last)."""
+        def rows(j):
+            a, b = self.bounds[j]
+            status = -1
+            chunk, bstore = bcache.pop(j, (None, None))
+            chunk, fstore = fcache.pop(j, (chunk, None))
+            if chunk is None:
+                chunk = self.read(j)
+            if bstore is None:
+                bstore = self.backend.new_store(b - a + 1)
+                bck[j].copy().advance(chunk.reversed(), bstore)
+                bstore.log_offset = bck[j].scale_offset
+            if fstore is None:
+                fstore = self.backend.new_store(b - a + 1)
+                status = fck[j].copy().advance(chunk, fstore)
+                fstore.log_offset = fck[j].scale_offset
+            return j, status, chunk, fstore, bstore.flipped()
+
+        for j, status, chunk, fstore, bstore in self._prefetch(rows, range(len(self.bounds))):
+            if status >= 0:
+                self._forward_status(j, status)
+            yield chunk, fstore, bstore
+        yield fck[-1]
+
+    def posterior_pass(self, consumer=None, trackers=(), keep_forward_checkpoints=False):
+        """Left-to-right emit pass. Returns (logZ, forward checkpoints or None)."""
+        if self.pool is not None:
+            # Both passes' checkpoints at once, then every chunk's rows at once.
+            bcache, fcache = {}, {}
+            (bck, (log_z, zm, zexp), bend), (fck, fend) = in_parallel(
+                lambda: self.backward_checkpoints(bcache),
+                lambda: self._chunk_pass("forward", self._forward_status, fcache))
+            rows = self._rows_at_once(bck, fck + [fend], bcache, fcache)
+        else:
+            cache = {}
+            bck, (log_z, zm, zexp), bend = self.backward_checkpoints(cache)
+            fck = [] if keep_forward_checkpoints else None
+            rows = self._rows_in_sequence(bck, fck, cache)
+        # Losses of the backward pass flushed before reaching boundary 0.
+        cert = _lost_at_end(bend, log_z)
+        carry = np.zeros(self.C)
+        nb = len(self.bounds)
+        lost_fwd = lost_bwd = False
+        width = self.bounds[0][1] - self.bounds[0][0]
+        gamma_buf = np.empty((width, self.C))
+        boundary_buf = np.empty(width)
+        change_buf = np.empty(width)
+        for j, (a, b) in enumerate(self.bounds):
+            chunk, fstore, bstore = next(rows)
+            n = b - a
             gamma = gamma_buf[:n]
             boundary = boundary_buf[:n]
             change = change_buf[:n]
             last = j == nb - 1
-            cert += self.backend.posterior_chunk(fstore, bstore, log_z, zm, zexp, carry, a, n,
+            # Rows of chunk-parallel passes are scaled: Z takes both scales.
+            scaled = shift_partition(log_z, zm, zexp, add_offsets(fstore.log_offset, bstore.log_offset))
+            cert += self.backend.posterior_chunk(fstore, bstore, *scaled, carry, a, n,
                                                  last, gamma, boundary, change)
             if not self.backend.exact and cert > CERTIFICATE_TOLERANCE:
                 raise UncertifiedError()
@@ -240,10 +367,11 @@ class ContigRun:
                 tr.feed(a, b, chunk.x, gamma, boundary, change, fstore, bstore)
             if consumer is not None:
                 consumer.chunk(a, gamma, boundary, change)
-        cert += fstate.lost_at_end(log_z)
+        fstate = next(rows)
+        cert += _lost_at_end(fstate, log_z)
         if not self.backend.exact and cert > CERTIFICATE_TOLERANCE:
             raise UncertifiedError()
-        log_zf, _, _ = fstate.log_partition()
+        log_zf, _, _ = _partition(fstate)
         if not abs(log_zf - log_z) <= 1e-9 * max(1.0, abs(log_z)):
             if not self.backend.exact:
                 raise UncertifiedError()
@@ -257,7 +385,7 @@ class ContigRun:
                 raise UncertifiedError()
         for tr in trackers:
             tr.finish(log_z, zm, zexp)
-        return log_z, fck
+        return log_z, (fck if keep_forward_checkpoints else None)
 
     # -- sampling ------------------------------------------------------------
     def sample(self, n: int, seed: int, forward_checkpoints) -> list[Segments]:
@@ -274,6 +402,7 @@ class ContigRun:
             st = ck.copy()
             store = self.backend.new_store(b - a + 1, with_tail=True)
             st.advance(chunk, store)
+            store.log_offset = ck.scale_offset
             for q in range(n):
                 self._walk(states[q], segs[q], rngs[q], a, b, chunk.x, store, ck, K, pm)
         out = []
@@ -315,7 +444,8 @@ class ContigRun:
                         logs[d - 1] = store.log_E(s - a, c) + xs[d - 1] + pm.phicirc[c, d]
                     else:
                         inner = xs[r - 1] if r > 0 else 0.0
-                        logs[d - 1] = ck.log_ring_entry(c, (-s) % K) + inner + pm.phicirc[c, d]
+                        logs[d - 1] = (ck.log_ring_entry(c, (-s) % K) - offset_log(ck.scale_offset)
+                                       + inner + pm.phicirc[c, d])
                 d = 1 + _draw_log(rng, logs)
                 segs.append((pos - d, pos, c))
                 st[0], st[1] = 1, pos - d
@@ -350,6 +480,21 @@ class ContigRun:
                 st[0] = 0
                 return
             st[0], st[2] = 2, _draw_log(rng, store.log_A(np.full(C, r), labels) + pm.trans[:, c])
+
+
+def _best_final(state) -> tuple[float, int]:
+    """The best final score and label, on the true scale."""
+    score, label = state.best_final()
+    return score - offset_log(state.scale_offset), label
+
+
+def _partition(state) -> tuple[float, float, int]:
+    """(logZ, mantissa, exponent) of a final state, on the true scale."""
+    return unscale_partition(*state.log_partition(), state.scale_offset)
+
+
+def _lost_at_end(state, log_z: float) -> float:
+    return state.lost_at_end(log_z + offset_log(state.scale_offset))
 
 
 def _log_uniform(rng) -> float:

@@ -1,0 +1,326 @@
+"""Chunk-parallel passes: every chunk of one contig advanced at once, then certified.
+
+Each pass of the chunk driver (forward, backward, max-plus) is one sequential
+chain: chunk j starts from the state in which chunk j - 1 ended. On one long
+contig that chain keeps one core (or one GPU multiprocessor) busy and leaves
+the rest idle. Here every chunk instead starts from a *guess*: a fresh state
+placed ``burn_in`` bins before the chunk, every label equally likely to start
+there, advanced over those bins. A semi-Markov chain forgets where it
+started, so after the burn-in the guess is, up to rounding, the true state
+times one constant (log space: plus one constant). All chunks run on a
+thread pool at once; then, in chunk order, each guess is checked against the
+end state of the previous chunk (itself certified):
+
+* the same values are zero (or -inf), the same tails are live (max-plus:
+  started at the same bin), and
+* every carried value gives the same ratio within ``JUNCTION_TOLERANCE``
+  (plus the rounding that log-space values carry at their magnitude).
+
+The recursions are linear with non-negative coefficients (max-plus: they
+commute with adding a constant), so everything computed from an accepted
+guess is the true value times the same constant within that relative
+tolerance. The constant is kept as the state's ``scale_offset`` ``(k, r)``
+(values = true values x 2**k x e**r, ``|r| <= ln 2 / 2``); the driver
+removes it where absolute values matter (logZ, posteriors, the MAP score,
+the certificate). A rejected guess costs one sequential re-run of its chunk
+from the previous chunk's end state, which is exact: results never depend on
+whether the data mix, only the speed does. Flushes of the linear fast path
+stay certified: a guess starts its chunk with no ghosts, and the losses
+carried into the chunk are restored afterwards (ghosts are carried through a
+chunk by adding its scores, per label, as the kernel does).
+"""
+from __future__ import annotations
+
+import math
+import threading
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+
+from .cpu import LN2_HI, LN2_LO
+
+# Accepted guesses match the true state to this relative error in every value
+# (errors add up over the junctions of a contig: 1e4 junctions give 1e-8).
+JUNCTION_TOLERANCE = 1e-12
+# Log-space values carry absolute rounding of their own magnitude: this many
+# units in the last place of the largest value are allowed on top.
+LOG_ULPS = 64
+
+
+def burn_in_bins(K: int) -> int:
+    """Bins a guess runs before its chunk: several maximal segments, so that
+    every ring entry at the chunk start was written after the chain forgot."""
+    return 8 * K + 256
+
+
+def normalise(k: int, r: float) -> tuple[int, float]:
+    """The same factor 2**k e**r with |r| <= ln 2 / 2."""
+    q = math.floor(r / (LN2_HI + LN2_LO) + 0.5)
+    return int(k + q), (r - q * LN2_HI) - q * LN2_LO
+
+
+def add_offsets(a, b) -> tuple[int, float]:
+    return normalise(a[0] + b[0], a[1] + b[1])
+
+
+def offset_log(offset) -> float:
+    """The natural log of an offset's factor (for logs of moderate size)."""
+    k, r = offset
+    return k * LN2_HI + k * LN2_LO + r
+
+
+def unscale_partition(log_z: float, zm: float, zexp: int, offset) -> tuple[float, float, int]:
+    """(logZ, mantissa, exponent) of a partition computed from values scaled by ``offset``."""
+    return shift_partition(log_z, zm, zexp, (-offset[0], -offset[1]))
+
+
+def shift_partition(log_z: float, zm: float, zexp: int, offset) -> tuple[float, float, int]:
+    """Z times the offset's factor, in the driver's three forms."""
+    k, r = offset
+    if not k and not r:
+        return log_z, zm, zexp
+    if not zm > 0.0:
+        return log_z, zm, zexp
+    m, e = math.frexp(zm * math.exp(r))
+    zexp = int(zexp + k + e)
+    return math.log(m) + zexp * LN2_HI + zexp * LN2_LO, m, zexp
+
+
+def junction_offset(exact, guess, tolerance: float = JUNCTION_TOLERANCE):
+    """(k, r) with guess = exact x 2**k e**r in every carried value, or None.
+
+    ``exact`` and ``guess`` stand at the same boundary; see the module docstring.
+    """
+    if exact.t != guess.t:
+        raise AssertionError(f"junction at boundaries {exact.t} and {guess.t}")
+    ve, ee, te = exact.junction_view()
+    vg, eg, tg = guess.junction_view()
+    live = np.isfinite(ve)
+    if not live.any() or not np.array_equal(live, np.isfinite(vg)):
+        return None
+    if te is not None and not np.array_equal(te, tg):
+        return None
+    ve, vg = ve[live], vg[live]
+    diff = vg - ve
+    lo, hi = float(diff.min()), float(diff.max())
+    magnitude = max(float(np.abs(ve).max()), float(np.abs(vg).max()))
+    if not hi - lo <= 2.0 * tolerance + LOG_ULPS * np.finfo(np.float64).eps * magnitude:
+        return None
+    return normalise(eg - ee, 0.5 * (lo + hi))
+
+
+@dataclass
+class PassStats:
+    """How a chunk-parallel pass went: guesses accepted and chunks re-run in sequence."""
+
+    accepted: int = 0
+    rerun: int = 0
+
+
+@dataclass
+class _Piece:
+    guess: object        # state at the chunk's first boundary; None if the guess died in its burn-in
+    end: object          # state after the chunk, advanced from the guess
+    status: int          # the chunk's advance status (-1, or the local bin where all mass vanished)
+    chunk: object = None  # the chunk's emissions (None if the guess died first)
+    store: object = None  # the chunk's rows, when the pass keeps them
+
+
+def restore_ghost_rows(store, ghost, x) -> None:
+    """Rows computed from a guess started with no ghosts: add the losses carried
+    into the chunk (``ghost`` at row 0, then plus each bin's scores ``x`` in the
+    order the rows were computed), as the kernel would have."""
+    if not np.isfinite(ghost).any():
+        return
+    carried = ghost[None, :] + np.vstack([np.zeros((1, x.shape[1])), np.cumsum(x, axis=0)])
+    own = np.where(store.ghost_flag[:, None].astype(bool), store.ghost, -np.inf)
+    store.ghost[:] = np.logaddexp(own, carried)
+    store.ghost_flag[:] = np.isfinite(store.ghost).any(axis=1)
+
+
+class ChunkPass:
+    """One pass (``"forward"``, ``"backward"`` or ``"viterbi"``) over a contig, chunk-parallel.
+
+    ``run``: the driver's ContigRun (emissions, chunk bounds, backend);
+    ``pool``: a concurrent.futures executor; ``workers``: its size (bounds the
+    chunks in flight). :meth:`run` returns the checkpoints (the state at the
+    start of every chunk, indexed by chunk) and the final state, both
+    carrying ``scale_offset``; ``on_status(j, status, state)`` is called in
+    processing order and raises as the sequential pass would.
+    """
+
+    def __init__(self, run, kind: str, pool, workers: int, burn_in: int | None = None, keep=None):
+        if kind not in ("forward", "backward", "viterbi"):
+            raise ValueError(f"unknown pass {kind!r}")
+        self.run_ = run
+        self.kind = kind
+        self.pool = pool
+        self.window = max(2, 2 * int(workers))
+        self.burn_in = burn_in_bins(run.backend.fwd.K) if burn_in is None else int(burn_in)
+        self.stats = PassStats()
+        # keep(j): a store for chunk j's rows (or None); kept rows end up in self.rows[j].
+        self.keep = keep
+        self.rows = {}
+
+    # -- one chunk, on a worker ---------------------------------------------
+    def _fresh(self):
+        backend = self.run_.backend
+        if self.kind == "viterbi":
+            return backend.viterbi_state()
+        return backend.forward_state(backward=self.kind == "backward")
+
+    def _oriented(self, chunk):
+        return chunk.reversed() if self.kind == "backward" else chunk
+
+    def _speculate(self, j: int, store=None) -> _Piece:
+        run = self.run_
+        with worker_context(run.backend):
+            state = self._fresh()
+            a, b = run.bounds[j]
+            if self.kind == "backward":
+                # The reversed problem: boundaries count bins from the contig end.
+                lo, hi = b, min(run.T, b + self.burn_in)
+                from_start = hi == run.T
+                first = run.T - hi
+            else:
+                lo, hi = max(0, a - self.burn_in), a
+                from_start = lo == 0
+                first = lo
+            if not from_start:
+                state.as_guess(first)
+            if hi > lo:
+                status = state.advance(self._oriented(run.read_range(lo, hi)))
+                if status >= 0:
+                    return _Piece(None, None, -1, None, store)
+            if hasattr(state, "set_ghost"):
+                state.set_ghost(np.full(run.C, -np.inf))
+            guess = state.copy()
+            chunk = run.read(j)
+            status = state.advance(self._oriented(chunk), store)
+            return _Piece(guess, state, status, chunk, store)
+
+    def _sequential(self, j: int, start, piece: _Piece):
+        """Chunk j from an exact start state, in the calling thread."""
+        if piece.chunk is None:
+            piece.chunk = self.run_.read(j)
+        chunk, store = piece.chunk, piece.store
+        if store is not None:
+            store.ghost_flag[:] = 0
+        end = start.copy()
+        status = end.advance(self._oriented(chunk), store)
+        return end, status
+
+    # -- the certified chain, in the calling thread --------------------------
+    def run(self, on_status=None):
+        run = self.run_
+        nb = len(run.bounds)
+        order = list(range(nb)) if self.kind != "backward" else list(range(nb - 1, -1, -1))
+        pending = deque()
+        submitted = 0
+
+        def top_up():
+            nonlocal submitted
+            while submitted < len(order) and len(pending) < self.window:
+                j = order[submitted]
+                store = self.keep(j) if self.keep is not None else None
+                pending.append(self.pool.submit(self._speculate, j, store))
+                submitted += 1
+
+        checkpoints = [None] * nb
+        prev = None
+        try:
+            top_up()
+            for i, j in enumerate(order):
+                piece = pending.popleft().result()
+                top_up()
+                if i == 0:
+                    start, end, status = piece.guess, piece.end, piece.status
+                    restore = True
+                else:
+                    offset = None if piece.guess is None else junction_offset(prev, piece.guess)
+                    if offset is None:
+                        self.stats.rerun += 1
+                        start = prev.copy()
+                        end, status = self._sequential(j, start, piece)
+                        restore = False    # advanced from the exact state: its ghosts carried through
+                    else:
+                        self.stats.accepted += 1
+                        start, end, status = piece.guess, piece.end, piece.status
+                        start.scale_offset = add_offsets(prev.scale_offset, offset)
+                        if hasattr(start, "set_ghost"):
+                            start.set_ghost(prev.ghost + offset_log(offset))
+                        restore = True
+                end.scale_offset = start.scale_offset
+                chunk = piece.chunk
+                if restore and hasattr(end, "set_ghost"):
+                    x = chunk.x[::-1] if self.kind == "backward" else chunk.x
+                    end.set_ghost(np.logaddexp(start.ghost + x.sum(axis=0), end.ghost))
+                    if piece.store is not None:
+                        restore_ghost_rows(piece.store, start.ghost, x)
+                if piece.store is not None:
+                    piece.store.log_offset = start.scale_offset
+                    self.rows[j] = (chunk, piece.store)
+                _settle(run.backend)   # what this thread did to the states is done
+                if on_status is not None and status >= 0:
+                    on_status(j, status, end)
+                checkpoints[j] = start
+                prev = end
+        finally:
+            for fut in pending:
+                fut.cancel()
+        return checkpoints, prev
+
+
+def _settle(backend) -> None:
+    settle = getattr(backend, "settle", None)
+    if settle is not None:
+        settle()
+
+
+def worker_context(backend):
+    """The backend's context for work on a pool thread (the GPU's: a stream of its own)."""
+    context = getattr(backend, "worker_context", None)
+    if context is None:
+        import contextlib
+
+        return contextlib.nullcontext()
+    return context()
+
+
+def in_parallel(first, second):
+    """Run two callables at once (the second on a helper thread); returns both results."""
+    box = {}
+
+    def target():
+        try:
+            box["value"] = second()
+        except BaseException as exc:   # re-raised in the caller
+            box["error"] = exc
+
+    helper = threading.Thread(target=target, daemon=True)
+    helper.start()
+    try:
+        value = first()
+    finally:
+        helper.join()
+    if "error" in box:
+        raise box["error"]
+    return value, box["value"]
+
+
+def prefetch(pool, workers: int, fn, items):
+    """Yield fn(item) for items in order, computing up to ~2 x workers ahead on ``pool``."""
+    window = max(2, 2 * int(workers))
+    items = list(items)
+    pending = deque()
+    nxt = 0
+    try:
+        while nxt < len(items) or pending:
+            while nxt < len(items) and len(pending) < window:
+                pending.append(pool.submit(fn, items[nxt]))
+                nxt += 1
+            yield pending.popleft().result()
+    finally:
+        for fut in pending:
+            fut.cancel()

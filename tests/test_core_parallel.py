@@ -1,0 +1,310 @@
+"""Chunk-parallel passes (core/parallel.py) against the sequential driver,
+the plain reference and brute force.
+
+Every chunk starts from a guess that is certified at its junction or re-run
+in sequence; these tests force both outcomes (a long burn-in that mixes, and
+``burn_in=0``, which no junction accepts) and check that only the speed can
+change, never the numbers.
+"""
+import math
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from flashseg.core import SemiMarkovModel, api
+from flashseg.core import reference as ref
+from flashseg.core.cpu import CpuBackend
+from flashseg.core.driver import ContigRun
+from flashseg.core.parallel import junction_offset, normalise, shift_partition, unscale_partition
+from flashseg.errors import DataError, NoValidSegmentation
+
+from brute import BruteForce, case_strategy, random_emissions, random_model, score_segmentation
+from consumers import Collect
+
+SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def everything(model, x, chunk, threads=1, burn_in=None):
+    """All the driver's outputs for one contig."""
+    col = Collect()
+    res = api.posterior(model, x, consumer=col, chunk_size=chunk, threads=threads, burn_in=burn_in)
+    vit = api.viterbi(model, x, chunk_size=chunk, threads=threads, burn_in=burn_in)
+    calls = api.posterior(model, x, segments=vit.segments, chunk_size=chunk, threads=threads,
+                          burn_in=burn_in).calls
+    runs = api.posterior(model, x, decode=True, chunk_size=chunk, threads=threads, burn_in=burn_in).calls
+    samples = api.sample(model, x, n=3, seed=5, name="chrP", chunk_size=chunk, threads=threads,
+                         burn_in=burn_in)
+    return dict(log_z=res.log_partition, fell_back=res.exact_fallback, per_bin=col.arrays(), vit=vit,
+                calls=calls, runs=runs, samples=[s.tuples() for s in samples])
+
+
+def assert_same(par, seq, model, x, rel=1e-9, abs_=1e-10):
+    assert par["log_z"] == pytest.approx(seq["log_z"], rel=rel, abs=1e-9)
+    for a, b in zip(par["per_bin"], seq["per_bin"]):
+        np.testing.assert_allclose(a, b, rtol=0, atol=abs_)
+    assert par["vit"].score == pytest.approx(seq["vit"].score, rel=rel, abs=1e-9)
+    if par["vit"].segments.tuples() != seq["vit"].segments.tuples():
+        # Only a near-tie may change the path: both must score the MAP.
+        for segs in (par["vit"].segments, seq["vit"].segments):
+            assert score_segmentation(model, x, segs.tuples()) == pytest.approx(seq["vit"].score, rel=rel)
+    else:
+        np.testing.assert_allclose(par["calls"].seg_post, seq["calls"].seg_post, atol=abs_)
+        np.testing.assert_allclose(par["calls"].start_post, seq["calls"].start_post, atol=abs_)
+    if par["runs"].tuples() == seq["runs"].tuples():
+        np.testing.assert_allclose(par["runs"].seg_post, seq["runs"].seg_post, atol=abs_)
+    assert par["samples"] == seq["samples"]
+
+
+def mixing_case(seed=0, T=3000, C=4, K=12):
+    """Chromatin-like data: runs of a true label, scores that favour it."""
+    rng = np.random.default_rng(seed)
+    model = random_model(rng, C, K, "geometric", False, 0.0)
+    truth = np.repeat(rng.integers(0, C, size=T // 20 + 1), 20)[:T]
+    x = rng.normal(size=(T, C)) + 2.0 * (np.arange(C)[None, :] == truth[:, None])
+    return model, x
+
+
+def pass_stats(model, x, chunk, burn_in=None, exact=False):
+    with ThreadPoolExecutor(2) as pool:
+        run = ContigRun(CpuBackend(model, exact=exact), api.ArrayEmissions(x), len(x), chunk,
+                        pool=pool, workers=2, burn_in=burn_in)
+        run.posterior_pass()
+        run.viterbi()
+    return run.pass_stats
+
+
+@pytest.mark.parametrize("exact", [False, True])
+def test_guesses_are_accepted_on_mixing_data(exact):
+    """The speculation must actually work: every junction of a mixing contig is accepted."""
+    model, x = mixing_case()
+    stats = pass_stats(model, x, 250, exact=exact)
+    n_junctions = math.ceil(len(x) / 250) - 1
+    for kind in ("forward", "backward", "viterbi"):
+        assert stats[kind].accepted == n_junctions and stats[kind].rerun == 0, (kind, stats[kind])
+
+
+def test_no_burn_in_rejects_every_guess():
+    """A guess placed at the chunk start itself is not the true state: every
+    junction is re-run in sequence (the fallback path the next test checks)."""
+    model, x = mixing_case(T=1000)
+    stats = pass_stats(model, x, 100, burn_in=0)
+    for kind in ("forward", "backward", "viterbi"):
+        assert stats[kind].accepted == 0 and stats[kind].rerun == 9, (kind, stats[kind])
+
+
+@pytest.mark.parametrize("burn_in", [None, 0, 7])
+def test_parallel_equals_sequential_on_mixing_data(burn_in):
+    model, x = mixing_case(T=1500)
+    seq = everything(model, x, 97)
+    par = everything(model, x, 97, threads=2, burn_in=burn_in)
+    assert_same(par, seq, model, x)
+
+
+@settings(max_examples=30, **SETTINGS)
+@given(seed=st.integers(0, 2**32 - 1), T=st.integers(2, 400), C=st.integers(1, 4),
+       K=st.integers(1, 10), tail=st.sampled_from(["none", "geometric", "mixed"]),
+       loops=st.booleans(), p=st.sampled_from([0.0, 0.05]), scale=st.sampled_from([1.0, 5.0, 100.0]),
+       chunk=st.sampled_from([1, 3, 17, 64]), burn_in=st.sampled_from([None, 0, 2, 40]))
+def test_parallel_matches_reference(seed, T, C, K, tail, loops, p, scale, chunk, burn_in):
+    """Random models (tails, self-loops, -inf holes) and scores up to sd 100
+    (flushes, certificate fallbacks): the parallel driver against the reference."""
+    rng = np.random.default_rng(seed)
+    model = random_model(rng, C, K, tail, loops, p)
+    x = random_emissions(rng, T, C, scale, p / 5)
+    try:
+        want_z = ref.log_partition(model, x)
+    except NoValidSegmentation:
+        with pytest.raises(NoValidSegmentation):
+            api.log_partition(model, x, chunk_size=chunk, threads=2, burn_in=burn_in)
+        with pytest.raises(NoValidSegmentation):
+            api.viterbi(model, x, chunk_size=chunk, threads=2, burn_in=burn_in)
+        return
+    par = everything(model, x, chunk, threads=2, burn_in=burn_in)
+    assert par["log_z"] == pytest.approx(want_z, rel=1e-9)
+    rg, rb, rc = ref.posteriors(model, x)
+    g, b, c = par["per_bin"]
+    np.testing.assert_allclose(g, rg, atol=1e-10)
+    np.testing.assert_allclose(b[1:], rb[1:], atol=1e-10)
+    np.testing.assert_allclose(c[1:], rc[1:], atol=1e-10)
+    score, _ = ref.viterbi(model, x)
+    assert par["vit"].score == pytest.approx(score, rel=1e-9)
+    assert score_segmentation(model, x, par["vit"].segments.tuples()) == pytest.approx(score, rel=1e-9)
+    segs = par["vit"].segments
+    np.testing.assert_allclose(par["calls"].seg_post, ref.segment_posterior(model, x, segs.tuples()),
+                               atol=1e-10)
+    seq = everything(model, x, chunk)
+    assert par["samples"] == seq["samples"]
+
+
+@settings(max_examples=40, **SETTINGS)
+@given(case=case_strategy(min_T=2, max_T=7, max_C=3), chunk=st.sampled_from([1, 2, 3]),
+       burn_in=st.sampled_from([None, 0, 1, 3]))
+def test_parallel_matches_brute_force(case, chunk, burn_in):
+    model, x = case
+    en = BruteForce(model, x)
+    if not np.isfinite(en.log_partition):
+        with pytest.raises(NoValidSegmentation):
+            api.log_partition(model, x, chunk_size=chunk, threads=2, burn_in=burn_in)
+        return
+    col = Collect()
+    res = api.posterior(model, x, consumer=col, chunk_size=chunk, threads=2, burn_in=burn_in)
+    g, b, c = col.arrays()
+    assert res.log_partition == pytest.approx(en.log_partition, rel=1e-9, abs=1e-9)
+    np.testing.assert_allclose(g, en.gamma(), atol=1e-10)
+    np.testing.assert_allclose(b[1:], en.boundary()[1:], atol=1e-10)
+    np.testing.assert_allclose(c[1:], en.change()[1:], atol=1e-10)
+    vit = api.viterbi(model, x, chunk_size=chunk, threads=2, burn_in=burn_in)
+    map_score, map_path = en.map()
+    assert vit.score == pytest.approx(map_score, rel=1e-9, abs=1e-9)
+    if en.map_gap() > 1e-6:
+        assert vit.segments.tuples() == list(map_path)
+
+
+@settings(max_examples=30, **SETTINGS)
+@given(seed=st.integers(0, 2**32 - 1), T=st.integers(2, 60), C=st.integers(1, 3), K=st.integers(1, 4),
+       tail=st.booleans(), chunk=st.sampled_from([1, 2, 5]), burn_in=st.sampled_from([None, 0, 3]))
+def test_parallel_viterbi_exact_ties(seed, T, C, K, tail, chunk, burn_in):
+    """Integer scores: accepted guesses differ from the true state by an exact
+    constant, so ties break exactly as in the sequential pass (SPEC §3)."""
+    rng = np.random.default_rng(seed)
+    dur = rng.integers(-2, 1, size=(K, C)).astype(float)
+    rho = np.full(C, -1.0) if tail else None
+    trans = rng.integers(-2, 1, size=(C, C)).astype(float)
+    model = SemiMarkovModel(dur, rho, trans, np.zeros(C), np.zeros(C))
+    x = rng.integers(-1, 2, size=(T, C)).astype(float)
+    try:
+        want = api.viterbi(model, x, chunk_size=chunk)
+    except NoValidSegmentation:
+        return
+    got = api.viterbi(model, x, chunk_size=chunk, threads=2, burn_in=burn_in)
+    assert got.score == want.score
+    assert got.segments.tuples() == want.segments.tuples()
+
+
+def test_flushes_and_certificate_fallbacks_in_parallel():
+    """The certificate cases of test_core_kernels, chunk-parallel: losses
+    carried into a chunk started from a guess must still be charged."""
+    C, T = 2, 60
+    trans = np.array([[0.0, -np.inf], [-np.inf, 0.0]])
+    model = SemiMarkovModel(np.zeros((1, C)), None, trans, np.zeros(C), np.zeros(C))
+    x = np.zeros((T, C))
+    x[:30, 1] = -40.0            # label 1 falls 1200 nats behind: flushed
+    x[50, 0] = -np.inf           # ... then label 0 becomes impossible
+    for burn_in in (None, 0, 4):
+        col = Collect()
+        res = api.posterior(model, x, consumer=col, chunk_size=16, threads=2, burn_in=burn_in)
+        assert res.exact_fallback
+        assert res.log_partition == pytest.approx(ref.log_partition(model, x), rel=1e-12)
+        np.testing.assert_allclose(col.arrays()[0], ref.posteriors(model, x)[0], atol=1e-12)
+    # Dominant path flushed by both passes (see test_core_kernels).
+    T = 36
+    d = np.concatenate([np.full(10, -60.0), np.full(16, 100.0), np.full(10, -60.0)])
+    x = np.zeros((T, 2))
+    a_label = np.arange(T) % 2
+    x[np.arange(T), 1 - a_label] = d
+    model = SemiMarkovModel(np.zeros((1, 2)), None, np.array([[-np.inf, 0.0], [0.0, -np.inf]]),
+                            np.zeros(2), np.zeros(2))
+    res = api.posterior(model, x, chunk_size=7, threads=2, burn_in=2)
+    assert res.exact_fallback
+    assert res.log_partition == pytest.approx(400.0, rel=1e-12)
+
+
+def test_ghosts_carried_into_guessed_chunks_keep_the_certificate():
+    """Mass flushed early on is carried (as a ghost) through every later chunk;
+    chunks started from guesses must carry it too, or the certificate would
+    miss it. The ghost rows of the chunk-parallel forward pass must match the
+    sequential pass's (up to the factor 2 by which its flush units may differ)."""
+    from flashseg.core.parallel import offset_log
+
+    rng = np.random.default_rng(3)
+    C, T, chunk = 3, 900, 100
+    model = random_model(rng, C, 4, "geometric", True, 0.0)
+    x = rng.normal(size=(T, C))
+    x[20, 2] = -900.0            # label 2 drops 900 nats in one bin: flushed, then recovers
+    be = CpuBackend(model)
+    src = api.ArrayEmissions(x)
+    run = ContigRun(be, src, T, chunk)
+    state = be.forward_state()
+    seq_rows = []
+    for j, (a, b) in enumerate(run.bounds):
+        store = be.new_store(b - a + 1)
+        state.advance(run.read(j), store)
+        seq_rows.append(store.ghost_rows())
+    assert np.isfinite(seq_rows[-1][:, 2]).all(), "the early loss must reach the last chunk"
+    with ThreadPoolExecutor(2) as pool:
+        prun = ContigRun(be, src, T, chunk, pool=pool, workers=2)
+        cache = {}
+        _, end = prun._chunk_pass("forward", None, cache)
+    assert prun.pass_stats["forward"].accepted == len(run.bounds) - 1
+    for j, want in enumerate(seq_rows):
+        _, store = cache[j]
+        got = store.ghost_rows() - offset_log(store.log_offset)
+        assert np.array_equal(np.isfinite(got), np.isfinite(want)), j
+        live = np.isfinite(want)
+        np.testing.assert_allclose(got[live], want[live], rtol=0, atol=math.log(4.0))
+    final = end.ghost - offset_log(end.scale_offset)
+    np.testing.assert_allclose(final, state.ghost, rtol=0, atol=math.log(4.0))
+    seq = api.posterior(model, x, chunk_size=chunk)
+    par = api.posterior(model, x, chunk_size=chunk, threads=2)
+    assert seq.exact_fallback == par.exact_fallback
+    assert par.log_partition == pytest.approx(seq.log_partition, rel=1e-12)
+
+
+def test_bad_bins_are_named_as_in_sequence():
+    model, x = mixing_case(T=1200)
+    y = x.copy()
+    y[777, 1] = np.nan
+    with pytest.raises(DataError, match="bin 777"):
+        api.posterior(model, y, chunk_size=100, threads=2)
+    y = x.copy()
+    y[640] = -np.inf
+    with pytest.raises(NoValidSegmentation, match="bin 640"):
+        api.viterbi(model, y, chunk_size=100, threads=2)
+
+
+def test_one_contig_on_many_threads_uses_the_chunk_pool():
+    """decode_contigs runs a lone contig chunk-parallel: same result as one thread."""
+    model, x = mixing_case(T=2000)
+    jobs = [{"name": "chrA", "emissions": x, "n_bins": len(x)}]
+    one = next(api.decode_contigs(model, jobs, threads=1, chunk_size=128, n_samples=2, seed=3))
+    many = next(api.decode_contigs(model, jobs, threads=2, chunk_size=128, n_samples=2, seed=3))
+    assert many.log_partition == pytest.approx(one.log_partition, rel=1e-12)
+    assert many.calls.tuples() == one.calls.tuples()
+    np.testing.assert_allclose(many.calls.seg_post, one.calls.seg_post, atol=1e-10)
+    assert [s.tuples() for s in many.samples] == [s.tuples() for s in one.samples]
+
+
+def test_junction_offset():
+    """Proportional states give their ratio; anything else is rejected."""
+    model, x = mixing_case(T=400)
+    be = CpuBackend(model)
+    from flashseg.core.cpu import EmissionChunk
+
+    exact = be.forward_state()
+    exact.advance(EmissionChunk.from_log(x))
+    scaled = exact.copy()
+    scaled.istate[1] += 5
+    scaled.E *= 1.5
+    scaled.A *= 1.5
+    scaled.tail *= 1.5
+    scaled.P *= 1.5
+    k, r = junction_offset(exact, scaled)
+    assert k + r / math.log(2.0) == pytest.approx(5 + math.log2(1.5), abs=1e-12)
+    scaled.E[0] *= 1.0 + 1e-9        # one value off by a billionth
+    assert junction_offset(exact, scaled) is None
+    other = exact.copy()
+    other.ring[0, 0] = 0.0 if other.ring[0, 0] else 1.0   # a different zero pattern
+    assert junction_offset(exact, other) is None
+
+
+def test_offsets_round_trip_partitions():
+    k, r = normalise(3, 5.0)
+    assert abs(r) <= math.log(2.0) / 2 and k + r / math.log(2.0) == pytest.approx(3 + 5.0 / math.log(2.0))
+    log_z, zm, zexp = 12.5, math.frexp(math.exp(12.5))[0], math.frexp(math.exp(12.5))[1]
+    shifted = shift_partition(log_z, zm, zexp, (40, 0.3))
+    assert shifted[0] == pytest.approx(log_z + 40 * math.log(2.0) + 0.3, rel=1e-15)
+    back = unscale_partition(*shifted, (40, 0.3))
+    assert back[0] == pytest.approx(log_z, rel=1e-15) and back[2] == zexp
