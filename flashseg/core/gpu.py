@@ -23,16 +23,18 @@ must answer False on a machine without an NVIDIA device without them.
 """
 from __future__ import annotations
 
+import contextlib
 import glob
 import math
 import os
 import shutil
+import threading
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..errors import DeviceError
-from .cpu import LN2_HI, LN2_LO, CpuBackend, PreparedModel, _split_z
+from .cpu import LN2_HI, LN2_LO, CpuBackend, PreparedModel, _split_z, positive_log
 from .model import SemiMarkovModel
 
 
@@ -95,8 +97,6 @@ def contig_stream(device: str):
     stream. Everything of the contig (model upload, states, launches,
     copies) happens inside, so no cross-stream synchronisation is needed.
     """
-    import contextlib
-
     if device == "cpu" or interpreting():
         return contextlib.nullcontext()
     if device == "auto" and resolve_device("auto") == "cpu":
@@ -104,6 +104,52 @@ def contig_stream(device: str):
     import torch
 
     return torch.cuda.stream(torch.cuda.Stream())
+
+
+_worker = threading.local()
+# The Triton interpreter patches triton.language while a kernel runs: kernels
+# from two threads at once break it. Under the interpreter they take turns.
+_interpreter_turn = threading.RLock()
+
+
+def _one_at_a_time_when_interpreting(advance):
+    import functools
+
+    @functools.wraps(advance)
+    def wrapper(*args, **kwargs):
+        if not interpreting():
+            return advance(*args, **kwargs)
+        with _interpreter_turn:
+            return advance(*args, **kwargs)
+
+    return wrapper
+
+
+@contextlib.contextmanager
+def worker_stream():
+    """Work of a chunk-parallel pass on a pool thread: the thread's own CUDA
+    stream, drained on exit, so the state it leaves is complete when another
+    thread (another stream) reads it. A no-op under the interpreter."""
+    if interpreting():
+        yield
+        return
+    import torch
+
+    stream = getattr(_worker, "stream", None)
+    if stream is None:
+        stream = _worker.stream = torch.cuda.Stream()
+    with torch.cuda.stream(stream):
+        yield
+    stream.synchronize()
+
+
+def settle_stream() -> None:
+    """Drain this thread's current stream (after work another thread will read)."""
+    if interpreting():
+        return
+    import torch
+
+    torch.cuda.current_stream().synchronize()
 
 
 def _torch_device():
@@ -193,6 +239,22 @@ class _DeviceState:
     """Common plumbing: a dict of (1, ...) device tensors and host views on demand."""
 
     _host_fields: tuple = ()
+    scale_offset = (0, 0.0)   # as cpu._KernelState.scale_offset
+    _guess_E = 0.0
+
+    def as_guess(self, t: int) -> None:
+        """As cpu._KernelState.as_guess: a fresh state becomes a guess at boundary t."""
+        self.dev["istate"][0, 0] = t
+        self.dev["istate"][0, 1] = 0
+        self.dev["E"].fill_(self._guess_E)
+        self._host = {}
+
+    def _carried(self):
+        return [self.ring.ravel(), self.tail, self.A, self.E]
+
+    def junction_view(self):
+        """As the CPU states' junction_view (log values; exponent or 0; tail starts or None)."""
+        return np.concatenate(self._carried()), 0, None
 
     def copy(self):
         """An independent copy (a checkpoint): the device tensors are cloned."""
@@ -202,6 +264,7 @@ class _DeviceState:
         out.dm = self.dm
         out.dev = {key: v.clone() for key, v in self.dev.items()}
         out._host = {}
+        out.scale_offset = self.scale_offset
         return out
 
     def _host_view(self, key):
@@ -269,6 +332,18 @@ class GpuLinearState(_DeviceState):
     def ghost(self) -> np.ndarray:
         return self._host_view("ghost")
 
+    _guess_E = 1.0
+
+    def set_ghost(self, ghost: np.ndarray) -> None:
+        import torch
+
+        self.dev["ghost"][0] = torch.as_tensor(np.asarray(ghost, dtype=np.float64), device=self.dm.device)
+        self._host = {}
+
+    def junction_view(self):
+        return np.concatenate([positive_log(v) for v in self._carried()]), int(self.istate[1]), None
+
+    @_one_at_a_time_when_interpreting
     def advance(self, chunk, store=None) -> int:
         from .triton.linear import linear_forward
 
@@ -308,6 +383,7 @@ class GpuLogSpaceState(_DeviceState):
     def ghost(self) -> np.ndarray:
         return np.full(self.dm.pm.C, -math.inf)
 
+    @_one_at_a_time_when_interpreting
     def advance(self, chunk, store=None) -> int:
         from .triton.logspace import logspace_forward
 
@@ -349,6 +425,11 @@ class GpuViterbiState(_DeviceState):
     def tail_start(self) -> np.ndarray:
         return self._host_view("tail_start")
 
+    def junction_view(self):
+        return (np.concatenate(self._carried()), 0,
+                np.where(np.isfinite(self.tail), self.tail_start, -1))
+
+    @_one_at_a_time_when_interpreting
     def advance(self, chunk, store=None) -> int:
         import torch
 
@@ -412,6 +493,10 @@ class GpuBackend:
         self.device = device
         self.dev_fwd = DeviceModel(self.fwd, device)
         self.dev_bwd = DeviceModel(self.bwd, device)
+
+    # Chunk-parallel passes (parallel.py): each pool thread on its own stream.
+    worker_context = staticmethod(worker_stream)
+    settle = staticmethod(settle_stream)
 
     def forward_state(self, backward: bool = False):
         dm = self.dev_bwd if backward else self.dev_fwd

@@ -259,7 +259,6 @@ def linear_forward_reference(x, f, k, n, state, model, store=None):
     phiKf = model["phiKf"] != 0
     rho, wK = model["rho"], model["wK"]
     status = torch.full((B,), -1, dtype=torch.int64, device=x.device)
-    jj = torch.arange(K, device=x.device)
     for b in range(B):
         ring, tail = state["ring"][b], state["tail"][b]
         A, E, ghost = state["A"][b], state["E"][b], state["ghost"][b]
