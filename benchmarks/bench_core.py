@@ -10,6 +10,10 @@ Workloads (targets for the 2-core reference machine):
   W3  HMM case (K=1, tail none, C=10), 24 contigs totalling 15.4e6 bins: posterior <= 8 s,
       beside hmmlearn's scaled forward-backward on the same log-likelihoods (`bench` extra)
   C0  kernel compile (cold numba cache) and warm start of a tiny decode
+  P1  W1's contig (T=1e6, K=256, C=16) with chunk-parallel passes on every core
+      (threads=N: each pass's chunks at once, certified guesses; core/parallel.py),
+      side by side with one thread in the same run: the speed-up, and how many
+      chunk guesses were accepted (a re-run chunk is a sequential step)
 
 Each workload runs in its own child process so its peak RSS is its own.
 Emissions are generated chunk by chunk from the bin index (never materialised
@@ -136,12 +140,41 @@ def run_workload(name, scale):
                 gamma /= gamma.sum(axis=1, keepdims=True)
                 elapsed += time.perf_counter() - t
             out["hmmlearn scaled fwd-bwd, 1 thread"] = (elapsed, sum(lengths), 1, C)
+    elif name == "P1":
+        T, K, C = int(1e6 * scale), 256, 16
+        model, emis = synthetic_model(K, C), synthetic_emissions(C)
+        emis.thread_safe = True          # computed from the bin index: no shared handle
+        threads = len(os.sched_getaffinity(0))
+        api.posterior(model, emis, 1000, consumer=Sink())   # compile outside the timing
+        for label, n in (("1 thread", 1), (f"{threads} threads, chunk-parallel", threads)):
+            t = time.perf_counter()
+            api.posterior(model, emis, T, consumer=Sink(), threads=n)
+            out[f"posterior, {label}"] = (time.perf_counter() - t, T, K, C)
+            t = time.perf_counter()
+            api.viterbi(model, emis, T, threads=n)
+            out[f"viterbi, {label}"] = (time.perf_counter() - t, T, K, C)
+        out["_guesses"] = _guess_stats(model, emis, T, threads)
     elif name == "C0":
         out.update(_compile_times())
     import resource
 
     out["_maxrss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return out
+
+
+def _guess_stats(model, emis, T, threads):
+    """Accepted and re-run chunk guesses of each chunk-parallel pass."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from flashseg.core import api
+    from flashseg.core.cpu import CpuBackend
+    from flashseg.core.driver import ContigRun
+
+    with ThreadPoolExecutor(threads) as pool:
+        run = ContigRun(CpuBackend(model), emis, T, api.DEFAULT_CHUNK_SIZE, pool=pool, workers=threads)
+        run.posterior_pass()
+        run.viterbi()
+    return {kind: (s.accepted, s.rerun) for kind, s in run.pass_stats.items()}
 
 
 def _timed(fn):
@@ -187,16 +220,25 @@ TARGETS = {
 }
 
 
+def _speedups():
+    threads = len(os.sched_getaffinity(0))
+    return [(("P1", f"{what}, 1 thread"), ("P1", f"{what}, {threads} threads, chunk-parallel"))
+            for what in ("posterior", "viterbi")]
+
+
+SPEEDUPS = _speedups()
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--only", action="append", choices=["W1", "W2", "W3", "C0"])
+    ap.add_argument("--only", action="append", choices=["W1", "W2", "W3", "C0", "P1"])
     ap.add_argument("--scale", type=float, default=1.0, help="multiply every T by this")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
         print(json.dumps(run_workload(args.child, args.scale)))
         return 0
-    names = args.only or ["C0", "W2", "W1", "W3"]
+    names = args.only or ["C0", "W2", "W1", "W3", "P1"]
     header = f"{'workload':<4} {'pass':<34} {'wall s':>8} {'Mpos/s':>8} {'G(pos*K*C)/s':>13} {'peak RSS MB':>12} {'target s':>9}"
     print(header)
     print("-" * len(header))
@@ -208,6 +250,7 @@ def main(argv=None):
             continue
         out = json.loads(res.stdout.strip().splitlines()[-1])
         rss = out.pop("_maxrss_mb")
+        guesses = out.pop("_guesses", None)
         for what, row in out.items():
             if row is None:
                 print(f"{name:<4} {what:<34} {'(not installed: pip install .[bench])':>40}")
@@ -217,6 +260,12 @@ def main(argv=None):
             tgt = f"{target * args.scale:.2f}" if target else ""
             print(f"{name:<4} {what:<34} {sec:8.3f} {T / sec / 1e6:8.2f} {T * K * C / sec / 1e9:13.2f} "
                   f"{rss:12.0f} {tgt:>9}")
+        if guesses:
+            print(f"{name:<4} chunk guesses accepted/re-run: "
+                  + ", ".join(f"{k} {a}/{r}" for k, (a, r) in guesses.items()))
+        for (w1, p1), (w2, p2) in SPEEDUPS:
+            if w1 == name and p1 in out and p2 in out:
+                print(f"{name:<4} speed-up of '{p2}' over '{p1}': {out[p1][0] / out[p2][0]:.2f}x")
     return 0
 
 

@@ -24,6 +24,13 @@ sequences: ns per bin per pass.
 (d) End to end through the chunk driver: posterior decode of 16 contigs
     (segment calls and their posteriors), CPU numba kernels on every core
     against the GPU with 1 and 8 worker threads (one CUDA stream per contig).
+(e) (b)'s contig through the real chunk driver with chunk-parallel passes
+    (core/parallel.py): every chunk of a pass at once, one pool thread and
+    CUDA stream per chunk in flight (--piece-threads), guesses certified at
+    the junctions. Viterbi + posterior pass end to end (per-bin combination
+    and segment posteriors included), emissions synthesised on the host per
+    chunk. Reports wall ns per bin, the guesses accepted, and logZ against a
+    sequential run of the first --check-bins bins.
 
 On the GPU machine, everything in one command: ``bash benchmarks/gpu_session.sh full``.
 """
@@ -294,11 +301,86 @@ def part_d(args, device, out):
                     "K": K, "C": C, "seconds": dt, "max_rel_logz_diff": dz})
 
 
+class HostEmissions:
+    """Deterministic emissions of bins [a, b) computed from the bin index (any order, any thread)."""
+
+    thread_safe = True
+
+    def __init__(self, C, seed=3):
+        self.C, self.seed = C, seed
+
+    def __call__(self, a, b):
+        i = np.arange(a, b, dtype=np.int64)[:, None]
+        labels = np.arange(self.C, dtype=np.int64)[None, :]
+        truth = ((i // 97 + self.seed) * 2654435761) % self.C
+        noise = (((i * 40503 + labels * 9973 + self.seed) * 2246822519) % 1000003) / 1000003.0 - 0.5
+        return 2.0 * noise + 1.5 * (labels == truth)
+
+
+class Sink:
+    def __init__(self):
+        self.total = 0.0
+
+    def chunk(self, start, gamma, boundary, change):
+        self.total += float(gamma[:, 0].sum() + boundary.sum())
+
+
+def part_e(args, device, out):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from flashseg.core.driver import ContigRun, SegmentTracker
+
+    T = max(64, int(CHR1_BINS * args.scale))
+    K, C = args.chr1_k, 8
+    chunk = args.chunk
+    model = bench_model(C, K)
+    be = GpuBackend(model)
+    emis = HostEmissions(C)
+    threads = args.piece_threads
+    if device.type == "cuda":
+        import torch
+
+        torch.cuda.reset_peak_memory_stats()
+    print(f"(e) chr1-like contig through the driver, chunk-parallel: T={T:,}, K={K}, C={C}, "
+          f"chunk {chunk:,}, {threads} pool threads")
+    warm = ContigRun(be, emis, min(T, 4 * chunk), chunk)
+    warm.viterbi()
+    warm.posterior_pass()                       # compile outside the timing
+    with ThreadPoolExecutor(threads) as pool:
+        run = ContigRun(be, emis, T, chunk, pool=pool, workers=threads)
+        t0 = time.perf_counter()
+        score, segs = run.viterbi()
+        t_vit = time.perf_counter() - t0
+        tracker = SegmentTracker(be.fwd, T, "exact", segs.start, segs.label)
+        t0 = time.perf_counter()
+        log_z, _ = run.posterior_pass(Sink(), [tracker])
+        t_post = time.perf_counter() - t0
+    n_check = min(T, args.check_bins)
+    with ThreadPoolExecutor(threads) as pool:
+        head = ContigRun(be, emis, n_check, chunk, pool=pool, workers=threads).posterior_pass()[0]
+    seq = ContigRun(be, emis, n_check, chunk).posterior_pass()[0]
+    stats = {k: (v.accepted, v.rerun) for k, v in run.pass_stats.items()}
+    total = t_vit + t_post
+    print(f"  viterbi (forward + traceback)      {t_vit / T * 1e9:8.1f} ns/bin  {t_vit:9.2f} s")
+    print(f"  posterior (bwd + fwd + rows + emit) {t_post / T * 1e9:8.1f} ns/bin  {t_post:9.2f} s")
+    print(f"  total                              {total / T * 1e9:8.1f} ns/bin  {total:9.2f} s"
+          f"  (chr1 at this rate: {total / T * CHR1_BINS / 60:.1f} min; peak GPU memory "
+          f"{peak_gb(device):.2f} GB)")
+    print(f"  guesses accepted/re-run: {stats}; logZ {log_z:.6f}, MAP {score:.6f}")
+    print(f"  first {n_check:,} bins: chunk-parallel logZ {head:.9f}, sequential {seq:.9f}, "
+          f"rel. difference {abs(head - seq) / max(1.0, abs(seq)):.1e}")
+    out.append({"part": "e", "T": T, "K": K, "C": C, "chunk": chunk, "threads": threads,
+                "viterbi_seconds": t_vit, "posterior_seconds": t_post, "ns_per_bin": total / T * 1e9,
+                "guesses": stats, "peak_gb": peak_gb(device), "check_rel_diff": abs(head - seq) / max(1.0, abs(seq))})
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--scale", type=float, default=1.0, help="multiply every T by this (smoke runs: 1e-6)")
     p.add_argument("--chunk", type=int, default=65536, help="bins per kernel launch")
-    p.add_argument("--parts", default="abcd", help="which parts to run (subset of 'abcd')")
+    p.add_argument("--parts", default="abcd", help="which parts to run (subset of 'abcde')")
+    p.add_argument("--piece-threads", type=int, default=32, help="(e): pool threads (chunks in flight)")
+    p.add_argument("--check-bins", type=int, default=2_000_000, help="(e): bins of the sequential check")
     p.add_argument("--ks", type=lambda s: [int(v) for v in s.split(",")], default=[64, 256])
     p.add_argument("--cs", type=lambda s: [int(v) for v in s.split(",")], default=[8, 16, 32])
     p.add_argument("--batches", type=lambda s: [int(v) for v in s.split(",")], default=[1, 24])
@@ -326,6 +408,8 @@ def main(argv=None):
         part_c(args, device, out)
     if "d" in args.parts:
         part_d(args, device, out)
+    if "e" in args.parts:
+        part_e(args, device, out)
     if args.json:
         with open(args.json, "w") as fh:
             json.dump({"device": name, "scale": args.scale, "results": out}, fh, indent=1)

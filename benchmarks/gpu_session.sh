@@ -1,6 +1,6 @@
 #!/bin/bash
 # One device-tool command: GPU tests, then the GPU benchmark parts (issue 4).
-# Usage (on the GPU machine, repo root): bash benchmarks/gpu_session.sh [quick|full]
+# Usage (on the GPU machine, repo root): bash benchmarks/gpu_session.sh [quick|layout|confirm|full|chr1]
 # Logs and JSON go to $OUT (or ./out).
 set -u
 OUT=${OUT:-out}; mkdir -p "$OUT"
@@ -21,11 +21,15 @@ elif [ "$mode" = confirm ]; then
   timeout 120 python3 benchmarks/bench_gpu.py --parts b --scale 0.004 --json "$OUT/b.json" 2>&1 | tee "$OUT/b.log"
   timeout 120 python3 benchmarks/bench_gpu.py --parts a --ks 256,512 --cs 8,16 --batches 1,24 --scale 0.2 --json "$OUT/a.json" 2>&1 | tee "$OUT/a.log"
   timeout 150 python3 benchmarks/bench_gpu.py --parts d --json "$OUT/d.json" 2>&1 | tee "$OUT/d.log"
+elif [ "$mode" = chr1 ]; then   # (b)'s whole contig through the chunk-parallel driver, then a smaller one
+  timeout 150 python3 benchmarks/bench_gpu.py --parts e --scale 0.04 --piece-threads 64 --json "$OUT/e-small.json" 2>&1 | tee "$OUT/e-small.log"
+  timeout 420 python3 benchmarks/bench_gpu.py --parts e --piece-threads 128 --json "$OUT/e.json" 2>&1 | tee "$OUT/e.log"
 elif [ "$mode" = quick ]; then
   timeout 200 python3 benchmarks/bench_gpu.py --parts a --scale 0.02 --ks 64,256,512 --cs 8,16 --batches 1 --warps 0,4,16 --json "$OUT/a.json" 2>&1 | tee "$OUT/a.log"
   timeout 60 python3 benchmarks/bench_gpu.py --parts a --scale 0.02 --ks 256 --cs 16 --batches 24 --json "$OUT/a24.json" 2>&1 | tee "$OUT/a24.log"
   timeout 120 python3 benchmarks/bench_gpu.py --parts b --scale 0.002 --json "$OUT/b.json" 2>&1 | tee "$OUT/b.log"
   timeout 150 python3 benchmarks/bench_gpu.py --parts c --batches 1,24 --peer-t 2e4 --json "$OUT/c.json" 2>&1 | tee "$OUT/c.log"
+  timeout 150 python3 benchmarks/bench_gpu.py --parts e --scale 0.02 --piece-threads 64 --json "$OUT/e.json" 2>&1 | tee "$OUT/e.log"
 else   # full: the issue's shapes; (b) at 1/250 of chr1 (the whole contig does not fit one command yet)
   timeout 120 python3 benchmarks/bench_gpu.py --parts b --scale 0.004 --json "$OUT/b.json" 2>&1 | tee "$OUT/b.log"
   timeout 100 python3 benchmarks/bench_gpu.py --parts c --batches 1,24 --peer-t 2e4 --json "$OUT/c.json" 2>&1 | tee "$OUT/c.log"

@@ -291,7 +291,8 @@ def test_junction_offset():
     scaled.A *= 1.5
     scaled.tail *= 1.5
     scaled.P *= 1.5
-    k, r = junction_offset(exact, scaled)
+    k, r, charge = junction_offset(exact, scaled)
+    assert charge is None
     assert k + r / math.log(2.0) == pytest.approx(5 + math.log2(1.5), abs=1e-12)
     scaled.E[0] *= 1.0 + 1e-9        # one value off by a billionth
     assert junction_offset(exact, scaled) is None
@@ -308,3 +309,41 @@ def test_offsets_round_trip_partitions():
     assert shifted[0] == pytest.approx(log_z + 40 * math.log(2.0) + 0.3, rel=1e-15)
     back = unscale_partition(*shifted, (40, 0.3))
     assert back[0] == pytest.approx(log_z, rel=1e-15) and back[2] == zexp
+
+
+def test_values_flushed_by_one_chain_only_are_charged(monkeypatch):
+    """Long durations (K = 256) and strong scores: values near the flush floor
+    are flushed at different bins by the guess's chain and the true one. The
+    guesses must still be accepted, those values charged to the ghosts, and
+    the results be the sequential ones."""
+    from flashseg.core import parallel
+
+    C, K, T = 6, 256, 24000
+    rng = np.random.default_rng(9)
+    d = np.arange(1, K + 1)[:, None]
+    dur = -d / np.linspace(8, K / 2, C)[None, :]
+    dur -= np.log(np.exp(dur).sum(axis=0, keepdims=True))
+    P = rng.dirichlet(np.ones(C), size=C)
+    np.fill_diagonal(P, 0.0)
+    with np.errstate(divide="ignore"):
+        trans = np.log(P / P.sum(axis=1, keepdims=True))
+    model = SemiMarkovModel(dur, np.log(np.full(C, 0.97)), trans, np.full(C, -np.log(C)), np.zeros(C))
+    truth = np.repeat(rng.integers(0, C, size=T // 37 + 1), 37)[:T]
+    x = -0.5 * (truth[:, None] + rng.uniform(-1, 1, size=(T, 1)) - np.arange(C)[None, :]) ** 2
+    charges = []
+    real = parallel.junction_offset
+
+    def recording(exact, guess, tolerance=parallel.JUNCTION_TOLERANCE):
+        out = real(exact, guess, tolerance)
+        if out is not None and out[2] is not None:
+            charges.append(out[2])
+        return out
+
+    monkeypatch.setattr(parallel, "junction_offset", recording)
+    seq = everything(model, x, 3000)
+    stats = pass_stats(model, x, 3000)
+    assert stats["forward"].accepted == stats["backward"].accepted == 7, stats
+    assert charges and all(np.isfinite(c).any() for c in charges)
+    par = everything(model, x, 3000, threads=2)
+    assert not par["fell_back"]
+    assert_same(par, seq, model, x)

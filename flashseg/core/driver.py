@@ -431,7 +431,11 @@ class ContigRun:
                 continue
             if phase == 2:
                 log_a, log_l = store.log_A(r, c), store.log_L(r, c)
-                if log_l > -math.inf and math.log(rng.random()) + log_a < log_l:
+                # The uniform is drawn whenever label c has a tail at all, not
+                # only where this run's tail value is > 0: a negligible tail
+                # flushed by one run and not by another (chunk-parallel passes
+                # flush at other bins) must not shift the random stream.
+                if pm.lrho[c] > -math.inf and _log_uniform(rng) + log_a < log_l:
                     st[0], st[3] = 3, pos
                     st[4], st[5] = _log_uniform(rng), 0.0
                     continue

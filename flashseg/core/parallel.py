@@ -61,6 +61,9 @@ def normalise(k: int, r: float) -> tuple[int, float]:
 
 
 def add_offsets(a, b) -> tuple[int, float]:
+    """The product of two factors (log-space offsets, k = 0, are added as they are)."""
+    if not a[0] and not b[0]:
+        return 0, a[1] + b[1]
     return normalise(a[0] + b[0], a[1] + b[1])
 
 
@@ -77,37 +80,75 @@ def unscale_partition(log_z: float, zm: float, zexp: int, offset) -> tuple[float
 
 def shift_partition(log_z: float, zm: float, zexp: int, offset) -> tuple[float, float, int]:
     """Z times the offset's factor, in the driver's three forms."""
-    k, r = offset
-    if not k and not r:
+    if not offset[0] and not offset[1]:
         return log_z, zm, zexp
     if not zm > 0.0:
         return log_z, zm, zexp
+    k, r = normalise(*offset)
     m, e = math.frexp(zm * math.exp(r))
     zexp = int(zexp + k + e)
     return math.log(m) + zexp * LN2_HI + zexp * LN2_LO, m, zexp
 
 
-def junction_offset(exact, guess, tolerance: float = JUNCTION_TOLERANCE):
-    """(k, r) with guess = exact x 2**k e**r in every carried value, or None.
+# Linear-space values this far below their state's largest are within reach
+# of the fast path's flushes (2**-736 below the running scale): the two chains
+# may have flushed them at different times (their per-label products rebase
+# at different bins). They are left out of the ratio test and charged to the
+# ghosts instead, like a flush.
+NEGLIGIBLE_LOG = -500.0 * math.log(2.0)
 
-    ``exact`` and ``guess`` stand at the same boundary; see the module docstring.
+
+def junction_offset(exact, guess, tolerance: float = JUNCTION_TOLERANCE):
+    """(k, r, charge) with guess = exact x 2**k e**r in every carried value, or None.
+
+    ``exact`` and ``guess`` stand at the same boundary; see the module
+    docstring. ``charge`` (linear states, else None) is the per-label log
+    mass, in the guess's scale, to add to the guess's ghosts for negligible
+    values the two chains do not share.
     """
     if exact.t != guess.t:
         raise AssertionError(f"junction at boundaries {exact.t} and {guess.t}")
     ve, ee, te = exact.junction_view()
     vg, eg, tg = guess.junction_view()
-    live = np.isfinite(ve)
-    if not live.any() or not np.array_equal(live, np.isfinite(vg)):
-        return None
     if te is not None and not np.array_equal(te, tg):
         return None
-    ve, vg = ve[live], vg[live]
-    diff = vg - ve
+    fe, fg = np.isfinite(ve), np.isfinite(vg)
+    if not fe.any() or not fg.any():
+        return None
+    linear = hasattr(guess, "set_ghost")
+    if linear:
+        tiny_e = ~fe | (ve - ve[fe].max() < NEGLIGIBLE_LOG)
+        tiny_g = ~fg | (vg - vg[fg].max() < NEGLIGIBLE_LOG)
+        negligible = tiny_e & tiny_g
+    else:
+        negligible = np.zeros(len(ve), dtype=bool)
+    live = fe & ~negligible
+    if not np.array_equal(live, fg & ~negligible) or not live.any():
+        return None
+    diff = vg[live] - ve[live]
     lo, hi = float(diff.min()), float(diff.max())
-    magnitude = max(float(np.abs(ve).max()), float(np.abs(vg).max()))
+    magnitude = max(float(np.abs(ve[live]).max()), float(np.abs(vg[live]).max()))
     if not hi - lo <= 2.0 * tolerance + LOG_ULPS * np.finfo(np.float64).eps * magnitude:
         return None
-    return normalise(eg - ee, 0.5 * (lo + hi))
+    mid = 0.5 * (lo + hi)
+    charge = None
+    if linear:
+        shared = negligible & fe & fg
+        shared[shared] = np.abs(vg[shared] - ve[shared] - mid) <= 2.0 * tolerance
+        owed = negligible & (fe | fg) & ~shared
+        if owed.any():
+            # Either chain's value, in the guess's scale, per label; the factor
+            # covers the flush units the kernels charge (K + 1 for A, C for E).
+            C = len(exact.A)
+            K = (len(ve) - 3 * C) // C
+            labels = np.concatenate([np.repeat(np.arange(C), K), np.tile(np.arange(C), 3)])
+            value = np.fmax(vg, ve + mid)[owed] + eg * (LN2_HI + LN2_LO) + math.log(K + C + 2)
+            charge = np.full(C, -np.inf)
+            np.logaddexp.at(charge, labels[owed], value)
+    if not linear:
+        return 0, mid, None    # log space: one added constant, kept as it is (exact ties stay exact)
+    k, r = normalise(eg - ee, mid)
+    return k, r, charge
 
 
 @dataclass
@@ -238,8 +279,8 @@ class ChunkPass:
                     start, end, status = piece.guess, piece.end, piece.status
                     restore = True
                 else:
-                    offset = None if piece.guess is None else junction_offset(prev, piece.guess)
-                    if offset is None:
+                    junction = None if piece.guess is None else junction_offset(prev, piece.guess)
+                    if junction is None:
                         self.stats.rerun += 1
                         start = prev.copy()
                         end, status = self._sequential(j, start, piece)
@@ -247,9 +288,11 @@ class ChunkPass:
                     else:
                         self.stats.accepted += 1
                         start, end, status = piece.guess, piece.end, piece.status
-                        start.scale_offset = add_offsets(prev.scale_offset, offset)
+                        k, r, charge = junction
+                        start.scale_offset = add_offsets(prev.scale_offset, (k, r))
                         if hasattr(start, "set_ghost"):
-                            start.set_ghost(prev.ghost + offset_log(offset))
+                            ghost = prev.ghost + offset_log((k, r))
+                            start.set_ghost(ghost if charge is None else np.logaddexp(ghost, charge))
                         restore = True
                 end.scale_offset = start.scale_offset
                 chunk = piece.chunk
