@@ -172,7 +172,8 @@ def _check_outputs(paths: dict) -> None:
 @click.option("--nan-as-missing", is_flag=True, help="NaN track bins contribute 0 instead of being an error.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--threads", type=click.IntRange(min=1), default=None,
-              help="Contigs decoded in parallel [default: CPUs this process may use].")
+              help="Threads [default: CPUs this process may use]: contigs in parallel; with more "
+                   "threads than contigs (or on a GPU) each contig's chunks too.")
 @click.option("--chunk-size", type=click.IntRange(min=1), default=32768, show_default=True,
               help="Bins per streaming chunk.")
 @click.option("--progress/--no-progress", "progress", default=None,

@@ -256,6 +256,14 @@ def decode_contig(model: SemiMarkovModel, emissions, n_bins: int, *, name: str =
                         backend=backend_name, exact_fallback=fell_back)
 
 
+def _on_gpu(device: str) -> bool:
+    if device == "auto":
+        from .gpu import resolve_device   # imports torch only where a GPU can exist
+
+        device = resolve_device("auto")
+    return device == "cuda"
+
+
 def _contig_stream(device: str, threads: int):
     """Each worker thread's contig on its own CUDA stream, so that contigs overlap on the GPU."""
     if device == "cpu" or threads <= 1:
@@ -272,14 +280,15 @@ def decode_contigs(model: SemiMarkovModel, jobs, *, threads: int = 1, chunk_para
     jobs: dicts with "name", "emissions", "n_bins" and optionally "per_bin".
     The numba kernels release the GIL, so threads run contigs concurrently.
     ``chunk_parallel`` (default: when there are more threads than contigs,
-    e.g. one chromosome per job) also runs every pass's chunks at once on
-    one shared pool of ``threads``: one long contig then uses every core (or
-    many GPU multiprocessors). It costs one extra forward pass of work, so
-    with at least as many contigs as threads, contigs alone fill the threads.
+    e.g. one chromosome per job, or on a GPU) also runs every pass's chunks
+    at once on one shared pool of ``threads``: one long contig then uses
+    every core, or as many GPU multiprocessors as threads. It costs one
+    extra forward pass of work, so on a CPU with at least as many contigs as
+    threads, contigs alone fill the threads.
     """
     jobs = list(jobs)
     if chunk_parallel is None:
-        chunk_parallel = threads > len(jobs)
+        chunk_parallel = threads > len(jobs) or _on_gpu(kwargs.get("device", "cpu"))
     if chunk_parallel and threads > 1:
         with chunk_threads(threads) as parallel:
             yield from _decode_contigs(model, jobs, threads, parallel=parallel, **kwargs)

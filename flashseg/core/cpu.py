@@ -81,6 +81,10 @@ class ForwardStore:
         self.with_tail = with_tail
         # (k, r): rows of a chunk-parallel pass hold the true values times 2**k * e**r.
         self.log_offset = (0, 0.0)
+        # The GPU backend leaves the rows' device copy here (E, A, sexp), stored
+        # last row first when device_reversed.
+        self.device_rows = None
+        self.device_reversed = False
 
     def head(self, rows: int) -> "ForwardStore":
         """A store over the first ``rows`` rows of this one, ghost flags cleared:
@@ -92,6 +96,7 @@ class ForwardStore:
         out.ghost_flag[:] = 0
         out.rows, out.is_log, out.with_tail = rows, self.is_log, self.with_tail
         out.log_offset = (0, 0.0)
+        out.device_rows, out.device_reversed = None, False
         return out
 
     def ghost_rows(self) -> np.ndarray:
@@ -123,6 +128,7 @@ class ForwardStore:
         out.sexp, out.ghost, out.ghost_flag = self.sexp[::-1], self.ghost[::-1], self.ghost_flag[::-1]
         out.rows, out.is_log, out.with_tail = self.rows, self.is_log, self.with_tail
         out.log_offset = self.log_offset
+        out.device_rows, out.device_reversed = self.device_rows, not self.device_reversed
         return out
 
 

@@ -82,7 +82,6 @@ class ContigRun:
         self.burn_in = burn_in
         self.pass_stats = {}
         self._read_lock = threading.Lock()
-        self._cache_budget = CHUNK_CACHE_BYTES
 
     # -- emissions -----------------------------------------------------------
     def read(self, j: int) -> EmissionChunk:
@@ -147,13 +146,16 @@ class ContigRun:
 
         keep = None
         if cache is not None:
+            # The backward and forward passes run at once and keep half of the
+            # budget each: which chunks are kept never depends on timing.
+            budget = [CHUNK_CACHE_BYTES // 2]
+
             def keep(j):
                 a, b = self.bounds[j]
                 cost = (b - a + 1) * (self.C * 40 + 16)   # x, f, E, A, ghost rows; k, sexp
-                with self._read_lock:
-                    if cost > self._cache_budget:
-                        return None
-                    self._cache_budget -= cost
+                if cost > budget[0]:
+                    return None
+                budget[0] -= cost
                 return self.backend.new_store(b - a + 1)
 
         chunk_pass = ChunkPass(self, kind, self.pool, self.workers, self.burn_in, keep)

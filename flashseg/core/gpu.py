@@ -8,15 +8,18 @@ tail and messages on the device and advance them with one kernel launch per
 chunk; stores (E, A, L, sexp, ghost rows; Viterbi pointers) are produced on
 the device and copied into the driver's ForwardStore/ViterbiStore.
 
-The per-bin posterior combination (``posterior_chunk``), the segment
-trackers and sampling run on the host, on the rows the kernels stored
-(the CPU backend's numba kernels; same formulas and certificate), and
+The per-bin combination (``posterior_chunk``: gamma, b, chg) runs on the
+device on the rows the kernels left there (triton/posterior.py; the exact
+log-space fallback combines on the host). The certificate, the segment
+trackers and sampling run on the host, on the rows copied back, and
 emission chunks come from the host. Device-resident chunks
 (:class:`DeviceChunk`) are accepted by ``advance`` too (the benchmark
 synthesises emissions on the device). The launchers take batches of
 sequences (one program each); the chunk driver runs one contig per worker
-thread instead, each on its own CUDA stream (:func:`contig_stream`), so
-contigs overlap on the GPU.
+thread instead, each on its own CUDA stream (:func:`contig_stream`), and,
+chunk-parallel (parallel.py), each chunk in flight on a pool thread with a
+stream of its own (:func:`worker_stream`), so one contig fills many
+multiprocessors.
 
 Nothing here imports torch or triton at module level: :func:`gpu_available`
 must answer False on a machine without an NVIDIA device without them.
@@ -471,6 +474,8 @@ def _device_store(dc: DeviceChunk, dm: DeviceModel, store):
 def _copy_store_back(dstore, store) -> None:
     if store is None:
         return
+    store.device_rows = {key: dstore[key] for key in ("E", "A", "sexp")}
+    store.device_reversed = False
     store.E[:] = dstore["E"][0].cpu().numpy()
     store.A[:] = dstore["A"][0].cpu().numpy()
     if store.with_tail:
@@ -512,11 +517,52 @@ class GpuBackend:
 
     def posterior_chunk(self, fstore, bstore, log_z, zm, zexp, carry, first_boundary, n,
                         with_last, gamma, boundary, change) -> float:
-        # First version: the per-bin combination runs on the host rows the
-        # kernels stored, through the CPU backend's own numba kernels (same
-        # formulas and certificate; it reads only self.fwd and self.exact).
-        return CpuBackend.posterior_chunk(self, fstore, bstore, log_z, zm, zexp, carry,
-                                          first_boundary, n, with_last, gamma, boundary, change)
+        """gamma, b and chg of one chunk (the CPU backend's contract).
+
+        Linear rows still on the device: the Triton combination
+        (triton/posterior.py) on them, and the certificate on the host from
+        the ghost rows (most chunks have none). Log-space rows (the exact
+        fallback) go through the CPU backend's numba kernel.
+        """
+        dev_f, dev_b = fstore.device_rows, bstore.device_rows
+        if self.exact or dev_f is None or dev_b is None or fstore.device_reversed or n == 0:
+            return CpuBackend.posterior_chunk(self, fstore, bstore, log_z, zm, zexp, carry,
+                                              first_boundary, n, with_last, gamma, boundary, change)
+        import torch
+
+        from .triton.posterior import posterior_combine
+
+        dev = self.device
+        if not hasattr(self, "_tr_diag"):
+            self._tr_diag = torch.tensor(np.ascontiguousarray(np.diag(self.fwd.Tr)), device=dev)
+        carry_dev = torch.tensor(carry, dtype=torch.float64, device=dev)[None].contiguous()
+        g, b, c = posterior_combine(dev_f, dev_b, self._tr_diag,
+                                    torch.tensor([n], dtype=torch.int64, device=dev),
+                                    torch.tensor([first_boundary], dtype=torch.int64, device=dev),
+                                    carry_dev, 1.0 / zm, zexp, b_reversed=bstore.device_reversed)
+        gamma[:] = g[0].cpu().numpy()
+        boundary[:] = b[0].cpu().numpy()
+        change[:] = c[0].cpu().numpy()
+        carry[:] = carry_dev[0].cpu().numpy()
+        return certificate_terms(fstore, bstore, self.fwd.mw, log_z, n + 1 if with_last else n)
+
+
+def certificate_terms(fstore, bstore, mw, log_z, rows) -> float:
+    """The certificate's sum over a chunk's rows (as cpu_kernels.posterior_chunk):
+    forward losses continue at most like B, backward losses like E."""
+    total = 0.0
+    for lost, other in ((fstore, bstore), (bstore, fstore)):
+        flagged = np.flatnonzero(lost.ghost_flag[:rows])
+        if flagged.size == 0:
+            continue
+        ghost = lost.ghost[flagged]
+        cont = other.E[flagged]
+        ok = np.isfinite(ghost) & (cont > 0.0)
+        with np.errstate(divide="ignore"):
+            terms = mw[None, :] * np.exp(ghost + np.log(cont) + other.sexp[flagged][:, None] * math.log(2.0)
+                                         - log_z)
+        total += float(terms[ok].sum())
+    return total
 
 
 __all__ = ["gpu_available", "gpu_backend", "resolve_device", "interpreting", "GpuBackend", "contig_stream",

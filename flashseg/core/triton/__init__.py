@@ -10,9 +10,11 @@ does, and only once a GPU (or the Triton interpreter) is in use.
 from .common import FLOOR, LOG_FLOOR, RESCALE_HI, RESCALE_LO, LN2, block_sizes
 from .linear import linear_forward, linear_forward_reference
 from .logspace import logspace_forward, logspace_forward_reference
+from .posterior import posterior_combine, posterior_combine_reference
 from .viterbi import viterbi_forward, viterbi_forward_reference
 
 __all__ = ["FLOOR", "LOG_FLOOR", "RESCALE_HI", "RESCALE_LO", "LN2", "block_sizes",
            "linear_forward", "linear_forward_reference",
            "logspace_forward", "logspace_forward_reference",
+           "posterior_combine", "posterior_combine_reference",
            "viterbi_forward", "viterbi_forward_reference"]

@@ -150,13 +150,14 @@ def compile_launch(module, kernel_name: str, launch, target: GPUTarget | None = 
 
 
 def standard_launches(shapes=((3, 5), (8, 64), (8, 512), (16, 256), (32, 256)), n: int = 16):
-    """(family, C, K, store, launch) for every kernel family at each (C, K), store on and off.
+    """(family, C, K, store, launch) for every kernel family at each (C, K), store on and off
+    (the per-bin combination, which only reads stored rows, once per shape).
 
     The launches run on CPU tensors (they are only recorded, never run).
     """
     from .. import gpu
     from ..model import SemiMarkovModel
-    from . import linear, logspace, viterbi
+    from . import linear, logspace, posterior, viterbi
     import numpy as np
 
     cpu = torch.device("cpu")
@@ -178,6 +179,12 @@ def standard_launches(shapes=((3, 5), (8, 64), (8, 512), (16, 256), (32, 256)), 
                    lambda: logspace.logspace_forward(dc.x, nn, gpu.GpuLogSpaceState(dm).dev, dm.log, fstore))
             yield (viterbi, "viterbi_forward_kernel", C, K, store,
                    lambda: viterbi.viterbi_forward(dc.x, nn, gpu.GpuViterbiState(dm).dev, dm.log, vstore))
+            if store:   # the combination reads stored rows only
+                rows = {key: fstore[key] for key in ("E", "A", "sexp")}
+                yield (posterior, "posterior_combine_kernel", C, K, store,
+                       lambda: posterior.posterior_combine(rows, rows, torch.zeros(C, dtype=torch.float64), nn,
+                                                           torch.tensor([0]), torch.zeros((1, C), dtype=torch.float64),
+                                                           1.0, 0, b_reversed=True))
 
 
 def main(argv=None) -> int:
