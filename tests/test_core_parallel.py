@@ -347,3 +347,24 @@ def test_values_flushed_by_one_chain_only_are_charged(monkeypatch):
     par = everything(model, x, 3000, threads=2)
     assert not par["fell_back"]
     assert_same(par, seq, model, x)
+
+
+def test_rejected_guesses_lengthen_the_burn_in():
+    """Starting from no burn-in at all, each rejection doubles the burn-in of
+    the chunks submitted later, until guesses are accepted; results unchanged."""
+    from flashseg.core.parallel import ChunkPass
+
+    model, x = mixing_case(T=3000)
+    be = CpuBackend(model)
+    src = api.ArrayEmissions(x)
+    seq = ContigRun(be, src, len(x), 100).viterbi()
+    with ThreadPoolExecutor(2) as pool:
+        run = ContigRun(be, src, len(x), 100, pool=pool, workers=1)
+        chunk_pass = ChunkPass(run, "viterbi", pool, 1)
+        chunk_pass.burn_in = 0
+        checkpoints, end = chunk_pass.run()
+    assert chunk_pass.stats.rerun >= 3 and chunk_pass.stats.accepted >= 10, chunk_pass.stats
+    assert 0 < chunk_pass.burn_in <= chunk_pass.max_burn_in
+    from flashseg.core.driver import _best_final
+
+    assert _best_final(end)[0] == pytest.approx(seq[0], rel=1e-12)

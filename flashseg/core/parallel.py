@@ -199,6 +199,9 @@ class ChunkPass:
         self.pool = pool
         self.window = max(2, 2 * int(workers))
         self.burn_in = burn_in_bins(run.backend.fwd.K) if burn_in is None else int(burn_in)
+        # A rejected guess doubles the burn-in of later chunks, up to this
+        # (a burn-in given explicitly stays as it is).
+        self.max_burn_in = max(self.burn_in, run.chunk) if burn_in is None else self.burn_in
         self.stats = PassStats()
         # keep(j): a store for chunk j's rows (or None); kept rows end up in self.rows[j].
         self.keep = keep
@@ -214,18 +217,18 @@ class ChunkPass:
     def _oriented(self, chunk):
         return chunk.reversed() if self.kind == "backward" else chunk
 
-    def _speculate(self, j: int, store=None) -> _Piece:
+    def _speculate(self, j: int, store=None, burn_in: int = 0) -> _Piece:
         run = self.run_
         with worker_context(run.backend):
             state = self._fresh()
             a, b = run.bounds[j]
             if self.kind == "backward":
                 # The reversed problem: boundaries count bins from the contig end.
-                lo, hi = b, min(run.T, b + self.burn_in)
+                lo, hi = b, min(run.T, b + burn_in)
                 from_start = hi == run.T
                 first = run.T - hi
             else:
-                lo, hi = max(0, a - self.burn_in), a
+                lo, hi = max(0, a - burn_in), a
                 from_start = lo == 0
                 first = lo
             if not from_start:
@@ -265,7 +268,7 @@ class ChunkPass:
             while submitted < len(order) and len(pending) < self.window:
                 j = order[submitted]
                 store = self.keep(j) if self.keep is not None else None
-                pending.append(self.pool.submit(self._speculate, j, store))
+                pending.append(self.pool.submit(self._speculate, j, store, self.burn_in))
                 submitted += 1
 
         checkpoints = [None] * nb
@@ -282,6 +285,10 @@ class ChunkPass:
                     junction = None if piece.guess is None else junction_offset(prev, piece.guess)
                     if junction is None:
                         self.stats.rerun += 1
+                        # Slow mixing (max-plus paths may take tens of
+                        # thousands of bins to coalesce): longer burn-ins for
+                        # the chunks not yet submitted.
+                        self.burn_in = min(self.max_burn_in, 2 * max(self.burn_in, 1))
                         start = prev.copy()
                         end, status = self._sequential(j, start, piece)
                         restore = False    # advanced from the exact state: its ghosts carried through
