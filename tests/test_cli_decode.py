@@ -74,18 +74,21 @@ def test_calls_recover_the_simulated_truth(sim, tmp_path):
 
 
 def test_threads_and_chunk_size_do_not_change_outputs(sim, tmp_path):
+    """One thread; a thread per contig; more threads than contigs, which also
+    runs each contig's chunks at once (chunk-parallel passes)."""
     outs = []
-    for threads, chunk in [(1, 32768), (3, 64)]:
+    for threads, chunk in [(1, 32768), (3, 64), (5, 64)]:
         d = tmp_path / f"t{threads}"
         d.mkdir()
         decode(sim, d, "-o", str(d / "o.bed"), "--changes", str(d / "c.bg"), "--boundaries", str(d / "b.bg"),
                "--threads", str(threads), "--chunk-size", str(chunk), "--min-posterior", "0.01")
         outs.append([data_lines(d / "o.bed"), open(d / "c.bg").read(), open(d / "b.bg").read()])
-    a, b = outs
-    assert a[1] == b[1] and a[2] == b[2]
-    assert [r[:4] for r in a[0]] == [r[:4] for r in b[0]]
-    np.testing.assert_allclose([float(x) for r in a[0] for x in r[9:]], [float(x) for r in b[0] for x in r[9:]],
-                               rtol=1e-5, atol=1e-6)
+    a = outs[0]
+    for b in outs[1:]:
+        assert a[1] == b[1] and a[2] == b[2]
+        assert [r[:4] for r in a[0]] == [r[:4] for r in b[0]]
+        np.testing.assert_allclose([float(x) for r in a[0] for x in r[9:]], [float(x) for r in b[0] for x in r[9:]],
+                                   rtol=1e-5, atol=1e-6)
 
 
 def test_changes_bedgraph_and_posteriors(sim, tmp_path):
