@@ -36,7 +36,7 @@ import numpy as np
 
 from ..errors import DataError, NoValidSegmentation
 from .cpu import BadEmission, EmissionChunk, ViterbiStore
-from .parallel import add_offsets, in_parallel, offset_log, shift_partition, unscale_partition, worker_context
+from .parallel import add_offsets, offset_log, shift_partition, unscale_partition, worker_context
 from .results import SegmentCalls, Segments
 
 LN2 = math.log(2.0)
@@ -136,19 +136,23 @@ class ContigRun:
             self._viterbi_score = _best_final(state)[0]
         return self._viterbi_score
 
-    def _chunk_pass(self, kind: str, on_status=None, cache=None):
+    def _chunk_pass(self, kind: str, on_status=None, cache=None, emit=None):
         """All chunks of one pass at once on the pool: (checkpoints, final state).
 
-        With ``cache`` (a dict), chunks and their rows are kept there, as far
-        as CHUNK_CACHE_BYTES (shared by the passes of this run) allows.
+        With ``cache`` (a dict), chunks and their rows are kept there as far
+        as CHUNK_CACHE_BYTES allows. With ``emit``, every chunk's rows are
+        computed and handed to ``emit(j, chunk, store)`` in chunk order as
+        soon as the chunk is certified.
         """
         from .parallel import ChunkPass
 
         keep = None
-        if cache is not None:
-            # The backward and forward passes run at once and keep half of the
-            # budget each: which chunks are kept never depends on timing.
-            budget = [CHUNK_CACHE_BYTES // 2]
+        if emit is not None:
+            def keep(j):
+                a, b = self.bounds[j]
+                return self.backend.new_store(b - a + 1)
+        elif cache is not None:
+            budget = [CHUNK_CACHE_BYTES]
 
             def keep(j):
                 a, b = self.bounds[j]
@@ -158,7 +162,7 @@ class ContigRun:
                 budget[0] -= cost
                 return self.backend.new_store(b - a + 1)
 
-        chunk_pass = ChunkPass(self, kind, self.pool, self.workers, self.burn_in, keep)
+        chunk_pass = ChunkPass(self, kind, self.pool, self.workers, self.burn_in, keep, emit)
         out = chunk_pass.run(on_status)
         self.pass_stats[kind] = chunk_pass.stats
         if cache is not None:
@@ -300,41 +304,75 @@ class ContigRun:
             yield chunk, fstore, bstore.flipped()
         yield fstate
 
-    def _rows_at_once(self, bck, fck, bcache, fcache):
-        """As :meth:`_rows_in_sequence`: rows the passes kept, the others recomputed
-        on the pool from both passes' checkpoints (``fck``: final state last)."""
-        def rows(j):
-            a, b = self.bounds[j]
-            status = -1
-            chunk, bstore = bcache.pop(j, (None, None))
-            chunk, fstore = fcache.pop(j, (chunk, None))
-            if chunk is None:
-                chunk = self.read(j)
-            if bstore is None:
-                bstore = self.backend.new_store(b - a + 1)
-                bck[j].copy().advance(chunk.reversed(), bstore)
-                bstore.log_offset = bck[j].scale_offset
-            if fstore is None:
-                fstore = self.backend.new_store(b - a + 1)
-                status = fck[j].copy().advance(chunk, fstore)
-                fstore.log_offset = fck[j].scale_offset
-            return j, status, chunk, fstore, bstore.flipped()
+    def _rows_streamed(self, bck, bcache, out):
+        """As :meth:`_rows_in_sequence`, chunk-parallel: the forward pass runs
+        all chunks at once (on a helper thread) and hands over each chunk's
+        rows as soon as it is certified; backward rows not kept by the
+        backward pass are recomputed ahead on the pool. ``out["fck"]`` gets
+        the forward checkpoints."""
+        import queue
 
-        for j, status, chunk, fstore, bstore in self._prefetch(rows, range(len(self.bounds))):
-            if status >= 0:
-                self._forward_status(j, status)
-            yield chunk, fstore, bstore
-        yield fck[-1]
+        handed = queue.Queue(maxsize=self.workers + 2)
+        stop = threading.Event()
+
+        def emit(j, chunk, store):
+            while True:
+                try:
+                    handed.put((j, chunk, store), timeout=0.1)
+                    return
+                except queue.Full:
+                    if stop.is_set():
+                        raise Cancelled(self.name) from None
+
+        def forward():
+            try:
+                result = self._chunk_pass("forward", self._forward_status, emit=emit)
+            except BaseException as exc:   # handed to the consumer thread
+                result = exc
+            while not stop.is_set():
+                try:
+                    handed.put(result, timeout=0.1)
+                    return
+                except queue.Full:
+                    pass
+
+        def backward_rows(j):
+            if j in bcache:
+                return bcache.pop(j)[1]
+            a, b = self.bounds[j]
+            store = self.backend.new_store(b - a + 1)
+            bck[j].copy().advance(self.read(j).reversed(), store)
+            store.log_offset = bck[j].scale_offset
+            return store
+
+        helper = threading.Thread(target=forward, name="flashseg-forward", daemon=True)
+        helper.start()
+        try:
+            bstores = self._prefetch(backward_rows, range(len(self.bounds)))
+            for j in range(len(self.bounds)):
+                item = handed.get()
+                if isinstance(item, BaseException):
+                    raise item
+                _, chunk, fstore = item
+                yield chunk, fstore, next(bstores).flipped()
+            item = handed.get()
+            if isinstance(item, BaseException):
+                raise item
+            out["fck"], fend = item
+            yield fend
+        finally:
+            stop.set()
+            helper.join()
 
     def posterior_pass(self, consumer=None, trackers=(), keep_forward_checkpoints=False):
         """Left-to-right emit pass. Returns (logZ, forward checkpoints or None)."""
+        forward = {}
         if self.pool is not None:
-            # Both passes' checkpoints at once, then every chunk's rows at once.
-            bcache, fcache = {}, {}
-            (bck, (log_z, zm, zexp), bend), (fck, fend) = in_parallel(
-                lambda: self.backward_checkpoints(bcache),
-                lambda: self._chunk_pass("forward", self._forward_status, fcache))
-            rows = self._rows_at_once(bck, fck + [fend], bcache, fcache)
+            # The backward pass at once, then the forward pass at once, its
+            # rows combined chunk by chunk as they are certified.
+            bcache = {}
+            bck, (log_z, zm, zexp), bend = self.backward_checkpoints(bcache)
+            rows = self._rows_streamed(bck, bcache, forward)
         else:
             cache = {}
             bck, (log_z, zm, zexp), bend = self.backward_checkpoints(cache)
@@ -387,6 +425,8 @@ class ContigRun:
                 raise UncertifiedError()
         for tr in trackers:
             tr.finish(log_z, zm, zexp)
+        if self.pool is not None:
+            fck = forward["fck"]
         return log_z, (fck if keep_forward_checkpoints else None)
 
     # -- sampling ------------------------------------------------------------

@@ -32,7 +32,6 @@ chunk by adding its scores, per label, as the kernel does).
 from __future__ import annotations
 
 import math
-import threading
 from collections import deque
 from dataclasses import dataclass
 
@@ -191,7 +190,7 @@ class ChunkPass:
     processing order and raises as the sequential pass would.
     """
 
-    def __init__(self, run, kind: str, pool, workers: int, burn_in: int | None = None, keep=None):
+    def __init__(self, run, kind: str, pool, workers: int, burn_in: int | None = None, keep=None, emit=None):
         if kind not in ("forward", "backward", "viterbi"):
             raise ValueError(f"unknown pass {kind!r}")
         self.run_ = run
@@ -203,8 +202,10 @@ class ChunkPass:
         # (a burn-in given explicitly stays as it is).
         self.max_burn_in = max(self.burn_in, run.chunk) if burn_in is None else self.burn_in
         self.stats = PassStats()
-        # keep(j): a store for chunk j's rows (or None); kept rows end up in self.rows[j].
+        # keep(j): a store for chunk j's rows (or None); kept rows end up in
+        # self.rows[j], or go to emit(j, chunk, store) in chunk order.
         self.keep = keep
+        self.emit = emit
         self.rows = {}
 
     # -- one chunk, on a worker ---------------------------------------------
@@ -310,10 +311,14 @@ class ChunkPass:
                         restore_ghost_rows(piece.store, start.ghost, x)
                 if piece.store is not None:
                     piece.store.log_offset = start.scale_offset
-                    self.rows[j] = (chunk, piece.store)
                 _settle(run.backend)   # what this thread did to the states is done
                 if on_status is not None and status >= 0:
                     on_status(j, status, end)
+                if piece.store is not None:
+                    if self.emit is not None:
+                        self.emit(j, chunk, piece.store)
+                    else:
+                        self.rows[j] = (chunk, piece.store)
                 checkpoints[j] = start
                 prev = end
         finally:
@@ -336,27 +341,6 @@ def worker_context(backend):
 
         return contextlib.nullcontext()
     return context()
-
-
-def in_parallel(first, second):
-    """Run two callables at once (the second on a helper thread); returns both results."""
-    box = {}
-
-    def target():
-        try:
-            box["value"] = second()
-        except BaseException as exc:   # re-raised in the caller
-            box["error"] = exc
-
-    helper = threading.Thread(target=target, daemon=True)
-    helper.start()
-    try:
-        value = first()
-    finally:
-        helper.join()
-    if "error" in box:
-        raise box["error"]
-    return value, box["value"]
 
 
 def prefetch(pool, workers: int, fn, items):
