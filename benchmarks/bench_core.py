@@ -174,7 +174,7 @@ def _guess_stats(model, emis, T, threads):
         run = ContigRun(CpuBackend(model), emis, T, api.DEFAULT_CHUNK_SIZE, pool=pool, workers=threads)
         run.posterior_pass()
         run.viterbi()
-    return {kind: (s.accepted, s.rerun) for kind, s in run.pass_stats.items()}
+    return {kind: (s.accepted, s.rerun, s.rerun_bins) for kind, s in run.pass_stats.items()}
 
 
 def _timed(fn):
@@ -261,8 +261,8 @@ def main(argv=None):
             print(f"{name:<4} {what:<34} {sec:8.3f} {T / sec / 1e6:8.2f} {T * K * C / sec / 1e9:13.2f} "
                   f"{rss:12.0f} {tgt:>9}")
         if guesses:
-            print(f"{name:<4} chunk guesses accepted/re-run: "
-                  + ", ".join(f"{k} {a}/{r}" for k, (a, r) in guesses.items()))
+            print(f"{name:<4} chunk guesses accepted/re-run (bins re-run in sequence): "
+                  + ", ".join(f"{k} {a}/{r} ({b})" for k, (a, r, b) in guesses.items()))
         for (w1, p1), (w2, p2) in SPEEDUPS:
             if w1 == name and p1 in out and p2 in out:
                 print(f"{name:<4} speed-up of '{p2}' over '{p1}': {out[p1][0] / out[p2][0]:.2f}x")

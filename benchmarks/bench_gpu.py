@@ -359,14 +359,14 @@ def part_e(args, device, out):
     with ThreadPoolExecutor(threads) as pool:
         head = ContigRun(be, emis, n_check, chunk, pool=pool, workers=threads).posterior_pass()[0]
     seq = ContigRun(be, emis, n_check, chunk).posterior_pass()[0]
-    stats = {k: (v.accepted, v.rerun) for k, v in run.pass_stats.items()}
+    stats = {k: (v.accepted, v.rerun, v.rerun_bins) for k, v in run.pass_stats.items()}
     total = t_vit + t_post
     print(f"  viterbi (forward + traceback)      {t_vit / T * 1e9:8.1f} ns/bin  {t_vit:9.2f} s")
     print(f"  posterior (bwd + fwd + rows + emit) {t_post / T * 1e9:8.1f} ns/bin  {t_post:9.2f} s")
     print(f"  total                              {total / T * 1e9:8.1f} ns/bin  {total:9.2f} s"
           f"  (chr1 at this rate: {total / T * CHR1_BINS / 60:.1f} min; peak GPU memory "
           f"{peak_gb(device):.2f} GB)")
-    print(f"  guesses accepted/re-run: {stats}; logZ {log_z:.6f}, MAP {score:.6f}")
+    print(f"  guesses accepted/re-run (bins re-run in sequence): {stats}; logZ {log_z:.6f}, MAP {score:.6f}")
     print(f"  first {n_check:,} bins: chunk-parallel logZ {head:.9f}, sequential {seq:.9f}, "
           f"rel. difference {abs(head - seq) / max(1.0, abs(seq)):.1e}")
     out.append({"part": "e", "T": T, "K": K, "C": C, "chunk": chunk, "threads": threads,

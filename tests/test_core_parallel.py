@@ -247,6 +247,15 @@ def test_ghosts_carried_into_guessed_chunks_keep_the_certificate():
         np.testing.assert_allclose(got[live], want[live], rtol=0, atol=math.log(4.0))
     final = end.ghost - offset_log(end.scale_offset)
     np.testing.assert_allclose(final, state.ghost, rtol=0, atol=math.log(4.0))
+    # No burn-in, no rows kept: every chunk is re-run until its chain meets the
+    # guess's at an inner boundary, and the guess's end state takes the ghosts.
+    with ThreadPoolExecutor(2) as pool:
+        mrun = ContigRun(be, src, T, chunk, pool=pool, workers=2, burn_in=0)
+        _, mend = mrun._chunk_pass("forward")
+    stats = mrun.pass_stats["forward"]
+    assert stats.rerun == len(run.bounds) - 1 and stats.rerun_bins < stats.rerun * chunk, stats
+    np.testing.assert_allclose(mend.ghost - offset_log(mend.scale_offset), state.ghost, rtol=0,
+                               atol=math.log(4.0))
     seq = api.posterior(model, x, chunk_size=chunk)
     par = api.posterior(model, x, chunk_size=chunk, threads=2)
     assert seq.exact_fallback == par.exact_fallback
@@ -398,3 +407,25 @@ def test_contigs_stop_when_the_caller_stops_chunk_parallel():
     assert len(slow_reads) < 300, "the slow contig should have stopped early"
     assert not any(t.name.startswith(("ThreadPoolExecutor", "flashseg-")) and t.is_alive()
                    for t in threading.enumerate())
+
+
+@pytest.mark.parametrize("exact", [False, True])
+def test_reruns_stop_where_the_chains_meet(exact):
+    """Without a burn-in every guess is rejected. A chunk whose rows are not
+    kept (every Viterbi chunk) is then re-run from the exact state only until
+    it meets the guess's chain, at the first inner boundary (a quarter of the
+    chunk); chunks with rows (here all of the posterior passes') are re-run
+    whole. The results stay the sequential ones."""
+    from flashseg.core.parallel import PARTS
+
+    model, x = mixing_case(T=4000)
+    chunk = 800
+    stats = pass_stats(model, x, chunk, burn_in=0, exact=exact)
+    for kind in ("forward", "backward", "viterbi"):
+        s = stats[kind]
+        assert s.accepted == 0 and s.rerun == 4, (kind, s)
+        part = chunk // PARTS if kind == "viterbi" else chunk
+        assert s.rerun_bins == s.rerun * part, (kind, s)
+    seq = everything(model, x, chunk)
+    par = everything(model, x, chunk, threads=2, burn_in=0)
+    assert_same(par, seq, model, x)

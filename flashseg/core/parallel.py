@@ -156,6 +156,13 @@ class PassStats:
 
     accepted: int = 0
     rerun: int = 0
+    rerun_bins: int = 0   # bins the re-runs advanced in sequence before their chain met the guess's
+
+
+# A chunk whose rows are not kept is advanced in this many parts, its guess's
+# state kept at the inner boundaries: a re-run from the exact state stops at
+# the first of them where the two chains meet (a later junction test).
+PARTS = 4
 
 
 @dataclass
@@ -165,6 +172,23 @@ class _Piece:
     status: int          # the chunk's advance status (-1, or the local bin where all mass vanished)
     chunk: object = None  # the chunk's emissions (None if the guess died first)
     store: object = None  # the chunk's rows, when the pass keeps them
+    inner: list = None    # the guess's states at the inner part boundaries (no rows kept)
+
+
+def split_chunk(chunk, reverse: bool, parts: int):
+    """(steps before, part) for ``parts`` consecutive parts of a chunk in the
+    order a pass reads it (``reverse``: last row first), sharing its arrays."""
+    from .cpu import EmissionChunk
+
+    n = len(chunk.x)
+    cuts = [round(i * n / parts) for i in range(parts + 1)]
+    out = []
+    for i in range(parts):
+        if cuts[i + 1] == cuts[i]:
+            continue
+        lo, hi = (n - cuts[i + 1], n - cuts[i]) if reverse else (cuts[i], cuts[i + 1])
+        out.append((cuts[i], EmissionChunk(chunk.x[lo:hi], chunk.f[lo:hi], chunk.k[lo:hi], reverse)))
+    return out
 
 
 def restore_ghost_rows(store, ghost, x) -> None:
@@ -242,19 +266,62 @@ class ChunkPass:
                 state.set_ghost(np.full(run.C, -np.inf))
             guess = state.copy()
             chunk = run.read(j)
-            status = state.advance(self._oriented(chunk), store)
-            return _Piece(guess, state, status, chunk, store)
+            if store is not None:
+                status = state.advance(self._oriented(chunk), store)
+                return _Piece(guess, state, status, chunk, store)
+            inner = []
+            status = -1
+            for before, part in split_chunk(chunk, self.kind == "backward", PARTS):
+                if before:
+                    inner.append(state.copy())
+                status = state.advance(part)
+                if status >= 0:
+                    status += before
+                    break
+            return _Piece(guess, state, status, chunk, None, inner)
 
     def _sequential(self, j: int, start, piece: _Piece):
-        """Chunk j from an exact start state, in the calling thread."""
+        """Chunk j from an exact start state, in the calling thread.
+
+        Returns (end state, status, meeting): without kept rows, the exact
+        chain stops where it meets the guess's chain at an inner boundary;
+        ``meeting`` is then (exact state there, junction, scores still ahead)
+        and the end state is the guess's, else None.
+        """
         if piece.chunk is None:
             piece.chunk = self.run_.read(j)
         chunk, store = piece.chunk, piece.store
-        if store is not None:
-            store.ghost_flag[:] = 0
-        end = start.copy()
-        status = end.advance(self._oriented(chunk), store)
-        return end, status
+        n = len(chunk.x)
+        exact = start.copy()
+        if store is not None or not piece.inner:
+            if store is not None:
+                store.ghost_flag[:] = 0
+            status = exact.advance(self._oriented(chunk), store)
+            self.stats.rerun_bins += n
+            return exact, status, None
+        for i, (before, part) in enumerate(split_chunk(chunk, self.kind == "backward", PARTS)):
+            if i > 0 and i - 1 < len(piece.inner):
+                junction = junction_offset(exact, piece.inner[i - 1])
+                if junction is not None:
+                    ahead = chunk.x[:n - before] if self.kind == "backward" else chunk.x[before:]
+                    return piece.end, piece.status, (exact, junction, ahead)
+            status = exact.advance(part)
+            self.stats.rerun_bins += len(part.x)
+            if status >= 0:
+                return exact, status + before, None
+        return exact, -1, None
+
+    @staticmethod
+    def _adopt_guess_end(end, exact, junction, ahead) -> None:
+        """The guess's chain met the exact one inside the chunk: its end state,
+        on the exact scale, with the exact chain's ghosts carried to the end."""
+        k, r, charge = junction
+        end.scale_offset = add_offsets(exact.scale_offset, (k, r))
+        if hasattr(end, "set_ghost"):
+            carried = exact.ghost + offset_log((k, r)) + ahead.sum(axis=0)
+            if charge is not None:
+                carried = np.logaddexp(carried, charge + ahead.sum(axis=0))
+            end.set_ghost(np.logaddexp(carried, end.ghost))
 
     # -- the certified chain, in the calling thread --------------------------
     def run(self, on_status=None):
@@ -279,6 +346,7 @@ class ChunkPass:
             for i, j in enumerate(order):
                 piece = pending.popleft().result()
                 top_up()
+                meeting = None
                 if i == 0:
                     start, end, status = piece.guess, piece.end, piece.status
                     restore = True
@@ -291,8 +359,10 @@ class ChunkPass:
                         # the chunks not yet submitted.
                         self.burn_in = min(self.max_burn_in, 2 * max(self.burn_in, 1))
                         start = prev.copy()
-                        end, status = self._sequential(j, start, piece)
+                        end, status, meeting = self._sequential(j, start, piece)
                         restore = False    # advanced from the exact state: its ghosts carried through
+                        if meeting is not None:
+                            self._adopt_guess_end(end, *meeting)
                     else:
                         self.stats.accepted += 1
                         start, end, status = piece.guess, piece.end, piece.status
@@ -302,7 +372,8 @@ class ChunkPass:
                             ghost = prev.ghost + offset_log((k, r))
                             start.set_ghost(ghost if charge is None else np.logaddexp(ghost, charge))
                         restore = True
-                end.scale_offset = start.scale_offset
+                if restore or meeting is None:
+                    end.scale_offset = start.scale_offset
                 chunk = piece.chunk
                 if restore and hasattr(end, "set_ghost"):
                     x = chunk.x[::-1] if self.kind == "backward" else chunk.x
