@@ -23,7 +23,7 @@ elif [ "$mode" = confirm ]; then
   timeout 150 python3 benchmarks/bench_gpu.py --parts d --json "$OUT/d.json" 2>&1 | tee "$OUT/d.log"
 elif [ "$mode" = chr1 ]; then   # (b)'s whole contig through the chunk-parallel driver, then a smaller one
   timeout 150 python3 benchmarks/bench_gpu.py --parts e --scale 0.04 --piece-threads 64 --json "$OUT/e-small.json" 2>&1 | tee "$OUT/e-small.log"
-  timeout 420 python3 benchmarks/bench_gpu.py --parts e --piece-threads 128 --json "$OUT/e.json" 2>&1 | tee "$OUT/e.log"
+  timeout 420 python3 benchmarks/bench_gpu.py --parts e --piece-threads 64 --json "$OUT/e.json" 2>&1 | tee "$OUT/e.log"
 elif [ "$mode" = quick ]; then
   timeout 200 python3 benchmarks/bench_gpu.py --parts a --scale 0.02 --ks 64,256,512 --cs 8,16 --batches 1 --warps 0,4,16 --json "$OUT/a.json" 2>&1 | tee "$OUT/a.log"
   timeout 60 python3 benchmarks/bench_gpu.py --parts a --scale 0.02 --ks 256 --cs 16 --batches 24 --json "$OUT/a24.json" 2>&1 | tee "$OUT/a24.log"

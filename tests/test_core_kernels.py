@@ -378,8 +378,10 @@ def test_posteriors_of_any_segment_list(seed, T, runs, chunk):
     assert calls.tuples() == triples
 
 
-def test_contigs_stop_when_the_caller_stops():
-    """An error on one contig stops the others at their next chunk."""
+@pytest.mark.parametrize("threads", [2, 4])
+def test_contigs_stop_when_the_caller_stops(threads):
+    """An error on one contig stops the others at their next chunk (with 4
+    threads for 2 contigs, the chunk-parallel passes' pool threads too)."""
     import threading
     import time
 
@@ -399,8 +401,8 @@ def test_contigs_stop_when_the_caller_stops():
             {"name": "slow", "emissions": slow, "n_bins": 5000}]
     t0 = time.perf_counter()
     with pytest.raises(RuntimeError, match="disk on fire"):
-        list(api.decode_contigs(model, jobs, threads=2, chunk_size=10))
+        list(api.decode_contigs(model, jobs, threads=threads, chunk_size=10))
     assert time.perf_counter() - t0 < 5.0
     assert len(slow_reads) < 200, "the slow contig should have stopped early"
-    assert not any(t.name.startswith("ThreadPoolExecutor") and t.is_alive()
+    assert not any(t.name.startswith(("ThreadPoolExecutor", "flashseg-")) and t.is_alive()
                    for t in threading.enumerate())

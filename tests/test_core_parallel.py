@@ -379,36 +379,6 @@ def test_rejected_guesses_lengthen_the_burn_in():
     assert _best_final(end)[0] == pytest.approx(seq[0], rel=1e-12)
 
 
-def test_contigs_stop_when_the_caller_stops_chunk_parallel():
-    """As test_core_kernels' test, with more threads than contigs: an error on
-    one contig stops the other's chunk-parallel passes, and every pool thread ends."""
-    import threading
-    import time
-
-    rng = np.random.default_rng(5)
-    model = random_model(rng, 2, 3, "geometric", True, 0.0)
-    slow_reads = []
-
-    def slow(a, b):
-        slow_reads.append(a)
-        time.sleep(0.01)
-        return np.zeros((b - a, 2))
-
-    def broken(a, b):
-        time.sleep(0.05)
-        raise RuntimeError("disk on fire")
-
-    jobs = [{"name": "bad", "emissions": broken, "n_bins": 50},
-            {"name": "slow", "emissions": slow, "n_bins": 5000}]
-    t0 = time.perf_counter()
-    with pytest.raises(RuntimeError, match="disk on fire"):
-        list(api.decode_contigs(model, jobs, threads=4, chunk_size=10))
-    assert time.perf_counter() - t0 < 5.0
-    assert len(slow_reads) < 300, "the slow contig should have stopped early"
-    assert not any(t.name.startswith(("ThreadPoolExecutor", "flashseg-")) and t.is_alive()
-                   for t in threading.enumerate())
-
-
 @pytest.mark.parametrize("exact", [False, True])
 def test_reruns_stop_where_the_chains_meet(exact):
     """Without a burn-in every guess is rejected. A chunk whose rows are not

@@ -415,8 +415,9 @@ def worker_context(backend):
 
 
 def prefetch(pool, workers: int, fn, items):
-    """Yield fn(item) for items in order, computing up to ~2 x workers ahead on ``pool``."""
-    window = max(2, 2 * int(workers))
+    """Yield fn(item) for items in order, computing up to workers + 2 ahead on ``pool``
+    (results wait in memory: rows of a chunk each, so no further)."""
+    window = int(workers) + 2
     items = list(items)
     pending = deque()
     nxt = 0
