@@ -166,10 +166,11 @@ def test_chunk_parallel_passes_match_cpu():
     assert v1[1].tuples() == v0[1].tuples()
 
 
-def test_posterior_combination_kernel_matches_cpu_and_reference(monkeypatch):
+@pytest.mark.parametrize("exact", [False, True], ids=["linear", "logspace"])
+def test_posterior_combination_kernel_matches_cpu_and_reference(monkeypatch, exact):
     """The per-bin combination (gamma, b, chg) on stored rows: the Triton kernel
-    against the CPU kernel and its torch reference, on real rows of both passes;
-    and the driver's GPU path really uses it."""
+    against the CPU kernel and its torch reference, on real rows of both passes
+    (linear, or the exact fallback's logs); and the driver's GPU path really uses it."""
     from flashseg.core import cpu_kernels
     from flashseg.core.triton.posterior import posterior_combine, posterior_combine_reference
 
@@ -177,7 +178,7 @@ def test_posterior_combination_kernel_matches_cpu_and_reference(monkeypatch):
     C, K, T = 3, 4, 70
     model = random_model(rng, C, K, "geometric", True, 0.0)
     x = random_emissions(rng, T, C, 3.0)
-    be = CpuBackend(model)
+    be = CpuBackend(model, exact=exact)
     chunk = EmissionChunk.from_log(x)
     fstore, bstore = be.new_store(T + 1), be.new_store(T + 1)
     be.forward_state().advance(chunk, fstore)
@@ -195,10 +196,11 @@ def test_posterior_combination_kernel_matches_cpu_and_reference(monkeypatch):
 
     args = (rows(fstore), rows(bstore), torch.tensor(np.diag(be.fwd.Tr).copy()), torch.tensor([T]),
             torch.tensor([0]))
+    logs = dict(log_z=log_z, trans=torch.tensor(model.transition)) if exact else {}
     carry_k = torch.zeros((1, C), dtype=torch.float64)
-    g, b, c = posterior_combine(*args, carry_k, 1.0 / zm, zexp, b_reversed=True, block_n=16)
+    g, b, c = posterior_combine(*args, carry_k, 1.0 / zm, zexp, b_reversed=True, block_n=16, **logs)
     carry_r = torch.zeros((1, C), dtype=torch.float64)
-    gr, br, cr = posterior_combine_reference(*args, carry_r, 1.0 / zm, zexp, b_reversed=True)
+    gr, br, cr = posterior_combine_reference(*args, carry_r, 1.0 / zm, zexp, b_reversed=True, **logs)
     for got, ref_, want in ((g[0], gr[0], want_g), (b[0], br[0], want_b), (c[0], cr[0], want_c)):
         np.testing.assert_allclose(got.numpy(), want, rtol=0, atol=1e-12)
         np.testing.assert_allclose(ref_.numpy(), want, rtol=0, atol=1e-12)
@@ -208,9 +210,11 @@ def test_posterior_combination_kernel_matches_cpu_and_reference(monkeypatch):
         raise AssertionError("the linear GPU path must combine on the device")
 
     monkeypatch.setattr(cpu_kernels, "posterior_chunk", no_host_combination)
-    res = api.posterior(model, x, chunk_size=23, device="cuda")
-    assert not res.exact_fallback
-    assert res.log_partition == pytest.approx(log_z, rel=1e-12)
+    monkeypatch.setattr(cpu_kernels, "posterior_chunk_log", no_host_combination)
+    col = Collect()
+    res = ContigRun(gpu.GpuBackend(model, exact=exact), api.ArrayEmissions(x), T, 23).posterior_pass(col)
+    assert res[0] == pytest.approx(log_z, rel=1e-12)
+    np.testing.assert_allclose(col.arrays()[0], want_g, rtol=0, atol=1e-10)
 
 
 def test_chunk_size_invariance():

@@ -110,22 +110,12 @@ def contig_stream(device: str):
 
 
 _worker = threading.local()
-# The Triton interpreter patches triton.language while a kernel runs: kernels
-# from two threads at once break it. Under the interpreter they take turns.
-_interpreter_turn = threading.RLock()
-
-
-def _one_at_a_time_when_interpreting(advance):
-    import functools
-
-    @functools.wraps(advance)
-    def wrapper(*args, **kwargs):
-        if not interpreting():
-            return advance(*args, **kwargs)
-        with _interpreter_turn:
-            return advance(*args, **kwargs)
-
-    return wrapper
+# A kernel's first launch compiles it, and Triton's compile is not safe from
+# several threads at once (triton-lang/triton#5933): launches take turns. A
+# launch only enqueues work (tens of microseconds), so this costs little.
+# Under the interpreter a launch runs the kernel, which patches
+# triton.language meanwhile: there the turns keep kernels apart, as they must.
+_launch_turn = threading.Lock()
 
 
 @contextlib.contextmanager
@@ -346,13 +336,13 @@ class GpuLinearState(_DeviceState):
     def junction_view(self):
         return np.concatenate([positive_log(v) for v in self._carried()]), int(self.istate[1]), None
 
-    @_one_at_a_time_when_interpreting
     def advance(self, chunk, store=None) -> int:
         from .triton.linear import linear_forward
 
         dc = _device_chunk(chunk, self.dm.device)
         dstore = _device_store(dc, self.dm, store)
-        status = linear_forward(dc.x, dc.f, dc.k, self._n(dc), self.dev, self.dm.linear, dstore)
+        with _launch_turn:
+            status = linear_forward(dc.x, dc.f, dc.k, self._n(dc), self.dev, self.dm.linear, dstore)
         self._host = {}
         _copy_store_back(dstore, store)
         return int(status[0])
@@ -386,13 +376,13 @@ class GpuLogSpaceState(_DeviceState):
     def ghost(self) -> np.ndarray:
         return np.full(self.dm.pm.C, -math.inf)
 
-    @_one_at_a_time_when_interpreting
     def advance(self, chunk, store=None) -> int:
         from .triton.logspace import logspace_forward
 
         dc = _device_chunk(chunk, self.dm.device)
         dstore = _device_store(dc, self.dm, store)
-        status = logspace_forward(dc.x, self._n(dc), self.dev, self.dm.log, dstore)
+        with _launch_turn:
+            status = logspace_forward(dc.x, self._n(dc), self.dev, self.dm.log, dstore)
         self._host = {}
         _copy_store_back(dstore, store)
         return int(status[0])
@@ -432,7 +422,6 @@ class GpuViterbiState(_DeviceState):
         return (np.concatenate(self._carried()), 0,
                 np.where(np.isfinite(self.tail), self.tail_start, -1))
 
-    @_one_at_a_time_when_interpreting
     def advance(self, chunk, store=None) -> int:
         import torch
 
@@ -445,7 +434,8 @@ class GpuViterbiState(_DeviceState):
             C = self.dm.pm.C
             dstore = {key: torch.empty((1, rows, C), dtype=torch.int64, device=self.dm.device)
                       for key in ("a_start", "e_prev")}
-        viterbi_forward(dc.x, self._n(dc), self.dev, self.dm.log, dstore)
+        with _launch_turn:
+            viterbi_forward(dc.x, self._n(dc), self.dev, self.dm.log, dstore)
         self._host = {}
         if store is not None:
             store.a_start[:] = dstore["a_start"][0].cpu().numpy()
@@ -519,13 +509,12 @@ class GpuBackend:
                         with_last, gamma, boundary, change) -> float:
         """gamma, b and chg of one chunk (the CPU backend's contract).
 
-        Linear rows still on the device: the Triton combination
-        (triton/posterior.py) on them, and the certificate on the host from
-        the ghost rows (most chunks have none). Log-space rows (the exact
-        fallback) go through the CPU backend's numba kernel.
+        Rows still on the device: the Triton combination (triton/posterior.py)
+        on them, linear or log space (the exact fallback); the linear path's
+        certificate on the host from the ghost rows (most chunks have none).
         """
         dev_f, dev_b = fstore.device_rows, bstore.device_rows
-        if self.exact or dev_f is None or dev_b is None or fstore.device_reversed or n == 0:
+        if dev_f is None or dev_b is None or fstore.device_reversed or n == 0:
             return CpuBackend.posterior_chunk(self, fstore, bstore, log_z, zm, zexp, carry,
                                               first_boundary, n, with_last, gamma, boundary, change)
         import torch
@@ -535,15 +524,20 @@ class GpuBackend:
         dev = self.device
         if not hasattr(self, "_tr_diag"):
             self._tr_diag = torch.tensor(np.ascontiguousarray(np.diag(self.fwd.Tr)), device=dev)
+            self._trans = torch.tensor(np.ascontiguousarray(self.fwd.trans), device=dev)
         carry_dev = torch.tensor(carry, dtype=torch.float64, device=dev)[None].contiguous()
-        g, b, c = posterior_combine(dev_f, dev_b, self._tr_diag,
-                                    torch.tensor([n], dtype=torch.int64, device=dev),
-                                    torch.tensor([first_boundary], dtype=torch.int64, device=dev),
-                                    carry_dev, 1.0 / zm, zexp, b_reversed=bstore.device_reversed)
+        n_dev = torch.tensor([n], dtype=torch.int64, device=dev)
+        first_dev = torch.tensor([first_boundary], dtype=torch.int64, device=dev)
+        with _launch_turn:
+            g, b, c = posterior_combine(dev_f, dev_b, self._tr_diag, n_dev, first_dev, carry_dev,
+                                        1.0 / zm if zm > 0 else 0.0, zexp, b_reversed=bstore.device_reversed,
+                                        log_z=log_z if self.exact else None, trans=self._trans, nmax=n)
         gamma[:] = g[0].cpu().numpy()
         boundary[:] = b[0].cpu().numpy()
         change[:] = c[0].cpu().numpy()
         carry[:] = carry_dev[0].cpu().numpy()
+        if self.exact:
+            return 0.0
         return certificate_terms(fstore, bstore, self.fwd.mw, log_z, n + 1 if with_last else n)
 
 

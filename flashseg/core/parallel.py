@@ -22,12 +22,17 @@ guess is the true value times the same constant within that relative
 tolerance. The constant is kept as the state's ``scale_offset`` ``(k, r)``
 (values = true values x 2**k x e**r, ``|r| <= ln 2 / 2``); the driver
 removes it where absolute values matter (logZ, posteriors, the MAP score,
-the certificate). A rejected guess costs one sequential re-run of its chunk
+the certificate). A rejected guess costs a sequential re-run of its chunk
 from the previous chunk's end state, which is exact: results never depend on
-whether the data mix, only the speed does. Flushes of the linear fast path
-stay certified: a guess starts its chunk with no ghosts, and the losses
-carried into the chunk are restored afterwards (ghosts are carried through a
-chunk by adding its scores, per label, as the kernel does).
+whether the data mix, only the speed does. The re-run stops early where it
+meets the guess's own chain at an inner boundary of the chunk (a junction
+test there; chunks whose rows are not kept), and the burn-in of later chunks
+doubles. Flushes of the linear fast path stay certified: a guess starts its
+chunk with no ghosts, and the losses carried into the chunk are restored
+afterwards (ghosts are carried through a chunk by adding its scores, per
+label, as the kernel does); values so far below their state's largest that
+the two chains may have flushed them at different bins are left out of the
+ratio test and charged to the ghosts (``NEGLIGIBLE_LOG``).
 """
 from __future__ import annotations
 

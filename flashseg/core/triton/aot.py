@@ -151,7 +151,7 @@ def compile_launch(module, kernel_name: str, launch, target: GPUTarget | None = 
 
 def standard_launches(shapes=((3, 5), (8, 64), (8, 512), (16, 256), (32, 256)), n: int = 16):
     """(family, C, K, store, launch) for every kernel family at each (C, K), store on and off
-    (the per-bin combination, which only reads stored rows, once per shape).
+    (the per-bin combination, which only reads stored rows, once per shape and space).
 
     The launches run on CPU tensors (they are only recorded, never run).
     """
@@ -179,12 +179,13 @@ def standard_launches(shapes=((3, 5), (8, 64), (8, 512), (16, 256), (32, 256)), 
                    lambda: logspace.logspace_forward(dc.x, nn, gpu.GpuLogSpaceState(dm).dev, dm.log, fstore))
             yield (viterbi, "viterbi_forward_kernel", C, K, store,
                    lambda: viterbi.viterbi_forward(dc.x, nn, gpu.GpuViterbiState(dm).dev, dm.log, vstore))
-            if store:   # the combination reads stored rows only
+            if store:   # the combination reads stored rows only: linear, then log space
                 rows = {key: fstore[key] for key in ("E", "A", "sexp")}
-                yield (posterior, "posterior_combine_kernel", C, K, store,
-                       lambda: posterior.posterior_combine(rows, rows, torch.zeros(C, dtype=torch.float64), nn,
-                                                           torch.tensor([0]), torch.zeros((1, C), dtype=torch.float64),
-                                                           1.0, 0, b_reversed=True))
+                for logs in ({}, {"log_z": 0.0, "trans": dm.log["transT"]}):
+                    yield (posterior, "posterior_combine_kernel", C, K, store,
+                           lambda logs=logs: posterior.posterior_combine(
+                               rows, rows, torch.zeros(C, dtype=torch.float64), nn, torch.tensor([0]),
+                               torch.zeros((1, C), dtype=torch.float64), 1.0, 0, b_reversed=True, **logs))
 
 
 def main(argv=None) -> int:

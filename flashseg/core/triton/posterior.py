@@ -1,7 +1,8 @@
 """Per-bin posteriors of one chunk from stored forward and backward rows.
 
-The device twin of ``cpu_kernels.posterior_chunk`` for the linear fast path:
-for each bin i of the chunk,
+The device twin of ``cpu_kernels.posterior_chunk`` (and, with ``LOG``, of
+``posterior_chunk_log`` for the exact fallback's log-space rows): for each
+bin i of the chunk,
 
     p_start[c] = E_f[i, c] G_b[i, c] 2**(s_f + s_b - zexp) / zm   (a label-c segment starts at i)
     p_end[c]   = A_f[i, c] B_b[i, c] 2**(s_f + s_b - zexp) / zm   (one ends at i)
@@ -45,15 +46,16 @@ def _row_offsets(rows, n_rows, REVERSED: tl.constexpr):
 @triton.jit
 def posterior_combine_kernel(
         Ef_ptr, Af_ptr, sf_ptr, Bb_ptr, Gb_ptr, sb_ptr,
-        trdiag_ptr, n_ptr, first_ptr, carry_ptr,
+        trdiag_ptr, trans_ptr, n_ptr, first_ptr, carry_ptr,
         gamma_ptr, boundary_ptr, change_ptr,
-        inv_zm_ptr, zexp_ptr,
+        inv_zm_ptr, zexp_ptr, log_z_ptr,
         C, F_ROWS, B_ROWS, NMAX,
-        B_REVERSED: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr):
+        B_REVERSED: tl.constexpr, LOG: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr):
     b = tl.program_id(0)
     # fp64 and int64 scalars come as one-element tensors (Triton passes Python floats as fp32).
     inv_zm = tl.load(inv_zm_ptr)
     zexp = tl.load(zexp_ptr)
+    log_z = tl.load(log_z_ptr)
     n = tl.load(n_ptr + b)
     first = tl.load(first_ptr + b)
     cc = tl.arange(0, BLOCK_C)
@@ -66,22 +68,35 @@ def posterior_combine_kernel(
         m2 = rmask[:, None] & cmask[None, :]
         frow = b * F_ROWS + rows
         brow = b * B_ROWS + _row_offsets(rows, B_ROWS, B_REVERSED)
-        ef = tl.load(Ef_ptr + frow[:, None] * C + cc[None, :], mask=m2, other=0.0)
-        af = tl.load(Af_ptr + frow[:, None] * C + cc[None, :], mask=m2, other=0.0)
-        bb = tl.load(Bb_ptr + brow[:, None] * C + cc[None, :], mask=m2, other=0.0)
-        gb = tl.load(Gb_ptr + brow[:, None] * C + cc[None, :], mask=m2, other=0.0)
-        sf = tl.load(sf_ptr + frow, mask=rmask, other=0)
-        sb = tl.load(sb_ptr + brow, mask=rmask, other=0)
-        # As the CPU kernel: the scales cancel as integers; a large exponent
-        # is split between the two factors so neither leaves the fp64 range.
-        k = sf + sb - zexp
-        k_left = tl.where(k > 900, k // 2, 0)
-        scale_left = _ldexp_scale(k_left)[:, None]
-        factor = (inv_zm * _ldexp_scale(k - k_left))[:, None]
-        p_start = ((ef * scale_left) * gb) * factor
-        p_end = ((af * scale_left) * bb) * factor
-        inflow = ef - af * trd[None, :]
-        chg_terms = tl.where((gb > 0.0) & (inflow > 0.0), ((inflow * scale_left) * gb) * factor, 0.0)
+        empty = float("-inf") if LOG else 0.0
+        ef = tl.load(Ef_ptr + frow[:, None] * C + cc[None, :], mask=m2, other=empty)
+        af = tl.load(Af_ptr + frow[:, None] * C + cc[None, :], mask=m2, other=empty)
+        bb = tl.load(Bb_ptr + brow[:, None] * C + cc[None, :], mask=m2, other=empty)
+        gb = tl.load(Gb_ptr + brow[:, None] * C + cc[None, :], mask=m2, other=empty)
+        if LOG:
+            # Log-space rows (the exact fallback), as cpu_kernels.posterior_chunk_log:
+            # every term is a log sum minus log Z, exponentiated once.
+            p_start = tl.exp(ef + gb - log_z)
+            p_end = tl.exp(af + bb - log_z)
+            chg_terms = tl.zeros((BLOCK_N, BLOCK_C), dtype=tl.float64)
+            for cp in range(0, C):
+                a_cp = tl.load(Af_ptr + frow * C + cp, mask=rmask, other=float("-inf"))
+                t_cp = tl.load(trans_ptr + cp * C + cc, mask=cmask, other=float("-inf"))
+                term = tl.exp(a_cp[:, None] + t_cp[None, :] + gb - log_z)
+                chg_terms += tl.where((cc[None, :] != cp) & m2, term, 0.0)
+        else:
+            sf = tl.load(sf_ptr + frow, mask=rmask, other=0)
+            sb = tl.load(sb_ptr + brow, mask=rmask, other=0)
+            # As the CPU kernel: the scales cancel as integers; a large exponent
+            # is split between the two factors so neither leaves the fp64 range.
+            k = sf + sb - zexp
+            k_left = tl.where(k > 900, k // 2, 0)
+            scale_left = _ldexp_scale(k_left)[:, None]
+            factor = (inv_zm * _ldexp_scale(k - k_left))[:, None]
+            p_start = ((ef * scale_left) * gb) * factor
+            p_end = ((af * scale_left) * bb) * factor
+            inflow = ef - af * trd[None, :]
+            chg_terms = tl.where((gb > 0.0) & (inflow > 0.0), ((inflow * scale_left) * gb) * factor, 0.0)
         step = tl.where(m2, p_start - p_end, 0.0)
         running = carry[None, :] + tl.cumsum(step, axis=0)
         clipped = tl.minimum(tl.maximum(running, 0.0), 1.0)
@@ -100,20 +115,24 @@ def posterior_combine_kernel(
     tl.store(carry_ptr + b * C + cc, carry, mask=cmask)
 
 
-def posterior_combine(fwd, bwd, tr_diag, n, first, carry, inv_zm, zexp, b_reversed=False, block_n=128):
+def posterior_combine(fwd, bwd, tr_diag, n, first, carry, inv_zm, zexp, b_reversed=False, block_n=128,
+                      log_z=None, trans=None, nmax=None):
     """Launch the combination for B chunks (one program each).
 
     fwd, bwd: dicts E, A (B, ROWS, C) fp64 and sexp (B, ROWS) int64: forward
     rows, and backward rows (reversed: row r holds boundary ROWS - 1 - r, as
     the backward pass writes them); tr_diag (C,) the self-transition weights;
     n (B,) bins; first (B,) the chunks' first boundaries; carry (B, C) gamma
-    before each chunk, updated in place. Returns gamma (B, NMAX, C),
-    boundary and change (B, NMAX), NMAX = n.max().
+    before each chunk, updated in place; Z = zm * 2**zexp, zm = 1 / inv_zm.
+    Log-space rows (the exact fallback): ``log_z`` and the (C, C) log
+    transitions ``trans`` instead (tr_diag, inv_zm and zexp unused).
+    Returns gamma (B, NMAX, C), boundary and change (B, NMAX), NMAX = n.max()
+    (``nmax``, when the caller knows it, spares a device round trip).
     """
     check_contiguous(fwd, bwd, tr_diag, n, first, carry)
     Bsz, f_rows, C = fwd["E"].shape
     b_rows = bwd["E"].shape[1]
-    nmax = int(n.max().item())
+    nmax = int(n.max().item()) if nmax is None else int(nmax)
     dev = fwd["E"].device
     gamma = torch.empty((Bsz, nmax, C), dtype=torch.float64, device=dev)
     boundary = torch.empty((Bsz, nmax), dtype=torch.float64, device=dev)
@@ -121,17 +140,22 @@ def posterior_combine(fwd, bwd, tr_diag, n, first, carry, inv_zm, zexp, b_revers
     if nmax == 0:
         return gamma, boundary, change
     block_c = max(2, triton.next_power_of_2(C))
+    is_log = log_z is not None
     posterior_combine_kernel[(Bsz,)](
         fwd["E"], fwd["A"], fwd["sexp"], bwd["E"], bwd["A"], bwd["sexp"],
-        tr_diag, n, first, carry, gamma, boundary, change,
+        tr_diag, trans if is_log else tr_diag, n, first, carry, gamma, boundary, change,
         torch.tensor([float(inv_zm)], dtype=torch.float64, device=dev),
-        torch.tensor([int(zexp)], dtype=torch.int64, device=dev), C, f_rows, b_rows, nmax,
-        B_REVERSED=bool(b_reversed), BLOCK_N=block_n, BLOCK_C=block_c)
+        torch.tensor([int(zexp)], dtype=torch.int64, device=dev),
+        torch.tensor([float(log_z) if is_log else 0.0], dtype=torch.float64, device=dev),
+        C, f_rows, b_rows, nmax,
+        B_REVERSED=bool(b_reversed), LOG=is_log, BLOCK_N=block_n if not is_log else min(block_n, 64),
+        BLOCK_C=block_c)
     return gamma, boundary, change
 
 
-def posterior_combine_reference(fwd, bwd, tr_diag, n, first, carry, inv_zm, zexp, b_reversed=False):
-    """Plain torch version of :func:`posterior_combine`, bin by bin (as the CPU kernel)."""
+def posterior_combine_reference(fwd, bwd, tr_diag, n, first, carry, inv_zm, zexp, b_reversed=False,
+                                log_z=None, trans=None):
+    """Plain torch version of :func:`posterior_combine`, bin by bin (as the CPU kernels)."""
     import math
 
     Bsz, _, C = fwd["E"].shape
@@ -144,16 +168,22 @@ def posterior_combine_reference(fwd, bwd, tr_diag, n, first, carry, inv_zm, zexp
         if b_reversed:
             Bb, Gb, sb = Bb.flip(0), Gb.flip(0), sb.flip(0)
         for i in range(int(n[b])):
-            k = int(fwd["sexp"][b, i] + sb[i]) - int(zexp)
-            k_left = k // 2 if k > 900 else 0
-            scale_left = math.ldexp(1.0, k_left)
-            factor = math.ldexp(float(inv_zm), k - k_left)
             ef, af = fwd["E"][b, i], fwd["A"][b, i]
-            p_start = ((ef * scale_left) * Gb[i]) * factor
-            p_end = ((af * scale_left) * Bb[i]) * factor
-            inflow = ef - af * tr_diag
-            chg = torch.where((Gb[i] > 0) & (inflow > 0), ((inflow * scale_left) * Gb[i]) * factor,
-                              torch.zeros_like(ef)).sum()
+            if log_z is not None:
+                p_start = torch.exp(ef + Gb[i] - log_z)
+                p_end = torch.exp(af + Bb[i] - log_z)
+                terms = torch.exp(af[:, None] + trans + Gb[i][None, :] - log_z)
+                chg = (terms.sum() - terms.diagonal().sum())
+            else:
+                k = int(fwd["sexp"][b, i] + sb[i]) - int(zexp)
+                k_left = k // 2 if k > 900 else 0
+                scale_left = math.ldexp(1.0, k_left)
+                factor = math.ldexp(float(inv_zm), k - k_left)
+                p_start = ((ef * scale_left) * Gb[i]) * factor
+                p_end = ((af * scale_left) * Bb[i]) * factor
+                inflow = ef - af * tr_diag
+                chg = torch.where((Gb[i] > 0) & (inflow > 0), ((inflow * scale_left) * Gb[i]) * factor,
+                                  torch.zeros_like(ef)).sum()
             carry[b] = (carry[b] + p_start - p_end).clamp(0.0, 1.0)
             tot = carry[b].sum()
             if tot > 0:
