@@ -437,14 +437,19 @@ class ContigRun:
         # per sample: [phase, pos, label, seg_end, log_u, log_surv]; phase 2 end, 3 tail, 1 prev, 0 done
         states = [[2, self.T, -1, -1, 0.0, 0.0] for _ in range(n)]
         segs = [[] for _ in range(n)]
-        for j in range(len(self.bounds) - 1, -1, -1):
+        def rows(j):
             a, b = self.bounds[j]
             chunk = self.read(j)
             ck = forward_checkpoints[j]
-            st = ck.copy()
             store = self.backend.new_store(b - a + 1, with_tail=True)
-            st.advance(chunk, store)
+            ck.copy().advance(chunk, store)
             store.log_offset = ck.scale_offset
+            return j, chunk, store
+
+        # Chunks last to first; with a pool, their rows are recomputed ahead of the walks.
+        for j, chunk, store in self._prefetch(rows, range(len(self.bounds) - 1, -1, -1)):
+            a, b = self.bounds[j]
+            ck = forward_checkpoints[j]
             for q in range(n):
                 self._walk(states[q], segs[q], rngs[q], a, b, chunk.x, store, ck, K, pm)
         out = []
@@ -482,16 +487,20 @@ class ContigRun:
                     st[4], st[5] = _log_uniform(rng), 0.0
                     continue
                 dmax = min(K, pos)
-                xs = np.cumsum(x[r - 1::-1, c]) if r > 0 else np.zeros(0)
                 logs = np.full(dmax, -np.inf)
-                for d in range(1, dmax + 1):
-                    s = pos - d
-                    if s >= a:
-                        logs[d - 1] = store.log_E(s - a, c) + xs[d - 1] + pm.phicirc[c, d]
-                    else:
-                        inner = xs[r - 1] if r > 0 else 0.0
-                        logs[d - 1] = (ck.log_ring_entry(c, (-s) % K) - offset_log(ck.scale_offset)
-                                       + inner + pm.phicirc[c, d])
+                # Durations 1..inside start in this chunk (vectorised: one
+                # segment per call, millions per contig); longer ones start in
+                # the ring of the chunk's checkpoint.
+                inside = min(dmax, r)
+                inner = 0.0
+                if inside:
+                    xs = np.cumsum(x[r - inside:r, c][::-1])
+                    d = np.arange(1, inside + 1)
+                    logs[:inside] = store.log_E(r - d, np.full(inside, c)) + xs + pm.phicirc[c, d]
+                    inner = xs[-1]
+                for d in range(inside + 1, dmax + 1):
+                    logs[d - 1] = (ck.log_ring_entry(c, (-(pos - d)) % K) - offset_log(ck.scale_offset)
+                                   + inner + pm.phicirc[c, d])
                 d = 1 + _draw_log(rng, logs)
                 segs.append((pos - d, pos, c))
                 st[0], st[1] = 1, pos - d
@@ -499,21 +508,24 @@ class ContigRun:
             if phase == 3:
                 # Tail: walk back while the L recursion says "started even earlier";
                 # one uniform per tail inverts the survival product.
+                # Steps t -> t - 1 in blocks (vectorised; tails can be long):
+                # the survival after each step is a running sum, in step order.
                 t = pos
                 log_u, log_s = st[4], st[5]
                 stopped = False
-                while t > a:
-                    lp = store.log_L(t - 1 - a, c)
-                    if lp > -math.inf:
-                        cont = lp + pm.lrho[c] + x[t - 1 - a, c] - store.log_L(t - a, c)
-                        log_new = log_s + min(cont, 0.0)
-                    else:
-                        log_new = -math.inf
-                    if log_u >= log_new:
-                        stopped = True
-                        break
-                    log_s = log_new
-                    t -= 1
+                while t > a and not stopped:
+                    rows = np.arange(t - 1 - a, max(a, t - TAIL_BLOCK) - 1 - a, -1)
+                    this_label = np.full(len(rows), c)
+                    lp = store.log_L(rows, this_label)
+                    with np.errstate(invalid="ignore"):   # -inf - -inf where lp is -inf (masked)
+                        cont = lp + pm.lrho[c] + x[rows, c] - store.log_L(rows + 1, this_label)
+                        step = np.where(lp > -np.inf, np.minimum(cont, 0.0), -np.inf)
+                    survival = np.cumsum(np.concatenate([[log_s], step]))
+                    stop = np.flatnonzero(log_u >= survival[1:])
+                    taken = stop[0] if stop.size else len(rows)
+                    stopped = stop.size > 0
+                    t -= taken
+                    log_s = survival[taken]
                 st[1], st[5] = t, log_s
                 if not stopped:
                     return
@@ -541,6 +553,10 @@ def _partition(state) -> tuple[float, float, int]:
 
 def _lost_at_end(state, log_z: float) -> float:
     return state.lost_at_end(log_z + offset_log(state.scale_offset))
+
+
+# Bins of a tail walked back per vectorised step of the sampler.
+TAIL_BLOCK = 256
 
 
 def _log_uniform(rng) -> float:
