@@ -437,6 +437,7 @@ class ContigRun:
         # per sample: [phase, pos, label, seg_end, log_u, log_surv]; phase 2 end, 3 tail, 1 prev, 0 done
         states = [[2, self.T, -1, -1, 0.0, 0.0] for _ in range(n)]
         segs = [[] for _ in range(n)]
+
         def rows(j):
             a, b = self.bounds[j]
             chunk = self.read(j)
