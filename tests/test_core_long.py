@@ -36,13 +36,25 @@ CHILD = textwrap.dedent("""
             self.bins += len(gamma)
             self.gamma_sum += float(gamma.sum())
 
+    def peak_rss_mb():
+        # VmHWM is this process's own peak; ru_maxrss also keeps the peak of
+        # the process it was started from (Linux carries it across exec).
+        try:
+            with open("/proc/self/status") as fh:
+                for line in fh:
+                    if line.startswith("VmHWM:"):
+                        return int(line.split()[1]) / 1024
+        except OSError:
+            pass
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
     t0 = time.perf_counter()
     s = Summary()
     res = api.decode_contig(model, emissions, T, method="posterior", per_bin=s,
                             chunk_size=65536, name="chrLong")
     print(json.dumps({{"bins": s.bins, "gamma_sum": s.gamma_sum, "logz": res.log_partition,
                       "segments": len(res.calls), "seconds": time.perf_counter() - t0,
-                      "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))
+                      "maxrss_mb": peak_rss_mb()}}))
 """)
 
 

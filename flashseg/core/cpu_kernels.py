@@ -792,3 +792,147 @@ def emission_factors(x, f, kexp):
         for c in range(C):
             f[i, c] = math.exp((x[i, c] - off_hi) - off_lo)
     return -1, 0
+
+
+@njit(nogil=True, cache=True)
+def _draw_from_logs(logw, n, u):
+    """Index i < n drawn with probability exp(logw[i]) / sum, for the uniform u
+    (the first whose running sum of weights exceeds u times the total); -1 if
+    every weight is 0."""
+    m = -np.inf
+    for i in range(n):
+        m = max(m, logw[i])
+    w = np.empty(n)
+    total = 0.0
+    for i in range(n):
+        w[i] = math.exp(logw[i] - m)
+        total += w[i]
+    if not total > 0.0:
+        return -1
+    target = u * total
+    acc = 0.0
+    for i in range(n):
+        acc += w[i]
+        if acc > target:
+            return i
+    return n - 1
+
+
+# sample_walk's return codes (the caller supplies what was missing and calls again)
+WALK_CHUNK_DONE, WALK_NEED_UNIFORMS, WALK_NEED_SPACE, WALK_NEED_RING, WALK_ZERO = 0, 1, 2, 3, 4
+
+
+@njit(nogil=True, cache=True)
+def sample_walk(st_i, st_f, a, b, x, lE, lA, lL, ring_log, ring_ready, phicirc, lrho, trans, final, K,
+                u, u_pos, out_s, out_e, out_c, n_out, logs):
+    """Advance one posterior sample's backward walk through the chunk [a, b).
+
+    st_i = [phase, pos, label, tail end] (phase 2: a segment of ``label`` ends
+    at pos, or the contig end if label < 0; 3: inside a tail; 1: a segment
+    starts at pos; 0: done), st_f = [log u, log survival] of the current tail.
+    lE, lA, lL: (b - a + 1, C) logs of the forward rows of the chunk (true
+    scale); ring_log[c]: logs of the ring entries of the chunk's checkpoint,
+    valid where ring_ready[c]. Uniforms u[u_pos:] are consumed in order, as
+    the random stream; segments go to out_*[n_out:].
+
+    Returns (code, u_pos, n_out, label): WALK_CHUNK_DONE when the walk left
+    the chunk (or ended), else what the caller must supply before calling
+    again (more uniforms; more output space; ring_log[label]); WALK_ZERO on
+    an all-zero distribution. Every step checks its needs before it draws.
+    """
+    C = x.shape[1]
+    while st_i[0] != 0:
+        phase, pos, c = st_i[0], st_i[1], st_i[2]
+        if phase == 2 or phase == 3:
+            if not (a < pos <= b):
+                return WALK_CHUNK_DONE, u_pos, n_out, -1
+        elif not (a <= pos <= b):
+            return WALK_CHUNK_DONE, u_pos, n_out, -1
+        r = pos - a
+        if u_pos + 2 > u.shape[0]:
+            return WALK_NEED_UNIFORMS, u_pos, n_out, -1
+        if n_out >= out_s.shape[0]:
+            return WALK_NEED_SPACE, u_pos, n_out, -1
+        if phase == 2 and c < 0:
+            # Contig end: the last label.
+            for k in range(C):
+                logs[k] = lA[r, k] + final[k]
+            idx = _draw_from_logs(logs, C, u[u_pos])
+            u_pos += 1
+            if idx < 0:
+                return WALK_ZERO, u_pos, n_out, -1
+            st_i[2] = idx
+            continue
+        if phase == 2:
+            dmax = min(K, pos)
+            inside = min(dmax, r)
+            if dmax > inside and not ring_ready[c]:
+                return WALK_NEED_RING, u_pos, n_out, c
+            if lrho[c] > -np.inf:
+                # Drawn whenever label c has a tail at all (see driver.sample).
+                uu = u[u_pos]
+                u_pos += 1
+                log_uu = math.log(uu) if uu > 0.0 else -np.inf
+                if log_uu + lA[r, c] < lL[r, c]:
+                    st_i[0], st_i[3] = 3, pos
+                    uu = u[u_pos]
+                    u_pos += 1
+                    st_f[0] = math.log(uu) if uu > 0.0 else -np.inf
+                    st_f[1] = 0.0
+                    continue
+            # Durations 1..inside start in this chunk, longer ones in the
+            # ring of the chunk's checkpoint.
+            xs = 0.0
+            for d in range(1, inside + 1):
+                xs += x[r - d, c]
+                logs[d - 1] = lE[r - d, c] + xs + phicirc[c, d]
+            for d in range(inside + 1, dmax + 1):
+                logs[d - 1] = ring_log[c, (d - pos) % K] + xs + phicirc[c, d]
+            idx = _draw_from_logs(logs, dmax, u[u_pos])
+            u_pos += 1
+            if idx < 0:
+                return WALK_ZERO, u_pos, n_out, -1
+            d = idx + 1
+            out_s[n_out], out_e[n_out], out_c[n_out] = pos - d, pos, c
+            n_out += 1
+            st_i[0], st_i[1] = 1, pos - d
+            continue
+        if phase == 3:
+            # Tail: walk back while the L recursion says "started even
+            # earlier"; one uniform per tail inverts the survival product.
+            t = pos
+            log_u, log_s = st_f[0], st_f[1]
+            stopped = False
+            while t > a:
+                lp = lL[t - 1 - a, c]
+                if lp > -np.inf:
+                    cont = lp + lrho[c] + x[t - 1 - a, c] - lL[t - a, c]
+                    log_new = log_s + min(cont, 0.0)
+                else:
+                    log_new = -np.inf
+                if log_u >= log_new:
+                    stopped = True
+                    break
+                log_s = log_new
+                t -= 1
+            st_i[1] = t
+            st_f[1] = log_s
+            if not stopped:
+                return WALK_CHUNK_DONE, u_pos, n_out, -1
+            s = t - 1 - K
+            out_s[n_out], out_e[n_out], out_c[n_out] = s, st_i[3], c
+            n_out += 1
+            st_i[0], st_i[1] = 1, s
+            continue
+        # phase 1: a label-c segment starts at pos; draw the previous label.
+        if pos == 0:
+            st_i[0] = 0
+            return WALK_CHUNK_DONE, u_pos, n_out, -1
+        for k in range(C):
+            logs[k] = lA[r, k] + trans[k, c]
+        idx = _draw_from_logs(logs, C, u[u_pos])
+        u_pos += 1
+        if idx < 0:
+            return WALK_ZERO, u_pos, n_out, -1
+        st_i[0], st_i[2] = 2, idx
+    return WALK_CHUNK_DONE, u_pos, n_out, -1

@@ -431,12 +431,16 @@ class ContigRun:
 
     # -- sampling ------------------------------------------------------------
     def sample(self, n: int, seed: int, forward_checkpoints) -> list[Segments]:
+        """``n`` posterior samples, walked back from the contig end chunk by chunk
+        (cpu_kernels.sample_walk) through rows recomputed from ``forward_checkpoints``."""
+        from . import cpu_kernels as kern
+
         pm = self.backend.fwd
-        K = pm.K
+        K, C = pm.K, self.C
         rngs = [np.random.default_rng(s) for s in _sample_seeds(seed, self.name, n)]
-        # per sample: [phase, pos, label, seg_end, log_u, log_surv]; phase 2 end, 3 tail, 1 prev, 0 done
-        states = [[2, self.T, -1, -1, 0.0, 0.0] for _ in range(n)]
-        segs = [[] for _ in range(n)]
+        walks = [_Walk(self.T) for _ in range(n)]
+        logs = np.empty(max(K, C))
+        lrho = np.ascontiguousarray(pm.lrho)
 
         def rows(j):
             a, b = self.bounds[j]
@@ -445,100 +449,62 @@ class ContigRun:
             store = self.backend.new_store(b - a + 1, with_tail=True)
             ck.copy().advance(chunk, store)
             store.log_offset = ck.scale_offset
-            return j, chunk, store
+            every = (np.arange(b - a + 1)[:, None], np.arange(C)[None, :])
+            return (j, chunk, np.ascontiguousarray(store.log_E(*every)), np.ascontiguousarray(store.log_A(*every)),
+                    np.ascontiguousarray(store.log_L(*every)))
 
         # Chunks last to first; with a pool, their rows are recomputed ahead of the walks.
-        for j, chunk, store in self._prefetch(rows, range(len(self.bounds) - 1, -1, -1)):
+        for j, chunk, lE, lA, lL in self._prefetch(rows, range(len(self.bounds) - 1, -1, -1)):
             a, b = self.bounds[j]
             ck = forward_checkpoints[j]
-            for q in range(n):
-                self._walk(states[q], segs[q], rngs[q], a, b, chunk.x, store, ck, K, pm)
-        out = []
-        for q in range(n):
-            s = np.array([seg[0] for seg in reversed(segs[q])], dtype=np.int64)
-            e = np.array([seg[1] for seg in reversed(segs[q])], dtype=np.int64)
-            c = np.array([seg[2] for seg in reversed(segs[q])], dtype=np.int32)
-            out.append(Segments(s, e, c))
-        return out
+            ring_log = np.empty((C, K))
+            ring_ready = np.zeros(C, dtype=np.bool_)
+            for walk, rng in zip(walks, rngs):
+                while True:
+                    code, walk.u_pos, walk.n_out, label = kern.sample_walk(
+                        walk.st_i, walk.st_f, a, b, chunk.x, lE, lA, lL, ring_log, ring_ready, pm.phicirc,
+                        lrho, pm.trans, pm.final, K, walk.u, walk.u_pos, walk.start, walk.end, walk.label,
+                        walk.n_out, logs)
+                    if code == kern.WALK_CHUNK_DONE:
+                        break
+                    if code == kern.WALK_NEED_UNIFORMS:
+                        # The stream in order: what is left, then the next draws
+                        # (batches grow: many samples may walk at once).
+                        batch = min(4096, max(16, 2 * len(walk.u)))
+                        walk.u = np.concatenate([walk.u[walk.u_pos:], rng.random(batch)])
+                        walk.u_pos = 0
+                    elif code == kern.WALK_NEED_SPACE:
+                        walk.grow()
+                    elif code == kern.WALK_NEED_RING:
+                        off = offset_log(ck.scale_offset)
+                        ring_log[label] = [ck.log_ring_entry(label, slot) - off for slot in range(K)]
+                        ring_ready[label] = True
+                    else:
+                        raise AssertionError("sampling from an all-zero distribution")
+        return [walk.segments() for walk in walks]
 
-    def _walk(self, st, segs, rng, a, b, x, store, ck, K, pm):
-        """Advance one sample's backward walk through the chunk [a, b)."""
-        C = self.C
-        labels = np.arange(C)
-        while st[0] != 0:
-            phase, pos, c = st[0], st[1], st[2]
-            if phase in (2, 3):
-                if not (a < pos <= b):
-                    return
-            elif not (a <= pos <= b):
-                return
-            r = pos - a
-            if phase == 2 and c < 0:
-                # Contig end: the last label.
-                st[2] = _draw_log(rng, store.log_A(np.full(C, r), labels) + pm.final)
-                continue
-            if phase == 2:
-                log_a, log_l = store.log_A(r, c), store.log_L(r, c)
-                # The uniform is drawn whenever label c has a tail at all, not
-                # only where this run's tail value is > 0: a negligible tail
-                # flushed by one run and not by another (chunk-parallel passes
-                # flush at other bins) must not shift the random stream.
-                if pm.lrho[c] > -math.inf and _log_uniform(rng) + log_a < log_l:
-                    st[0], st[3] = 3, pos
-                    st[4], st[5] = _log_uniform(rng), 0.0
-                    continue
-                dmax = min(K, pos)
-                logs = np.full(dmax, -np.inf)
-                # Durations 1..inside start in this chunk (vectorised: one
-                # segment per call, millions per contig); longer ones start in
-                # the ring of the chunk's checkpoint.
-                inside = min(dmax, r)
-                inner = 0.0
-                if inside:
-                    xs = np.cumsum(x[r - inside:r, c][::-1])
-                    d = np.arange(1, inside + 1)
-                    logs[:inside] = store.log_E(r - d, np.full(inside, c)) + xs + pm.phicirc[c, d]
-                    inner = xs[-1]
-                for d in range(inside + 1, dmax + 1):
-                    logs[d - 1] = (ck.log_ring_entry(c, (-(pos - d)) % K) - offset_log(ck.scale_offset)
-                                   + inner + pm.phicirc[c, d])
-                d = 1 + _draw_log(rng, logs)
-                segs.append((pos - d, pos, c))
-                st[0], st[1] = 1, pos - d
-                continue
-            if phase == 3:
-                # Tail: walk back while the L recursion says "started even earlier";
-                # one uniform per tail inverts the survival product.
-                # Steps t -> t - 1 in blocks (vectorised; tails can be long):
-                # the survival after each step is a running sum, in step order.
-                t = pos
-                log_u, log_s = st[4], st[5]
-                stopped = False
-                while t > a and not stopped:
-                    rows = np.arange(t - 1 - a, max(a, t - TAIL_BLOCK) - 1 - a, -1)
-                    this_label = np.full(len(rows), c)
-                    lp = store.log_L(rows, this_label)
-                    with np.errstate(invalid="ignore"):   # -inf - -inf where lp is -inf (masked)
-                        cont = lp + pm.lrho[c] + x[rows, c] - store.log_L(rows + 1, this_label)
-                        step = np.where(lp > -np.inf, np.minimum(cont, 0.0), -np.inf)
-                    survival = np.cumsum(np.concatenate([[log_s], step]))
-                    stop = np.flatnonzero(log_u >= survival[1:])
-                    taken = stop[0] if stop.size else len(rows)
-                    stopped = stop.size > 0
-                    t -= taken
-                    log_s = survival[taken]
-                st[1], st[5] = t, log_s
-                if not stopped:
-                    return
-                s = t - 1 - K
-                segs.append((s, st[3], c))
-                st[0], st[1] = 1, s
-                continue
-            # phase 1: a label-c segment starts at pos; draw the previous label.
-            if pos == 0:
-                st[0] = 0
-                return
-            st[0], st[2] = 2, _draw_log(rng, store.log_A(np.full(C, r), labels) + pm.trans[:, c])
+
+class _Walk:
+    """One sample's walk: its state, unused uniforms and segments (last first)."""
+
+    def __init__(self, T: int):
+        self.st_i = np.array([2, T, -1, -1], dtype=np.int64)
+        self.st_f = np.zeros(2)
+        self.u = np.empty(0)
+        self.u_pos = 0
+        self.start = np.empty(16, dtype=np.int64)
+        self.end = np.empty(16, dtype=np.int64)
+        self.label = np.empty(16, dtype=np.int64)
+        self.n_out = 0
+
+    def grow(self) -> None:
+        cap = 2 * len(self.start)
+        self.start, self.end, self.label = (np.resize(v, cap) for v in (self.start, self.end, self.label))
+
+    def segments(self) -> Segments:
+        k = self.n_out
+        return Segments(self.start[:k][::-1].copy(), self.end[:k][::-1].copy(),
+                        self.label[:k][::-1].astype(np.int32))
 
 
 def _best_final(state) -> tuple[float, int]:
@@ -554,29 +520,6 @@ def _partition(state) -> tuple[float, float, int]:
 
 def _lost_at_end(state, log_z: float) -> float:
     return state.lost_at_end(log_z + offset_log(state.scale_offset))
-
-
-# Bins of a tail walked back per vectorised step of the sampler.
-TAIL_BLOCK = 256
-
-
-def _log_uniform(rng) -> float:
-    u = rng.random()
-    return math.log(u) if u > 0.0 else -math.inf
-
-
-def _draw(rng, weights) -> int:
-    total = float(np.sum(weights))
-    if not total > 0.0:
-        raise AssertionError("sampling from an all-zero distribution")
-    u = rng.random() * total
-    idx = int(np.searchsorted(np.cumsum(weights), u, side="right"))
-    return min(idx, len(weights) - 1)
-
-
-def _draw_log(rng, logw) -> int:
-    m = np.max(logw)
-    return _draw(rng, np.exp(logw - m))
 
 
 def _sample_seeds(seed: int, name: str, n: int):
