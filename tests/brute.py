@@ -21,7 +21,7 @@ from flashseg.core.model import SemiMarkovModel
 
 __all__ = [
     "log_duration", "score_segmentation", "enumerate_segmentations", "BruteForce",
-    "random_model", "random_emissions", "model_strategy", "case_strategy",
+    "random_model", "random_emissions", "random_case", "integer_case", "late_kill_case", "flushed_by_both_case", "model_strategy", "case_strategy",
     "n_segmentations",
 ]
 
@@ -247,6 +247,52 @@ def random_emissions(rng: np.random.Generator, T: int, C: int, scale: float = 1.
     """(T, C) normal(0, scale) log scores, each -inf with probability ``p_neginf``."""
     x = rng.normal(0.0, scale, size=(T, C))
     return np.where(rng.random((T, C)) < p_neginf, -np.inf, x)
+
+
+def random_case(seed: int, T: int, C: int, K: int, tail, self_loops: bool, p_neginf: float, scale: float):
+    """(model, x) from one seed: -inf holes in the model with probability
+    ``p_neginf`` and in the scores with a fifth of it (the hypothesis tests
+    against the plain reference draw their cases here)."""
+    rng = np.random.default_rng(seed)
+    model = random_model(rng, C, K, tail, self_loops, p_neginf)
+    return model, random_emissions(rng, T, C, scale, p_neginf / 5)
+
+
+def integer_case(seed: int, T: int, C: int, K: int, tail: bool):
+    """(model, x) with small integer scores: exact ties everywhere (SPEC §3 tie rules)."""
+    rng = np.random.default_rng(seed)
+    dur = rng.integers(-2, 1, size=(K, C)).astype(float)
+    rho = np.full(C, -1.0) if tail else None
+    trans = rng.integers(-2, 1, size=(C, C)).astype(float)
+    model = SemiMarkovModel(dur, rho, trans, np.zeros(C), np.zeros(C))
+    return model, rng.integers(-1, 2, size=(T, C)).astype(float)
+
+
+def late_kill_case():
+    """(model, x): two labels that never switch; label 1 falls 1200 nats behind
+    early on (the linear fast path flushes it), then label 0 becomes impossible
+    at bin 50, so the flushed path is all that is left."""
+    C, T = 2, 60
+    trans = np.array([[0.0, -np.inf], [-np.inf, 0.0]])
+    model = SemiMarkovModel(np.zeros((1, C)), None, trans, np.zeros(C), np.zeros(C))
+    x = np.zeros((T, C))
+    x[:30, 1] = -40.0
+    x[50, 0] = -np.inf
+    return model, x
+
+
+def flushed_by_both_case():
+    """(model, x, a_label): two forced paths (K = 1, labels alternate). The path
+    B (label 1 - a_label) falls e^600 behind early and ends e^600 behind from
+    the right, so both linear passes flush it, yet it wins by e^400 (log Z = 400)."""
+    T = 36
+    d = np.concatenate([np.full(10, -60.0), np.full(16, 100.0), np.full(10, -60.0)])
+    x = np.zeros((T, 2))
+    a_label = np.arange(T) % 2
+    x[np.arange(T), 1 - a_label] = d
+    trans = np.array([[-np.inf, 0.0], [0.0, -np.inf]])
+    model = SemiMarkovModel(np.zeros((1, 2)), None, trans, np.zeros(2), np.zeros(2))
+    return model, x, a_label
 
 
 @st.composite

@@ -10,7 +10,7 @@ from flashseg.core import SemiMarkovModel, Segments, api
 from flashseg.core import reference as ref
 from flashseg.errors import NoValidSegmentation
 
-from brute import BruteForce, case_strategy, random_emissions, random_model
+from brute import BruteForce, case_strategy, flushed_by_both_case, integer_case, late_kill_case, random_case, random_emissions, random_model
 from consumers import Collect
 
 SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -57,9 +57,7 @@ def test_kernels_match_brute_force(case, chunk):
        K=st.integers(1, 12), tail=st.sampled_from(["none", "geometric", "mixed"]),
        loops=st.booleans(), p=st.sampled_from([0.0, 0.05]), scale=st.sampled_from([1.0, 5.0, 100.0]))
 def test_kernels_match_reference(seed, T, C, K, tail, loops, p, scale):
-    rng = np.random.default_rng(seed)
-    model = random_model(rng, C, K, tail, loops, p)
-    x = random_emissions(rng, T, C, scale, p / 5)
+    model, x = random_case(seed, T, C, K, tail, loops, p, scale)
     try:
         want_z = ref.log_partition(model, x)
     except NoValidSegmentation:
@@ -192,12 +190,7 @@ def test_underflow_counterexample_is_exact():
 
 def test_certificate_fires_on_late_kill_and_fallback_is_exact():
     """A dominant path removed late by -inf emissions leaves only mass once flushed."""
-    C, T = 2, 60
-    trans = np.array([[0.0, -np.inf], [-np.inf, 0.0]])
-    model = SemiMarkovModel(np.zeros((1, C)), None, trans, np.zeros(C), np.zeros(C))
-    x = np.zeros((T, C))
-    x[:30, 1] = -40.0            # label 1 falls 1200 nats behind: flushed
-    x[50, 0] = -np.inf           # ... then label 0 becomes impossible
+    model, x = late_kill_case()
     col = Collect()
     res = api.posterior(model, x, consumer=col, chunk_size=16)
     assert res.exact_fallback
@@ -258,13 +251,7 @@ def test_path_flushed_by_both_passes_is_caught():
     right (the backward flushes it), yet wins by e^400 overall. Each pass's
     certificate multiplies its losses by the other pass's (also wrong)
     values, so only the exact MAP score can reveal it."""
-    T = 36
-    d = np.concatenate([np.full(10, -60.0), np.full(16, 100.0), np.full(10, -60.0)])
-    x = np.zeros((T, 2))
-    a_label = np.arange(T) % 2
-    x[np.arange(T), 1 - a_label] = d
-    trans = np.array([[-np.inf, 0.0], [0.0, -np.inf]])
-    model = SemiMarkovModel(np.zeros((1, 2)), None, trans, np.zeros(2), np.zeros(2))
+    model, x, a_label = flushed_by_both_case()
     want = ref.log_partition(model, x)
     assert want == pytest.approx(400.0, rel=1e-12)
     col = Collect()
@@ -321,12 +308,7 @@ def test_viterbi_exact_ties_follow_the_spec(seed, T, C, K, tail, chunk):
     """Integer scores make exact ties common; the traceback must pick the
     SPEC §3 path (shortest duration at an end, lowest previous label, lowest
     last label), whatever the chunk size."""
-    rng = np.random.default_rng(seed)
-    dur = rng.integers(-2, 1, size=(K, C)).astype(float)
-    rho = np.full(C, -1.0) if tail else None
-    trans = rng.integers(-2, 1, size=(C, C)).astype(float)
-    model = SemiMarkovModel(dur, rho, trans, np.zeros(C), np.zeros(C))
-    x = rng.integers(-1, 2, size=(T, C)).astype(float)
+    model, x = integer_case(seed, T, C, K, tail)
     en = BruteForce(model, x)
     if not np.isfinite(en.log_partition):
         return

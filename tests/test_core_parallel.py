@@ -21,7 +21,7 @@ from flashseg.core.driver import ContigRun
 from flashseg.core.parallel import junction_offset, normalise, shift_partition, unscale_partition
 from flashseg.errors import DataError, NoValidSegmentation
 
-from brute import BruteForce, case_strategy, random_emissions, random_model, score_segmentation
+from brute import BruteForce, case_strategy, flushed_by_both_case, integer_case, late_kill_case, random_case, random_model, score_segmentation
 from consumers import Collect
 
 SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -111,9 +111,7 @@ def test_parallel_equals_sequential_on_mixing_data(burn_in):
 def test_parallel_matches_reference(seed, T, C, K, tail, loops, p, scale, chunk, burn_in):
     """Random models (tails, self-loops, -inf holes) and scores up to sd 100
     (flushes, certificate fallbacks): the parallel driver against the reference."""
-    rng = np.random.default_rng(seed)
-    model = random_model(rng, C, K, tail, loops, p)
-    x = random_emissions(rng, T, C, scale, p / 5)
+    model, x = random_case(seed, T, C, K, tail, loops, p, scale)
     try:
         want_z = ref.log_partition(model, x)
     except NoValidSegmentation:
@@ -169,12 +167,7 @@ def test_parallel_matches_brute_force(case, chunk, burn_in):
 def test_parallel_viterbi_exact_ties(seed, T, C, K, tail, chunk, burn_in):
     """Integer scores: accepted guesses differ from the true state by an exact
     constant, so ties break exactly as in the sequential pass (SPEC §3)."""
-    rng = np.random.default_rng(seed)
-    dur = rng.integers(-2, 1, size=(K, C)).astype(float)
-    rho = np.full(C, -1.0) if tail else None
-    trans = rng.integers(-2, 1, size=(C, C)).astype(float)
-    model = SemiMarkovModel(dur, rho, trans, np.zeros(C), np.zeros(C))
-    x = rng.integers(-1, 2, size=(T, C)).astype(float)
+    model, x = integer_case(seed, T, C, K, tail)
     try:
         want = api.viterbi(model, x, chunk_size=chunk)
     except NoValidSegmentation:
@@ -187,12 +180,7 @@ def test_parallel_viterbi_exact_ties(seed, T, C, K, tail, chunk, burn_in):
 def test_flushes_and_certificate_fallbacks_in_parallel():
     """The certificate cases of test_core_kernels, chunk-parallel: losses
     carried into a chunk started from a guess must still be charged."""
-    C, T = 2, 60
-    trans = np.array([[0.0, -np.inf], [-np.inf, 0.0]])
-    model = SemiMarkovModel(np.zeros((1, C)), None, trans, np.zeros(C), np.zeros(C))
-    x = np.zeros((T, C))
-    x[:30, 1] = -40.0            # label 1 falls 1200 nats behind: flushed
-    x[50, 0] = -np.inf           # ... then label 0 becomes impossible
+    model, x = late_kill_case()
     for burn_in in (None, 0, 4):
         col = Collect()
         res = api.posterior(model, x, consumer=col, chunk_size=16, threads=2, burn_in=burn_in)
@@ -200,13 +188,7 @@ def test_flushes_and_certificate_fallbacks_in_parallel():
         assert res.log_partition == pytest.approx(ref.log_partition(model, x), rel=1e-12)
         np.testing.assert_allclose(col.arrays()[0], ref.posteriors(model, x)[0], atol=1e-12)
     # Dominant path flushed by both passes (see test_core_kernels).
-    T = 36
-    d = np.concatenate([np.full(10, -60.0), np.full(16, 100.0), np.full(10, -60.0)])
-    x = np.zeros((T, 2))
-    a_label = np.arange(T) % 2
-    x[np.arange(T), 1 - a_label] = d
-    model = SemiMarkovModel(np.zeros((1, 2)), None, np.array([[-np.inf, 0.0], [0.0, -np.inf]]),
-                            np.zeros(2), np.zeros(2))
+    model, x, _ = flushed_by_both_case()
     res = api.posterior(model, x, chunk_size=7, threads=2, burn_in=2)
     assert res.exact_fallback
     assert res.log_partition == pytest.approx(400.0, rel=1e-12)
