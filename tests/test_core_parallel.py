@@ -101,6 +101,9 @@ def test_parallel_equals_sequential_on_mixing_data(burn_in):
     seq = everything(model, x, 97)
     par = everything(model, x, 97, threads=2, burn_in=burn_in)
     assert_same(par, seq, model, x)
+    # The uncertified forward alone, chunk-parallel too.
+    assert api.log_partition(model, x, chunk_size=97, certify=False, threads=2, burn_in=burn_in) == \
+        pytest.approx(seq["log_z"], rel=1e-12)
 
 
 @settings(max_examples=30, **SETTINGS)

@@ -129,16 +129,7 @@ def log_partition(model: SemiMarkovModel, emissions, n_bins: int | None = None, 
     T = len(src) if n_bins is None else n_bins
     with chunk_threads(threads, burn_in) as par:
         if not certify:
-            run = par.run(_backend(model, device), src, T, chunk_size)
-            if run.pool is not None:
-                from .parallel import unscale_partition
-
-                _, st = run._chunk_pass("forward")
-                return unscale_partition(*st.log_partition(), st.scale_offset)[0]
-            st = run.backend.forward_state()
-            for j in range(len(run.bounds)):
-                st.advance(run.read(j))
-            return st.log_partition()[0]
+            return par.run(_backend(model, device), src, T, chunk_size).forward_log_partition()
 
         def go(backend):
             return par.run(backend, src, T, chunk_size).posterior_pass()[0]

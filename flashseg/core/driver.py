@@ -136,6 +136,16 @@ class ContigRun:
             self._viterbi_score = _best_final(state)[0]
         return self._viterbi_score
 
+    def forward_log_partition(self) -> float:
+        """log Z from the linear forward pass alone, uncertified (no backward pass)."""
+        if self.pool is not None:
+            _, state = self._chunk_pass("forward")
+        else:
+            state = self.backend.forward_state()
+            for j in range(len(self.bounds)):
+                state.advance(self.read(j))
+        return _partition(state)[0]
+
     def _chunk_pass(self, kind: str, on_status=None, cache=None, emit=None):
         """All chunks of one pass at once on the pool: (checkpoints, final state).
 
