@@ -9,8 +9,8 @@ chunk; stores (E, A, L, sexp, ghost rows; Viterbi pointers) are produced on
 the device and copied into the driver's ForwardStore/ViterbiStore.
 
 The per-bin combination (``posterior_chunk``: gamma, b, chg) runs on the
-device on the rows the kernels left there (triton/posterior.py; the exact
-log-space fallback combines on the host). The certificate, the segment
+device on the rows the kernels left there (triton/posterior.py, linear or
+log space for the exact fallback). The certificate, the segment
 trackers and sampling run on the host, on the rows copied back, and
 emission chunks come from the host. Device-resident chunks
 (:class:`DeviceChunk`) are accepted by ``advance`` too (the benchmark
