@@ -197,25 +197,54 @@ def test_closed_stdout_pipe_ends_quietly(sim):
     assert proc.stdout == "##flashseg" and proc.stderr == ""
 
 
-def test_sigterm_removes_temporaries(sim, tmp_path, monkeypatch):
-    """SLURM's SIGTERM: exit 143, no output file, no temporary left."""
+# The run is slowed down so the signal lands mid-run: in plain Python (reads
+# on the worker thread; the signal is sent once temporaries exist), or while
+# the main thread sleeps inside a C library's Python callback (as when numba
+# compiles; sent once the callback has started), where the handler's
+# SystemExit is swallowed and the stop must still happen.
+_SLOW = {
+    "python": ("import flashseg.io.tracks as t\n"
+               "orig = t.TrackSet.read\n"
+               "def read(self, *a):\n    time.sleep(0.05)\n    return orig(self, *a)\n"
+               "t.TrackSet.read = read\n"),
+    "C callback": ("import flashseg.core as core\n"
+                   "orig = core.decode_contigs\n"
+                   "def in_callback():\n"
+                   "    open(MARKER, 'w').close()\n"
+                   "    time.sleep(5)\n"
+                   "def decode_contigs(*a, **kw):\n"
+                   "    for result in orig(*a, **kw):\n"
+                   "        yield result\n"
+                   "        ctypes.CFUNCTYPE(None)(in_callback)()\n"
+                   "core.decode_contigs = decode_contigs\n"),
+}
+
+
+@pytest.mark.parametrize("where", sorted(_SLOW))
+def test_sigterm_removes_temporaries(sim, tmp_path, where):
+    """SLURM's SIGTERM: exit 143, no output file, no temporary left, no traceback."""
     slow = tmp_path / "slow.py"
-    slow.write_text(
-        "import time, flashseg.io.tracks as t\n"
-        "orig = t.TrackSet.read\n"
-        "def read(self, *a):\n    time.sleep(0.05)\n    return orig(self, *a)\n"
-        "t.TrackSet.read = read\n"
-        "import sys\nfrom flashseg.cli import main\nsys.argv[0] = 'flashseg'\nmain()\n")
+    marker = tmp_path / "in-callback"
+    slow.write_text(f"import ctypes, time\nMARKER = {str(marker)!r}\n" + _SLOW[where]
+                    + "import sys\nfrom flashseg.cli import main\nsys.argv[0] = 'flashseg'\nmain()\n")
     out = tmp_path / "out"
     out.mkdir()
     proc = subprocess.Popen([sys.executable, str(slow), "decode", "-m", str(sim / "model.yaml"), "-t",
                              str(sim / "tracks.h5"), "--chunk-size", "8", "--threads", "1", "-o", str(out / "o.bed"),
                              "--changes", str(out / "c.bg")], stderr=subprocess.PIPE, text=True)
+
+    def ready():
+        if where == "C callback":
+            return marker.exists()
+        return any(n.endswith(".tmp") for n in os.listdir(out))
+
     deadline = time.time() + 60
-    while time.time() < deadline and not [n for n in os.listdir(out) if n.endswith(".tmp")]:
+    while time.time() < deadline and not ready():
         time.sleep(0.05)
+    assert ready(), "the run ended before the signal could be sent"
     time.sleep(0.3)
     proc.terminate()
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 143, err
     assert os.listdir(out) == [], os.listdir(out)
+    assert "Traceback" not in err and "ignored" not in err, err

@@ -78,18 +78,33 @@ def cli(ctx, verbose, quiet, debug):
 
 def _terminate(signum, frame):
     # Raised inside the main thread so `finally` blocks remove temporary files.
+    # Inside a C library's Python callback (numba compiling) the exception is
+    # swallowed: the stop request makes every later commit raise it again.
+    from ..io.output import stop_requested
+
+    stop_requested(128 + signum)
     raise SystemExit(128 + signum)
+
+
+def _unraisable(info) -> None:
+    """Keep the SystemExit that a C callback swallowed off stderr (the stop goes on)."""
+    if isinstance(info.exc_value, SystemExit):
+        return
+    sys.__unraisablehook__(info)
 
 
 def main(argv=None) -> None:
     """Entry point: runs the click group and turns errors into exit codes."""
     from ..errors import FlashsegError
-    from ..io.output import StdoutClosed  # stdlib-only module: keeps --help fast
+    from ..io.output import StdoutClosed, stop_exit_code  # stdlib-only module: keeps --help fast
 
     signal.signal(signal.SIGTERM, _terminate)
+    sys.unraisablehook = _unraisable
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
     try:
         cli.main(args=argv, prog_name="flashseg", standalone_mode=False)
+        if stop_exit_code() is not None:   # a stop that was swallowed, and nothing left to commit
+            sys.exit(stop_exit_code())
     except click.exceptions.Abort:
         click.echo("flashseg: interrupted", err=True)
         sys.exit(130)

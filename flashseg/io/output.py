@@ -86,8 +86,33 @@ def discard(path: str) -> None:
     _unregister(path)
 
 
+# Set once the process is told to stop (SIGTERM): the exit code it must end with.
+_stop_exit_code: int | None = None
+
+
+def stop_requested(exit_code: int) -> None:
+    """The process was told to stop: from now on no temporary is committed.
+
+    The signal handler's SystemExit is lost when the signal lands while C code
+    runs a Python callback (numba's compiler does, through llvmlite): Python
+    prints it as "ignored" and carries on. Remembering the request here makes
+    every later :func:`commit` raise it again, so a stopped run never
+    publishes an output file.
+    """
+    global _stop_exit_code
+    _stop_exit_code = exit_code
+
+
+def stop_exit_code() -> int | None:
+    """The exit code a requested stop must end the process with (None: no stop)."""
+    return _stop_exit_code
+
+
 def commit(temp: str, target: str) -> None:
-    """Rename a finished temporary onto its target."""
+    """Rename a finished temporary onto its target (unless the process must stop)."""
+    if _stop_exit_code is not None:
+        discard(temp)
+        raise SystemExit(_stop_exit_code)
     try:
         os.replace(temp, target)
     except OSError as exc:
