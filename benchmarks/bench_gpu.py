@@ -15,8 +15,8 @@ sequences: ns per bin per pass.
     checkpoints + emit pass (backward recompute with stored rows + forward
     with stored rows); Viterbi = forward with checkpoints + traceback
     recompute with argmax pointers (every chunk, the worst case). The
-    per-bin posterior combination (gamma, b, chg) is NOT included: in this
-    version it runs on the host (CPU numba) in the chunk driver.
+    per-bin posterior combination (gamma, b, chg) is not included here
+    (part (e) includes it).
 (c) flash-semicrf's Triton streaming kernel (module flash_semicrf, a
     benchmark-only install carried as a wheel in .whl/, never vendored) at
     K = 256, C = 16: its partition forward against our linear forward, on a
@@ -31,6 +31,9 @@ sequences: ns per bin per pass.
     and segment posteriors included), emissions synthesised on the host per
     chunk. Reports wall ns per bin, the guesses accepted, and logZ against a
     sequential run of the first --check-bins bins.
+(f) Posterior sampling, T = 1e6, K = 64, C = 8, 1 and 32 samples: the
+    device walk (all samples of a chunk in one launch) against the host's
+    compiled walk on the same rows and seeds (the samples must agree).
 
 On the GPU machine, everything in one command: ``bash benchmarks/gpu_session.sh full``.
 """
@@ -374,11 +377,52 @@ def part_e(args, device, out):
                 "guesses": stats, "peak_gb": peak_gb(device), "check_rel_diff": abs(head - seq) / max(1.0, abs(seq))})
 
 
+def part_f(args, device, out):
+    """Posterior samples: every sample's walk in one launch per chunk on the device
+    (triton/sample.py) against the host's compiled walk, the rows recomputed on the
+    GPU in both; the same seeds, so the samples must agree."""
+    from flashseg.core.driver import ContigRun
+    from flashseg.core.sampling import log_rows, walk_chunk_on_host
+
+    class HostWalk(GpuBackend):
+        def sample_rows(self, store):
+            return log_rows(store)
+
+        def walk_chunk(self, walks, rngs, a, b, chunk, rows, ring_log):
+            walk_chunk_on_host(self.fwd, walks, rngs, a, b, chunk, rows, ring_log)
+
+    T = max(64, int(1e6 * args.scale))
+    K, C = 64, 8
+    chunk = args.chunk
+    model = bench_model(C, K)
+    emis = HostEmissions(C)
+    print(f"(f) posterior samples of one contig: T={T:,}, K={K}, C={C}, chunk {chunk:,}")
+    for n in args.samples:
+        times, draws = {}, {}
+        for name, be in (("device walk", GpuBackend(model)), ("host walk", HostWalk(model))):
+            run = ContigRun(be, emis, T, chunk)
+            _, fck = run.posterior_pass(keep_forward_checkpoints=True)
+            run.sample(1, 0, fck)                                  # compile outside the timing
+            t0 = time.perf_counter()
+            draws[name] = run.sample(n, 7, fck)
+            times[name] = time.perf_counter() - t0
+        segments = sum(len(s.start) for s in draws["device walk"])
+        same = sum(a.tuples() == b.tuples() for a, b in zip(draws["device walk"], draws["host walk"]))
+        print(f"  {n:>4} samples ({segments:,} segments): device {times['device walk']:8.2f} s, "
+              f"host {times['host walk']:8.2f} s, speed-up {times['host walk'] / times['device walk']:5.1f}x; "
+              f"{same}/{n} samples identical", flush=True)
+        out.append({"part": "f", "T": T, "K": K, "C": C, "samples": n, "segments": segments,
+                    "device_seconds": times["device walk"], "host_seconds": times["host walk"],
+                    "identical": same})
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--scale", type=float, default=1.0, help="multiply every T by this (smoke runs: 1e-6)")
     p.add_argument("--chunk", type=int, default=65536, help="bins per kernel launch")
-    p.add_argument("--parts", default="abcd", help="which parts to run (subset of 'abcde')")
+    p.add_argument("--parts", default="abcd", help="which parts to run (subset of 'abcdef')")
+    p.add_argument("--samples", type=lambda s: [int(v) for v in s.split(",")], default=[1, 32],
+                   help="(f): numbers of samples")
     p.add_argument("--piece-threads", type=int, default=32, help="(e): pool threads (chunks in flight)")
     p.add_argument("--check-bins", type=int, default=2_000_000, help="(e): bins of the sequential check")
     p.add_argument("--ks", type=lambda s: [int(v) for v in s.split(",")], default=[64, 256])
@@ -410,6 +454,8 @@ def main(argv=None):
         part_d(args, device, out)
     if "e" in args.parts:
         part_e(args, device, out)
+    if "f" in args.parts:
+        part_f(args, device, out)
     if args.json:
         with open(args.json, "w") as fh:
             json.dump({"device": name, "scale": args.scale, "results": out}, fh, indent=1)

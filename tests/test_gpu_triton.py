@@ -236,6 +236,141 @@ def test_chunk_size_invariance():
         np.testing.assert_array_equal(v.segments.start, v0.segments.start)
 
 
+def _walk_case(seed, C, K, tail, T, a, n_samples, ucap, ocap):
+    """The last chunk [a, T) of a random contig, its forward rows and checkpoint
+    (CPU backend), and walks of ``n_samples`` at the contig end whose buffers
+    (ucap uniforms, ocap segments) are small enough to ask for more often."""
+    from flashseg.core.sampling import log_rows
+
+    rng = np.random.default_rng(seed)
+    model = random_model(rng, C, K, tail, True, 0.0)
+    x = random_emissions(rng, T, C, 1.0, 0.1)
+    x[np.isneginf(x).all(axis=1), 0] = 0.0
+    be = CpuBackend(model)
+    state = be.forward_state()
+    assert state.advance(EmissionChunk.from_log(x[:a])) == -1
+    ck = state.copy()
+    store = be.new_store(T - a + 1, with_tail=True)
+    assert state.advance(EmissionChunk.from_log(x[a:]), store) == -1   # -1: no bin lost all mass
+    lE, lA, lL = log_rows(store)
+    rows = {"x": torch.tensor(np.ascontiguousarray(x[a:])), "lE": torch.tensor(lE), "lA": torch.tensor(lA),
+            "lL": torch.tensor(lL)}
+    pm = be.fwd
+    model_log = {"phicirc": torch.tensor(pm.phicirc), "lrho": torch.tensor(pm.lrho),
+                 "transT": torch.tensor(np.ascontiguousarray(pm.trans.T)), "final": torch.tensor(pm.final)}
+    ring_log = np.array([[ck.log_ring_entry(c, slot) for slot in range(K)] for c in range(C)])
+    S = n_samples
+    walk = {"st_i": torch.tensor([[2, T, -1, -1]] * S), "st_f": torch.zeros((S, 2), dtype=torch.float64),
+            "u": torch.zeros((S, ucap), dtype=torch.float64), "u_len": torch.zeros(S, dtype=torch.int64),
+            "u_pos": torch.zeros(S, dtype=torch.int64), "n_out": torch.zeros(S, dtype=torch.int64),
+            "code": torch.zeros(S, dtype=torch.int64), "need": torch.zeros(S, dtype=torch.int64)}
+    for key in ("out_s", "out_e", "out_c"):
+        walk[key] = torch.zeros((S, ocap), dtype=torch.int64)
+    return rows, model_log, ring_log, walk
+
+
+@pytest.mark.parametrize("seed,C,K,tail", [(21, 3, 6, "geometric"), (22, 4, 5, "mixed"), (23, 2, 8, "none"),
+                                           (24, 1, 4, "geometric")])
+def test_sample_walk_kernel_matches_host_walk(seed, C, K, tail):
+    """The device walk against the host's compiled walk, launch by launch: the same
+    codes, uniforms used, states and segments, with the host supplying uniforms,
+    room and ring entries between launches as GpuBackend.walk_chunk does."""
+    from flashseg.core import cpu_kernels as kern
+
+    T, a = 48, 20
+    rows, model_log, ring_log, walk = _walk_case(seed, C, K, tail, T, a, n_samples=6, ucap=5, ocap=3)
+    twin = {key: v.clone() for key, v in walk.items()}
+    C, K = ring_log.shape
+    ring = torch.full((C, K), -np.inf, dtype=torch.float64)
+    ready = torch.zeros(C, dtype=torch.int64)
+    streams = [np.random.default_rng([seed, s]) for s in range(6)]
+    segments = [[] for _ in range(6)]
+    seen = set()
+    for _ in range(200):
+        kernels().sample.sample_walk(walk, rows, ring, ready, model_log, a, T)
+        kernels().sample.sample_walk_reference(twin, rows, ring, ready, model_log, a, T)
+        for key in ("code", "need", "u_pos", "n_out", "st_i"):
+            np.testing.assert_array_equal(walk[key].numpy(), twin[key].numpy(), err_msg=key)
+        np.testing.assert_allclose(walk["st_f"].numpy(), twin["st_f"].numpy(), rtol=1e-12, atol=1e-12)
+        code = walk["code"].numpy()
+        seen.update(code.tolist())
+        if (code == kern.WALK_CHUNK_DONE).all():
+            break
+        assert not (code == kern.WALK_ZERO).any()
+        for s in range(6):
+            k = int(walk["n_out"][s])
+            for key in ("out_s", "out_e", "out_c"):
+                np.testing.assert_array_equal(walk[key][s, :k].numpy(), twin[key][s, :k].numpy())
+            if code[s] == kern.WALK_NEED_SPACE:
+                segments[s].extend(zip(*(walk[key][s, :k].tolist() for key in ("out_s", "out_e", "out_c"))))
+                for w in (walk, twin):
+                    w["n_out"][s] = 0
+            elif code[s] == kern.WALK_NEED_UNIFORMS:
+                rest = walk["u"][s, int(walk["u_pos"][s]):int(walk["u_len"][s])].numpy()
+                fresh = np.concatenate([rest, streams[s].random(5 - len(rest))])
+                for w in (walk, twin):
+                    w["u"][s] = torch.tensor(fresh)
+                    w["u_len"][s], w["u_pos"][s] = 5, 0
+            elif code[s] == kern.WALK_NEED_RING:
+                label = int(walk["need"][s])
+                ring[label] = torch.tensor(ring_log[label])
+                ready[label] = 1
+    else:
+        raise AssertionError("the walks never left the chunk")
+    assert {kern.WALK_NEED_UNIFORMS, kern.WALK_NEED_SPACE} <= seen
+    if K > 1:
+        assert kern.WALK_NEED_RING in seen
+    for s in range(6):
+        k = int(walk["n_out"][s])
+        segments[s].extend(zip(*(walk[key][s, :k].tolist() for key in ("out_s", "out_e", "out_c"))))
+        assert segments[s], "every walk finds the contig's last segment"
+        # A walk back from the contig end: contiguous segments, last first.
+        assert segments[s][0][1] == T
+        for (s1, _, _), (_, e0, _) in zip(segments[s], segments[s][1:]):
+            assert e0 == s1
+
+
+@pytest.mark.parametrize("threads,exact", [(1, False), (2, False), (1, True)],
+                         ids=["sequential", "chunk-parallel", "logspace"])
+def test_device_samples_equal_cpu_samples(monkeypatch, threads, exact):
+    """api.sample on the device walks with the Triton kernel (never the host walk)
+    and draws the CPU's samples: the same uniforms in the same order, and rows
+    equal up to rounding. Chunk-parallel rows carry offsets; the log-space
+    backend's rows are logs already."""
+    import flashseg.core.sampling as sampling
+
+    launches = []
+    real = kernels().sample.sample_walk
+
+    def counted(*args, **kw):
+        launches.append(1)
+        return real(*args, **kw)
+
+    def no_host_walk(*args, **kw):
+        raise AssertionError("the GPU backend walked on the host")
+
+    rng = np.random.default_rng(41)
+    model = random_model(rng, 3, 5, "mixed", True, 0.05)
+    T, chunk = 90, 20
+    truth = np.repeat(rng.integers(0, 3, size=T // 6), 6)
+    x = rng.normal(size=(T, 3)) + 2.0 * (np.arange(3)[None, :] == truth[:, None])
+    kw = dict(n=4, seed=9, name="chrS", chunk_size=chunk, threads=threads, burn_in=30)
+    if exact:   # every model score above the linear path's limit: both backends in log space
+        monkeypatch.setattr("flashseg.core.cpu.LINEAR_MAX_MODEL_SCORE", -np.inf)
+    assert gpu.GpuBackend(model).exact == exact
+    ref = api.sample(model, x, **kw)
+    monkeypatch.setattr(kernels().sample, "sample_walk", counted)
+    monkeypatch.setattr(sampling, "walk_chunk_on_host", no_host_walk)
+    # Small buffers: the walks stop for uniforms and room many times per chunk.
+    monkeypatch.setattr(gpu, "WALK_UNIFORMS", 4)
+    monkeypatch.setattr(gpu, "WALK_SEGMENTS", 2)
+    out = api.sample(model, x, device="cuda", **kw)
+    assert len(launches) >= 2 * T // chunk
+    assert api.sample(model, x, device="cuda", **dict(kw, n=0)) == []
+    for s0, s1 in zip(ref, out):
+        assert s1.tuples() == s0.tuples()
+
+
 def test_shared_scaling_counterexample_falls_back_to_exact():
     """ALGORITHMS.md: shared scaling alone gives -inf; the certificate must catch it."""
     model = SemiMarkovModel(np.zeros((1, 2)), None, np.array([[0.0, -np.inf], [-np.inf, 0.0]]),

@@ -395,6 +395,18 @@ class CpuBackend:
     def new_store(self, n_rows: int, with_tail: bool = False) -> ForwardStore:
         return ForwardStore(n_rows, self.fwd.C, is_log=self.exact, with_tail=with_tail)
 
+    def sample_rows(self, store: ForwardStore):
+        """What :meth:`walk_chunk` reads of a chunk's forward rows (logs at true scale)."""
+        from .sampling import log_rows
+
+        return log_rows(store)
+
+    def walk_chunk(self, walks, rngs, a, b, chunk, rows, ring_log) -> None:
+        """Every sample's walk through chunk [a, b), one after another (sampling.py)."""
+        from .sampling import walk_chunk_on_host
+
+        walk_chunk_on_host(self.fwd, walks, rngs, a, b, chunk, rows, ring_log)
+
     def posterior_chunk(self, fstore, bstore, log_z, zm, zexp, carry, first_boundary, n,
                         with_last, gamma, boundary, change) -> float:
         pm = self.fwd

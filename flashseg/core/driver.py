@@ -27,7 +27,6 @@ Pass plan per contig (ALGORITHMS.md, Chunks and output order):
 """
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 import threading
@@ -442,15 +441,13 @@ class ContigRun:
     # -- sampling ------------------------------------------------------------
     def sample(self, n: int, seed: int, forward_checkpoints) -> list[Segments]:
         """``n`` posterior samples, walked back from the contig end chunk by chunk
-        (cpu_kernels.sample_walk) through rows recomputed from ``forward_checkpoints``."""
-        from . import cpu_kernels as kern
+        (sampling.py) through rows recomputed from ``forward_checkpoints``; the
+        backend walks every sample through a chunk (on the GPU in one launch)."""
+        from .sampling import SampleWalk, sample_seeds
 
-        pm = self.backend.fwd
-        K, C = pm.K, self.C
-        rngs = [np.random.default_rng(s) for s in _sample_seeds(seed, self.name, n)]
-        walks = [_Walk(self.T) for _ in range(n)]
-        logs = np.empty(max(K, C))
-        lrho = np.ascontiguousarray(pm.lrho)
+        K = self.backend.fwd.K
+        rngs = [np.random.default_rng(s) for s in sample_seeds(seed, self.name, n)]
+        walks = [SampleWalk(self.T) for _ in range(n)]
 
         def rows(j):
             a, b = self.bounds[j]
@@ -459,62 +456,19 @@ class ContigRun:
             store = self.backend.new_store(b - a + 1, with_tail=True)
             ck.copy().advance(chunk, store)
             store.log_offset = ck.scale_offset
-            every = (np.arange(b - a + 1)[:, None], np.arange(C)[None, :])
-            return (j, chunk, np.ascontiguousarray(store.log_E(*every)), np.ascontiguousarray(store.log_A(*every)),
-                    np.ascontiguousarray(store.log_L(*every)))
+            return j, chunk, self.backend.sample_rows(store)
 
         # Chunks last to first; with a pool, their rows are recomputed ahead of the walks.
-        for j, chunk, lE, lA, lL in self._prefetch(rows, range(len(self.bounds) - 1, -1, -1)):
+        for j, chunk, rows_j in self._prefetch(rows, range(len(self.bounds) - 1, -1, -1)):
             a, b = self.bounds[j]
             ck = forward_checkpoints[j]
-            ring_log = np.empty((C, K))
-            ring_ready = np.zeros(C, dtype=np.bool_)
-            for walk, rng in zip(walks, rngs):
-                while True:
-                    code, walk.u_pos, walk.n_out, label = kern.sample_walk(
-                        walk.st_i, walk.st_f, a, b, chunk.x, lE, lA, lL, ring_log, ring_ready, pm.phicirc,
-                        lrho, pm.trans, pm.final, K, walk.u, walk.u_pos, walk.start, walk.end, walk.label,
-                        walk.n_out, logs)
-                    if code == kern.WALK_CHUNK_DONE:
-                        break
-                    if code == kern.WALK_NEED_UNIFORMS:
-                        # The stream in order: what is left, then the next draws
-                        # (batches grow: many samples may walk at once).
-                        batch = min(4096, max(16, 2 * len(walk.u)))
-                        walk.u = np.concatenate([walk.u[walk.u_pos:], rng.random(batch)])
-                        walk.u_pos = 0
-                    elif code == kern.WALK_NEED_SPACE:
-                        walk.grow()
-                    elif code == kern.WALK_NEED_RING:
-                        off = offset_log(ck.scale_offset)
-                        ring_log[label] = [ck.log_ring_entry(label, slot) - off for slot in range(K)]
-                        ring_ready[label] = True
-                    else:
-                        raise AssertionError("sampling from an all-zero distribution")
+
+            def ring_log(label, ck=ck):
+                off = offset_log(ck.scale_offset)
+                return np.array([ck.log_ring_entry(label, slot) - off for slot in range(K)])
+
+            self.backend.walk_chunk(walks, rngs, a, b, chunk, rows_j, ring_log)
         return [walk.segments() for walk in walks]
-
-
-class _Walk:
-    """One sample's walk: its state, unused uniforms and segments (last first)."""
-
-    def __init__(self, T: int):
-        self.st_i = np.array([2, T, -1, -1], dtype=np.int64)
-        self.st_f = np.zeros(2)
-        self.u = np.empty(0)
-        self.u_pos = 0
-        self.start = np.empty(16, dtype=np.int64)
-        self.end = np.empty(16, dtype=np.int64)
-        self.label = np.empty(16, dtype=np.int64)
-        self.n_out = 0
-
-    def grow(self) -> None:
-        cap = 2 * len(self.start)
-        self.start, self.end, self.label = (np.resize(v, cap) for v in (self.start, self.end, self.label))
-
-    def segments(self) -> Segments:
-        k = self.n_out
-        return Segments(self.start[:k][::-1].copy(), self.end[:k][::-1].copy(),
-                        self.label[:k][::-1].astype(np.int32))
 
 
 def _best_final(state) -> tuple[float, int]:
@@ -530,11 +484,6 @@ def _partition(state) -> tuple[float, float, int]:
 
 def _lost_at_end(state, log_z: float) -> float:
     return state.lost_at_end(log_z + offset_log(state.scale_offset))
-
-
-def _sample_seeds(seed: int, name: str, n: int):
-    digest = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "little")
-    return np.random.SeedSequence([int(seed) & 0xFFFFFFFFFFFFFFFF, digest]).spawn(n)
 
 
 def log_duration_weight(pm, labels: np.ndarray, d: np.ndarray) -> np.ndarray:

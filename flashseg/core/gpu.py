@@ -10,9 +10,12 @@ the device and copied into the driver's ForwardStore/ViterbiStore.
 
 The per-bin combination (``posterior_chunk``: gamma, b, chg) runs on the
 device on the rows the kernels left there (triton/posterior.py, linear or
-log space for the exact fallback). The certificate, the segment
-trackers and sampling run on the host, on the rows copied back, and
-emission chunks come from the host. Device-resident chunks
+log space for the exact fallback). Posterior samples walk on the
+device too, all samples of a contig in one launch per chunk
+(triton/sample.py, :meth:`GpuBackend.walk_chunk`), their uniforms drawn on
+the host from each sample's generator. The certificate and the segment
+trackers run on the host, on the rows copied back, and emission chunks come
+from the host. Device-resident chunks
 (:class:`DeviceChunk`) are accepted by ``advance`` too (the benchmark
 synthesises emissions on the device). The launchers take batches of
 sequences (one program each); the chunk driver runs one contig per worker
@@ -109,6 +112,11 @@ def contig_stream(device: str):
     return torch.cuda.stream(torch.cuda.Stream())
 
 
+# Per launch of the device walk: uniforms held for each sample, and segments
+# each may find before the host collects them (larger means fewer launches).
+WALK_UNIFORMS = 8192
+WALK_SEGMENTS = 4096
+
 _worker = threading.local()
 # A kernel's first launch compiles it, and Triton's compile is not safe from
 # several threads at once (triton-lang/triton#5933): launches take turns. A
@@ -186,7 +194,7 @@ class DeviceModel:
         }
         self.log = {
             "phicirc": f64(pm.phicirc), "phiK": f64(pm.phiK), "lrho": f64(pm.lrho),
-            "transT": f64(pm.trans.T),
+            "transT": f64(pm.trans.T), "final": f64(pm.final),
         }
 
 
@@ -464,7 +472,8 @@ def _device_store(dc: DeviceChunk, dm: DeviceModel, store):
 def _copy_store_back(dstore, store) -> None:
     if store is None:
         return
-    store.device_rows = {key: dstore[key] for key in ("E", "A", "sexp")}
+    store.device_rows = {key: dstore[key] for key in (("E", "A", "L", "sexp") if store.with_tail else
+                                                      ("E", "A", "sexp"))}
     store.device_reversed = False
     store.E[:] = dstore["E"][0].cpu().numpy()
     store.A[:] = dstore["A"][0].cpu().numpy()
@@ -504,6 +513,95 @@ class GpuBackend:
         # Host rows in the CPU backend's layout (logs when exact): the driver's
         # trackers and sampler read them the same way for both backends.
         return CpuBackend.new_store(self, n_rows, with_tail)
+
+    def sample_rows(self, store):
+        """The walk's rows on the device: x comes with :meth:`walk_chunk`; here
+        the logs of the store's E, A and L at true scale (as ForwardStore.log_E)."""
+        k, r = store.log_offset
+        rows = {}
+        for key in ("E", "A", "L"):
+            v = store.device_rows[key][0]
+            if store.is_log:
+                rows["l" + key] = (v - (k * LN2_HI + k * LN2_LO + r)).contiguous() if k or r else v
+            else:
+                scale = (store.device_rows["sexp"][0] - k).to(v.dtype) * math.log(2.0) - r
+                rows["l" + key] = (v.log() + scale[:, None]).contiguous()
+        return rows
+
+    def walk_chunk(self, walks, rngs, a, b, chunk, rows, ring_log) -> None:
+        """Every sample's walk through chunk [a, b) at once: one program per sample
+        (triton/sample.py), relaunched until every walk has left the chunk. Between
+        launches the host supplies what the programs asked for: uniforms from each
+        sample's own generator, ring entries, and room (it collects the segments)."""
+        import torch
+
+        from . import cpu_kernels as kern
+        from .triton.sample import sample_walk
+
+        if not walks:
+            return
+        dev = self.device
+        S = len(walks)
+        C, K = self.fwd.C, self.fwd.K
+        left = [w.unused_uniforms() for w in walks]
+        ucap = max(WALK_UNIFORMS, max(len(v) for v in left) + 2)
+        u = np.zeros((S, ucap))
+        for s, v in enumerate(left):
+            u[s, :len(v)] = v
+
+        def i64(values):
+            return torch.tensor(np.asarray(values, dtype=np.int64), device=dev)
+
+        state = {
+            "st_i": i64(np.stack([w.st_i for w in walks])),
+            "st_f": torch.tensor(np.stack([w.st_f for w in walks]), device=dev),
+            "u": torch.tensor(u, device=dev), "u_len": i64([len(v) for v in left]), "u_pos": i64(np.zeros(S)),
+            "n_out": i64(np.zeros(S)), "code": i64(np.zeros(S)), "need": i64(np.zeros(S)),
+        }
+        for key in ("out_s", "out_e", "out_c"):
+            state[key] = torch.empty((S, WALK_SEGMENTS), dtype=torch.int64, device=dev)
+        dc = _device_chunk(chunk, dev)
+        launch_rows = dict(rows, x=dc.x[0].contiguous())
+        ring = torch.full((C, K), -math.inf, dtype=torch.float64, device=dev)
+        ready = i64(np.zeros(C))
+
+        def collect():
+            n_out = state["n_out"].cpu().numpy()
+            if n_out.any():
+                out = [state[key].cpu().numpy() for key in ("out_s", "out_e", "out_c")]
+                for s in np.flatnonzero(n_out):
+                    walks[s].add(*(v[s, :n_out[s]] for v in out))
+                state["n_out"].zero_()
+
+        while True:
+            with _launch_turn:
+                sample_walk(state, launch_rows, ring, ready, self.dev_fwd.log, a, b)
+            code = state["code"].cpu().numpy()
+            if (code == kern.WALK_CHUNK_DONE).all():
+                break
+            if (code == kern.WALK_ZERO).any():
+                raise AssertionError("sampling from an all-zero distribution")
+            if (code == kern.WALK_NEED_SPACE).any():
+                collect()
+            hungry = np.flatnonzero(code == kern.WALK_NEED_UNIFORMS)
+            if len(hungry):
+                u_pos = state["u_pos"].cpu().numpy()
+                for s in hungry:
+                    w = walks[s]
+                    w.u, w.u_pos = left[s], int(u_pos[s])
+                    rest = w.unused_uniforms()
+                    w.u = left[s] = np.concatenate([rest, rngs[s].random(ucap - len(rest))])
+                    state["u"][s] = torch.from_numpy(w.u).to(dev)
+                state["u_len"][hungry] = ucap
+                state["u_pos"][hungry] = 0
+            for label in np.unique(state["need"].cpu().numpy()[code == kern.WALK_NEED_RING]):
+                ring[label] = torch.from_numpy(np.asarray(ring_log(int(label)), dtype=np.float64)).to(dev)
+                ready[label] = 1
+        collect()
+        st_i, st_f, u_pos = (state[key].cpu().numpy() for key in ("st_i", "st_f", "u_pos"))
+        for s, w in enumerate(walks):
+            w.st_i[:], w.st_f[:] = st_i[s], st_f[s]
+            w.u, w.u_pos = left[s], int(u_pos[s])
 
     def posterior_chunk(self, fstore, bstore, log_z, zm, zexp, carry, first_boundary, n,
                         with_last, gamma, boundary, change) -> float:

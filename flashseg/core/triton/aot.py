@@ -151,13 +151,14 @@ def compile_launch(module, kernel_name: str, launch, target: GPUTarget | None = 
 
 def standard_launches(shapes=((3, 5), (8, 64), (8, 512), (16, 256), (32, 256)), n: int = 16):
     """(family, C, K, store, launch) for every kernel family at each (C, K), store on and off
-    (the per-bin combination, which only reads stored rows, once per shape and space).
+    (the per-bin combination and the sampler, which only read stored rows, once per shape
+    and, for the combination, per space).
 
     The launches run on CPU tensors (they are only recorded, never run).
     """
     from .. import gpu
     from ..model import SemiMarkovModel
-    from . import linear, logspace, posterior, viterbi
+    from . import linear, logspace, posterior, sample, viterbi
     import numpy as np
 
     cpu = torch.device("cpu")
@@ -186,6 +187,24 @@ def standard_launches(shapes=((3, 5), (8, 64), (8, 512), (16, 256), (32, 256)), 
                            lambda logs=logs: posterior.posterior_combine(
                                rows, rows, torch.zeros(C, dtype=torch.float64), nn, torch.tensor([0]),
                                torch.zeros((1, C), dtype=torch.float64), 1.0, 0, b_reversed=True, **logs))
+                # the sampler walks through stored rows too: once per shape
+                yield (sample, "sample_walk_kernel", C, K, store,
+                       lambda: sample.sample_walk(_walk_state(4, 64, 32), dict(
+                           x=dc.x[0], lE=fstore["E"][0], lA=fstore["A"][0], lL=fstore["L"][0]),
+                           torch.zeros((C, K), dtype=torch.float64), torch.zeros(C, dtype=torch.int64),
+                           dm.log, 0, n))
+
+
+def _walk_state(samples: int, uniforms: int, segments: int) -> dict:
+    """The device walk's per-sample buffers (triton/sample.py), zeroed."""
+    state = {"st_i": torch.zeros((samples, 4), dtype=torch.int64),
+             "st_f": torch.zeros((samples, 2), dtype=torch.float64),
+             "u": torch.zeros((samples, uniforms), dtype=torch.float64)}
+    for key in ("u_len", "u_pos", "n_out", "code", "need"):
+        state[key] = torch.zeros(samples, dtype=torch.int64)
+    for key in ("out_s", "out_e", "out_c"):
+        state[key] = torch.zeros((samples, segments), dtype=torch.int64)
+    return state
 
 
 def main(argv=None) -> int:
