@@ -57,7 +57,8 @@ def _draw_index(logw, valid, u):
 
 @triton.jit
 def _log_uniform(u):
-    return tl.where(u > 0.0, tl.log(tl.maximum(u, 1e-300)), float("-inf"))
+    """log u, -inf for u = 0 (as the host walk; the inner where keeps log(0) out)."""
+    return tl.where(u > 0.0, tl.log(tl.where(u > 0.0, u, 1.0)), float("-inf"))
 
 
 @triton.jit
