@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import FlashsegError
-from .driver import Cancelled, ContigRun, SegmentListTracker, SegmentTracker, UncertifiedError, merge_runs, tiles
+from .driver import ContigRun, SegmentListTracker, SegmentTracker, UncertifiedError, merge_runs, tiles
 from .model import SemiMarkovModel
 from .results import ContigResult, SegmentCalls, Segments
 
