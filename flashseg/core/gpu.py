@@ -560,8 +560,10 @@ class GpuBackend:
         }
         for key in ("out_s", "out_e", "out_c"):
             state[key] = torch.empty((S, WALK_SEGMENTS), dtype=torch.int64, device=dev)
-        dc = _device_chunk(chunk, dev)
-        launch_rows = dict(rows, x=dc.x[0].contiguous())
+        # The walk reads the scores only (not the factors _device_chunk would upload too).
+        x = (chunk.x[0].contiguous() if isinstance(chunk, DeviceChunk)
+             else torch.from_numpy(np.ascontiguousarray(chunk.x, dtype=np.float64)).to(dev))
+        launch_rows = dict(rows, x=x)
         ring = torch.full((C, K), -math.inf, dtype=torch.float64, device=dev)
         ready = i64(np.zeros(C))
 
