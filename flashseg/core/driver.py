@@ -126,24 +126,22 @@ class ContigRun:
     def viterbi_score(self) -> float:
         """The MAP score alone (one max-plus pass, no checkpoints)."""
         if self._viterbi_score is None:
-            if self.pool is not None:
-                _, state = self._chunk_pass("viterbi")
-            else:
-                state = self.backend.viterbi_state()
-                for j in range(len(self.bounds)):
-                    state.advance(self.read(j))
-            self._viterbi_score = _best_final(state)[0]
+            self._viterbi_score = _best_final(self._final_state("viterbi", self.backend.viterbi_state))[0]
         return self._viterbi_score
 
     def forward_log_partition(self) -> float:
         """log Z from the linear forward pass alone, uncertified (no backward pass)."""
+        return _partition(self._final_state("forward", self.backend.forward_state))[0]
+
+    def _final_state(self, kind: str, new_state):
+        """The state at the contig end after one pass that keeps nothing: every
+        chunk at once on the pool, or chunk after chunk from ``new_state()``."""
         if self.pool is not None:
-            _, state = self._chunk_pass("forward")
-        else:
-            state = self.backend.forward_state()
-            for j in range(len(self.bounds)):
-                state.advance(self.read(j))
-        return _partition(state)[0]
+            return self._chunk_pass(kind)[1]
+        state = new_state()
+        for j in range(len(self.bounds)):
+            state.advance(self.read(j))
+        return state
 
     def _chunk_pass(self, kind: str, on_status=None, cache=None, emit=None):
         """All chunks of one pass at once on the pool: (checkpoints, final state).
