@@ -62,6 +62,15 @@ def _log_uniform(u):
 
 
 @triton.jit
+def _emit_segment(out_s_ptr, out_e_ptr, out_c_ptr, at, start, end, label, n_out):
+    """Write one segment at flat index ``at`` of the sample's output; returns the new count."""
+    tl.store(out_s_ptr + at, start)
+    tl.store(out_e_ptr + at, end)
+    tl.store(out_c_ptr + at, label.to(tl.int64))
+    return n_out + 1
+
+
+@triton.jit
 def sample_walk_kernel(
         st_i_ptr, st_f_ptr, u_ptr, u_len_ptr, u_pos_ptr,
         out_s_ptr, out_e_ptr, out_c_ptr, n_out_ptr, code_ptr, need_ptr,
@@ -150,10 +159,8 @@ def sample_walk_kernel(
                         code = _ZERO
                     else:
                         d = idx + 1
-                        tl.store(out_s_ptr + s * OCAP + n_out, pos - d)
-                        tl.store(out_e_ptr + s * OCAP + n_out, pos)
-                        tl.store(out_c_ptr + s * OCAP + n_out, c.to(tl.int64))
-                        n_out += 1
+                        n_out = _emit_segment(out_s_ptr, out_e_ptr, out_c_ptr, s * OCAP + n_out, pos - d, pos, c,
+                                              n_out)
                         phase = 1
                         pos = pos - d
         elif phase == 3:
@@ -187,10 +194,7 @@ def sample_walk_kernel(
                 code = _DONE
             else:
                 start = t - 1 - K
-                tl.store(out_s_ptr + s * OCAP + n_out, start)
-                tl.store(out_e_ptr + s * OCAP + n_out, tail_end)
-                tl.store(out_c_ptr + s * OCAP + n_out, c.to(tl.int64))
-                n_out += 1
+                n_out = _emit_segment(out_s_ptr, out_e_ptr, out_c_ptr, s * OCAP + n_out, start, tail_end, c, n_out)
                 phase = 1
                 pos = start
         else:
