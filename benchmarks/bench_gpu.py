@@ -43,8 +43,11 @@ import argparse
 import json
 import math
 import os
+import signal
 import sys
+import threading
 import time
+from collections import defaultdict
 
 import numpy as np
 
@@ -328,6 +331,100 @@ class Sink:
         self.total += float(gamma[:, 0].sum() + boundary.sum())
 
 
+class CallProfile:
+    """Part (e) --profile: seconds and calls of the driver's and backend's steps,
+    summed over threads, and the share spent on the main thread (which runs the
+    certified chain and the per-chunk combination, so its time does not spread
+    over the pool). Wraps the functions in place; :meth:`undo` puts them back."""
+
+    def __init__(self):
+        self.seconds = defaultdict(float)
+        self.main = defaultdict(float)
+        self.calls = defaultdict(int)
+        self.lock = threading.Lock()
+        self.undo_list = []
+
+    def _record(self, name, dt):
+        with self.lock:
+            self.seconds[name] += dt
+            self.calls[name] += 1
+            if threading.current_thread() is threading.main_thread():
+                self.main[name] += dt
+
+    def wrap(self, owner, attr, name, key=None):
+        raw = owner.__dict__[attr] if isinstance(owner, type) else getattr(owner, attr)
+        kind = type(raw) if isinstance(raw, (classmethod, staticmethod)) else None
+        fn = raw.__func__ if kind else raw
+        record = self._record
+
+        def timed(*a, **kw):
+            t0 = time.perf_counter()
+            try:
+                return fn(*a, **kw)
+            finally:
+                record(name if key is None else f"{name} {key(*a, **kw)}", time.perf_counter() - t0)
+
+        setattr(owner, attr, kind(timed) if kind else timed)
+        self.undo_list.append((owner, attr, raw))
+
+    def undo(self):
+        for owner, attr, raw in reversed(self.undo_list):
+            setattr(owner, attr, raw)
+        self.undo_list.clear()
+
+    def install(self):
+        from flashseg.core import cpu, cpu_kernels, driver, gpu, parallel
+        from flashseg.core.triton import linear, posterior, viterbi
+
+        w = self.wrap
+        w(driver.ContigRun, "_chunk_pass", "pass:", key=lambda self_, kind, *a, **k: kind)
+        w(driver.ContigRun, "viterbi", "pass: viterbi total")
+        w(driver.ContigRun, "backward_checkpoints", "pass: backward total")
+        w(driver.ContigRun, "posterior_pass", "pass: posterior total")
+        w(HostEmissions, "__call__", "host: synthesise emissions")
+        w(cpu.EmissionChunk, "from_log", "host: emission factors (from_log)")
+        w(gpu, "_upload_chunks", "gpu: upload chunks")
+        w(gpu, "_row_stores", "gpu: allocate rows")
+        w(gpu, "_hand_rows", "gpu: hand rows to stores")
+        for cls in (gpu.GpuLinearState, gpu.GpuViterbiState, gpu.GpuLogSpaceState):
+            w(cls, "_launch", f"state: {cls.__name__} launch (launch, wait, rows)")
+        w(gpu._DeviceState, "advance_rows", "state: advance_rows (upload + launch)")
+        w(gpu._DeviceState, "copy", "state: copy (clone)")
+        w(gpu._DeviceState, "rows", "state: rows (split, host views)")
+        w(gpu._DeviceState, "_host_view", "state: host view (sync + D2H)")
+        w(gpu.GpuStore, "_host", "store: host copy of a field")
+        w(gpu.GpuStore, "add_carried_ghost", "store: ghosts carried in (device)")
+        w(gpu.GpuStore, "_gather", "store: gather rows (trackers)")
+        w(gpu.GpuBackend, "recompute_rows", "rows: recompute a batch")
+        w(driver.ContigRun, "read_many", "host: read many (parallel)")
+        w(linear, "linear_forward", "launch: linear_forward")
+        w(viterbi, "viterbi_forward", "launch: viterbi_forward")
+        w(posterior, "posterior_combine", "launch: posterior_combine")
+        w(parallel, "junction_offset", "chain: junction test")
+        w(parallel.ChunkPass, "_speculate", "chain: speculate one chunk (pool)")
+        w(parallel.ChunkPass, "_speculate_batch", "chain: speculate a batch (pool)")
+        w(parallel.ChunkPass, "_sequential", "chain: sequential re-run")
+        w(gpu.GpuBackend, "posterior_chunk", "emit: posterior_chunk (device combine + D2H)")
+        w(gpu, "certificate_terms", "emit: certificate terms (host)")
+        w(gpu, "device_certificate", "emit: certificate terms (device)")
+        w(driver.SegmentTracker, "feed", "emit: segment tracker feed")
+        w(cpu_kernels, "viterbi_traceback", "traceback: walk")
+        return self
+
+    def report(self, wall):
+        print(f"  profile (seconds summed over threads; wall {wall:.2f} s):")
+        print(f"    {'step':<62}{'calls':>8}{'seconds':>10}{'main thr.':>10}{'ms/call':>9}")
+        for name in sorted(self.seconds, key=lambda n: (not n.startswith("pass"), -self.seconds[n])):
+            s, n = self.seconds[name], self.calls[name]
+            print(f"    {name:<62}{n:>8}{s:>10.2f}{self.main[name]:>10.2f}{1e3 * s / n:>9.2f}")
+        return {name: {"calls": self.calls[name], "seconds": self.seconds[name], "main": self.main[name]}
+                for name in self.seconds}
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def part_e(args, device, out):
     from concurrent.futures import ThreadPoolExecutor
 
@@ -349,15 +446,36 @@ def part_e(args, device, out):
     warm = ContigRun(be, emis, min(T, 4 * chunk), chunk)
     warm.viterbi()
     warm.posterior_pass()                       # compile outside the timing
-    with ThreadPoolExecutor(threads) as pool:
+    prof = CallProfile().install()
+    signal.signal(signal.SIGTERM, _interrupt)   # a run stopped by `timeout` still prints its profile
+    t_start = time.perf_counter()
+    pool = ThreadPoolExecutor(threads)   # no `with`: an interrupted run must not wait for its chunks
+    try:
         run = ContigRun(be, emis, T, chunk, pool=pool, workers=threads)
         t0 = time.perf_counter()
         score, segs = run.viterbi()
         t_vit = time.perf_counter() - t0
+        print(f"  viterbi done: {t_vit:.2f} s", flush=True)
         tracker = SegmentTracker(be.fwd, T, "exact", segs.start, segs.label)
         t0 = time.perf_counter()
         log_z, _ = run.posterior_pass(Sink(), [tracker])
         t_post = time.perf_counter() - t0
+        pool.shutdown()
+    except KeyboardInterrupt:
+        print("  interrupted: the profile so far", flush=True)
+        prof.report(time.perf_counter() - t_start)
+        sys.stdout.flush()
+        os._exit(124)
+    prof.undo()
+    sec = prof.seconds
+    passes = [("viterbi: forward, chunk-parallel (checkpoints)", sec["pass: viterbi"]),
+              ("viterbi: pointers recomputed + traceback", t_vit - sec["pass: viterbi"]),
+              ("posterior: backward, chunk-parallel (checkpoints)", sec["pass: backward total"]),
+              ("posterior: forward + backward rows + combination", t_post - sec["pass: backward total"])]
+    print(f"  per pass (wall; the forward pass runs beside the combination: {sec['pass: forward']:.2f} s):")
+    for name, s in passes:
+        print(f"    {name:<52}{s / T * 1e9:8.1f} ns/bin {s:9.2f} s")
+    profile = prof.report(t_vit + t_post)
     n_check = min(T, args.check_bins)
     with ThreadPoolExecutor(threads) as pool:
         head = ContigRun(be, emis, n_check, chunk, pool=pool, workers=threads).posterior_pass()[0]
@@ -374,7 +492,8 @@ def part_e(args, device, out):
           f"rel. difference {abs(head - seq) / max(1.0, abs(seq)):.1e}")
     out.append({"part": "e", "T": T, "K": K, "C": C, "chunk": chunk, "threads": threads,
                 "viterbi_seconds": t_vit, "posterior_seconds": t_post, "ns_per_bin": total / T * 1e9,
-                "guesses": stats, "peak_gb": peak_gb(device), "check_rel_diff": abs(head - seq) / max(1.0, abs(seq))})
+                "guesses": stats, "peak_gb": peak_gb(device), "check_rel_diff": abs(head - seq) / max(1.0, abs(seq)),
+                "passes": dict(passes), "profile": profile})
 
 
 def part_f(args, device, out):

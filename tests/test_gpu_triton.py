@@ -5,6 +5,7 @@ with device="cuda"), each kernel against its torch reference, chunk-size
 invariance, the certificate's exact fallback, and the device errors.
 The interpreter costs ~30 ms per bin and pass, so shapes are tiny.
 """
+import math
 import os
 import subprocess
 import sys
@@ -44,7 +45,7 @@ import torch  # noqa: E402
 from flashseg.core import SemiMarkovModel, api  # noqa: E402
 from flashseg.core.cpu import CpuBackend, EmissionChunk, ForwardStore, ViterbiStore  # noqa: E402
 from flashseg.core.driver import ContigRun  # noqa: E402
-from flashseg.errors import DeviceError, NoValidSegmentation  # noqa: E402
+from flashseg.errors import DataError, DeviceError, NoValidSegmentation  # noqa: E402
 
 from brute import random_emissions, random_model  # noqa: E402
 from consumers import Collect  # noqa: E402
@@ -536,3 +537,183 @@ def test_gpu_available_does_not_import_torch_without_a_device():
     env = dict(os.environ, CUDA_VISIBLE_DEVICES="", TRITON_INTERPRET="0")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "cpu", "False", "False"]
+
+
+# -- many chunks per launch (chunk-parallel passes on the GPU) --------------------
+
+def _mixing_gpu_case(T, seed=12, C=3, K=4):
+    rng = np.random.default_rng(seed)
+    model = random_model(rng, C, K, "geometric", False, 0.0)
+    truth = np.repeat(rng.integers(0, C, size=T // 5 + 1), 5)[:T]
+    x = rng.normal(size=(T, C)) + 3.0 * (np.arange(C)[None, :] == truth[:, None])
+    return model, x
+
+
+def _gpu_run(model, x, chunk, workers, burn_in, exact=False):
+    """(logZ, gamma/b/chg, exact-segment posteriors, Viterbi, pass stats) of one
+    chunk-parallel run on the GPU backend with ``workers`` chunks in flight."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from flashseg.core.driver import SegmentTracker
+    from flashseg.core.gpu import GpuBackend
+
+    T = len(x)
+    with ThreadPoolExecutor(workers) as pool:
+        be = GpuBackend(model, exact=exact)
+        run = ContigRun(be, api.ArrayEmissions(x), T, chunk, pool=pool, workers=workers, burn_in=burn_in)
+        score, segs = run.viterbi()
+        tracker = SegmentTracker(be.fwd, T, "exact", segs.start, segs.label)
+        col = Collect()
+        lz, _ = run.posterior_pass(col, [tracker])
+    calls = tracker.calls
+    return lz, col.arrays(), (calls.seg_post, calls.start_post, calls.label_post), (score, segs), run.pass_stats
+
+
+@pytest.mark.parametrize("burn_in", [48, 0], ids=["guesses-accepted", "guesses-rejected"])
+def test_batched_passes_equal_one_chunk_per_launch_and_cpu(burn_in):
+    """Six chunks in flight advance three per launch (ragged last chunk,
+    padding, per-row bin counts): every number equals that of one chunk per
+    launch bit for bit, and the sequential CPU driver's within rounding. With
+    no burn-in every guess is rejected and re-run from the exact state."""
+    from flashseg.core.gpu import GpuBackend
+
+    assert GpuBackend.batch_size(6) == 3 and GpuBackend.batch_size(2) == 1
+    model, x = _mixing_gpu_case(T=98)
+    one = _gpu_run(model, x, 16, 2, burn_in)
+    many = _gpu_run(model, x, 16, 6, burn_in)
+    assert one[0] == many[0]
+    for a, b in zip(one[1] + one[2], many[1] + many[2]):
+        np.testing.assert_array_equal(a, b)
+    assert one[3][0] == many[3][0] and one[3][1].tuples() == many[3][1].tuples()
+    stats = {k: (v.accepted, v.rerun) for k, v in many[4].items()}
+    assert stats == {k: (v.accepted, v.rerun) for k, v in one[4].items()}
+    want = (6, 0) if burn_in else (0, 6)
+    assert all(v == want for v in stats.values()), stats
+    cpu = ContigRun(CpuBackend(model), api.ArrayEmissions(x), len(x), 16)
+    col = Collect()
+    lz0, _ = cpu.posterior_pass(col)
+    np.testing.assert_allclose(many[0], lz0, rtol=REL)
+    for a, b in zip(many[1], col.arrays()):
+        np.testing.assert_allclose(a, b, rtol=0, atol=ABS)
+    v0 = cpu.viterbi()
+    np.testing.assert_allclose(many[3][0], v0[0], rtol=REL)
+    assert many[3][1].tuples() == v0[1].tuples()
+
+
+def test_batched_passes_carry_ghosts_and_certify_on_the_device():
+    """Mass flushed early is carried as a ghost into every later chunk; in a
+    batch the ghosts carried into guessed chunks are added to their rows on
+    the device, and the certificate summed there equals the host's sum."""
+    from flashseg.core import gpu as g
+
+    rng = np.random.default_rng(3)
+    C, T, chunk = 3, 90, 15
+    model = random_model(rng, C, 4, "geometric", True, 0.0)
+    x = rng.normal(size=(T, C))
+    x[10, 2] = -900.0            # label 2 drops 900 nats in one bin: flushed, then recovers
+    host_sums, device_sums = [], []
+    real = g.device_certificate
+
+    def both(fstore, bstore, mw, log_z, rows):
+        out = real(fstore, bstore, mw, log_z, rows)
+        host_sums.append(g.certificate_terms(fstore, bstore, np.asarray(mw), log_z, rows))
+        device_sums.append(float(out[0]))
+        assert bool(out[1]) == fstore.ghost_flag.any() and bool(out[2]) == bstore.ghost_flag.any()
+        return out
+
+    g.device_certificate = both
+    try:
+        lz, (gam, bnd, chg), *_ = _gpu_run(model, x, chunk, 6, 20)
+    finally:
+        g.device_certificate = real
+    assert len(device_sums) == T // chunk and max(device_sums) > 0.0, "the early loss must reach later chunks"
+    # The ghost rows of guessed chunks (rows kept by the pass) are the sequential pass's.
+    from concurrent.futures import ThreadPoolExecutor
+
+    from flashseg.core.parallel import offset_log
+
+    be = CpuBackend(model)
+    state = be.forward_state()
+    seq_rows = []
+    for a in range(0, T, chunk):
+        st = be.new_store(chunk + 1)
+        state.advance(EmissionChunk.from_log(x[a:a + chunk]), st)
+        seq_rows.append(st.ghost_rows())
+    with ThreadPoolExecutor(6) as pool:
+        prun = ContigRun(g.GpuBackend(model), api.ArrayEmissions(x), T, chunk, pool=pool, workers=6, burn_in=60)
+        cache = {}
+        prun._chunk_pass("forward", None, cache)
+    assert prun.pass_stats["forward"].accepted >= 3, prun.pass_stats
+    for j, want in enumerate(seq_rows):
+        got = cache[j][1].ghost_rows() - offset_log(cache[j][1].log_offset)
+        assert np.array_equal(np.isfinite(got), np.isfinite(want)), j
+        live = np.isfinite(want)
+        np.testing.assert_allclose(got[live], want[live], rtol=0, atol=math.log(4.0))
+    np.testing.assert_allclose(device_sums, host_sums, rtol=1e-9, atol=0)
+    ref = api.posterior(model, x, chunk_size=chunk)
+    assert not ref.exact_fallback
+    np.testing.assert_allclose(lz, ref.log_partition, rtol=REL)
+
+
+def test_batched_backward_pass_keeps_rows_for_a_prefix_of_chunks(monkeypatch):
+    """The backward pass keeps rows for its first chunks only (the cache
+    budget): a batch never mixes kept and unkept chunks, and results do not
+    change."""
+    from flashseg.core import driver
+
+    model, x = _mixing_gpu_case(T=100, seed=5)
+    ref = _gpu_run(model, x, 10, 6, 20)
+    monkeypatch.setattr(driver, "CHUNK_CACHE_BYTES", 4 * 11 * (3 * 40 + 16))   # 4 chunks of 10 bins
+    sizes = []
+    from flashseg.core.gpu import _DeviceState
+
+    real = _DeviceState.advance_rows
+
+    def spy(self, chunks, stores=None):
+        sizes.append((len(chunks), stores is not None and any(s is not None for s in stores)))
+        return real(self, chunks, stores)
+
+    monkeypatch.setattr(_DeviceState, "advance_rows", spy)
+    got = _gpu_run(model, x, 10, 6, 20)
+    assert got[0] == ref[0]
+    for a, b in zip(got[1], ref[1]):
+        np.testing.assert_array_equal(a, b)
+    assert (1, True) in sizes and (3, True) in sizes, sizes   # 4 kept chunks: a batch of 3, then 1
+
+
+def test_batched_passes_name_bad_bins_as_in_sequence():
+    model, x = _mixing_gpu_case(T=100)
+    y = x.copy()
+    y[57, 1] = np.nan
+    with pytest.raises(DataError, match="bin 57"):
+        api.posterior(model, y, chunk_size=10, threads=6, device="cuda")
+
+
+def test_gpu_store_reads_rows_from_the_device():
+    """A GpuStore's host arrays, single-row reads (trackers), flips and flags
+    agree with the rows the kernel left on the device."""
+    from flashseg.core.gpu import GpuBackend, GpuStore
+
+    rng = np.random.default_rng(8)
+    C, T = 3, 30
+    model = random_model(rng, C, 4, "geometric", True, 0.0)
+    x = random_emissions(rng, T, C, 2.0)
+    be = GpuBackend(model)
+    store = be.new_store(T + 1)
+    assert isinstance(store, GpuStore) and store.head(5).rows == 5
+    host = ForwardStore(T + 1, C)
+    for st in (store, host):
+        assert be.forward_state().advance(EmissionChunk.from_log(x), st) == -1
+    for key in ("E", "A", "sexp", "ghost", "ghost_flag"):
+        np.testing.assert_array_equal(getattr(store, key), getattr(host, key))
+    rows, cols = np.array([0, 7, 30, 7]), np.array([2, 0, 1, 1])
+    fresh = GpuStore(T + 1, C)
+    fresh.attach(store.device_rows, store.device_x)
+    fresh.log_offset = host.log_offset = (3, 0.25)
+    for s, h in ((fresh, host), (fresh.flipped(), host.flipped())):
+        np.testing.assert_array_equal(s.log_E(rows, cols), h.log_E(rows, cols))
+        np.testing.assert_array_equal(s.log_A(rows, cols), h.log_A(rows, cols))
+        assert "E" not in s._cache and "sexp" not in s._cache, "single rows are gathered on the device"
+        np.testing.assert_array_equal(s.E, h.E)
+        np.testing.assert_array_equal(s.sexp, h.sexp)
+    assert store.any_loss() == host.any_loss()

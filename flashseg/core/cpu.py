@@ -106,6 +106,22 @@ class ForwardStore:
     def any_loss(self) -> bool:
         return bool(self.ghost_flag.any())
 
+    def clear_flags(self) -> None:
+        """Before the kernel fills the rows again (it flags only the rows that lose)."""
+        self.ghost_flag[:] = 0
+
+    def add_carried_ghost(self, ghost: np.ndarray, x: np.ndarray) -> None:
+        """Rows computed from a guess started with no ghosts (chunk-parallel
+        passes): add the losses carried into the chunk, ``ghost`` at row 0, then
+        plus each bin's scores ``x`` in the order the rows were computed, as the
+        kernel would have."""
+        if not np.isfinite(ghost).any():
+            return
+        carried = ghost[None, :] + np.vstack([np.zeros((1, x.shape[1])), np.cumsum(x, axis=0)])
+        own = np.where(self.ghost_flag[:, None].astype(bool), self.ghost, -np.inf)
+        self.ghost[:] = np.logaddexp(own, carried)
+        self.ghost_flag[:] = np.isfinite(self.ghost).any(axis=1)
+
     def _log(self, values, rows):
         k, r = self.log_offset
         if self.is_log:
@@ -394,6 +410,10 @@ class CpuBackend:
 
     def new_store(self, n_rows: int, with_tail: bool = False) -> ForwardStore:
         return ForwardStore(n_rows, self.fwd.C, is_log=self.exact, with_tail=with_tail)
+
+    def recompute_rows(self, states, chunks, stores) -> list:
+        """Rows of ``chunks[i]`` from copies of ``states[i]`` into ``stores[i]``; the statuses."""
+        return [state.copy().advance(chunk, store) for state, chunk, store in zip(states, chunks, stores)]
 
     def sample_rows(self, store: ForwardStore):
         """What :meth:`walk_chunk` reads of a chunk's forward rows (logs at true scale)."""

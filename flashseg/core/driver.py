@@ -27,6 +27,7 @@ Pass plan per contig (ALGORITHMS.md, Chunks and output order):
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import threading
@@ -81,6 +82,9 @@ class ContigRun:
         self.burn_in = burn_in
         self.pass_stats = {}
         self._read_lock = threading.Lock()
+        self._readers = None          # see reading()
+        self._reader_users = 0
+        self._readers_lock = threading.Lock()
 
     # -- emissions -----------------------------------------------------------
     def read(self, j: int) -> EmissionChunk:
@@ -109,6 +113,44 @@ class ContigRun:
                 raise NoValidSegmentation("no valid segmentation: every label has probability 0 here",
                                           **where) from None
             raise DataError("emission score is " + ("NaN" if bad.code == 1 else "+inf"), **where) from None
+
+    @contextlib.contextmanager
+    def reading(self):
+        """Reader threads for :meth:`read_many` while the block runs (blocks may
+        nest and run on several threads; the last one out stops the readers)."""
+        with self._readers_lock:
+            if self._readers is None:
+                from concurrent.futures import ThreadPoolExecutor
+
+                cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+                self._readers = ThreadPoolExecutor(max(1, min(16, cpus)), thread_name_prefix="flashseg-read")
+            self._reader_users += 1
+        try:
+            yield
+        finally:
+            with self._readers_lock:
+                self._reader_users -= 1
+                readers = self._readers if self._reader_users == 0 else None
+                if readers is not None:
+                    self._readers = None
+            if readers is not None:
+                readers.shutdown(wait=True, cancel_futures=True)
+
+    def read_many(self, ranges) -> list:
+        """:meth:`read_range` of each (a, b) (None where b <= a), at once on the
+        reader threads of an enclosing :meth:`reading` block (else one after
+        another); raises the error of the first range, in the given order, that
+        has one."""
+        readers = self._readers
+        if readers is None:
+            return [self.read_range(a, b) if b > a else None for a, b in ranges]
+        futures = [readers.submit(self.read_range, a, b) if b > a else None for a, b in ranges]
+        try:
+            return [None if f is None else f.result() for f in futures]
+        finally:
+            for f in futures:
+                if f is not None:
+                    f.cancel()
 
     def chunk_of_end(self, pos: int) -> int:
         """The chunk whose rows hold boundary ``pos`` as a segment end (a < pos <= b)."""
@@ -170,13 +212,14 @@ class ContigRun:
                 return self.backend.new_store(b - a + 1)
 
         chunk_pass = ChunkPass(self, kind, self.pool, self.workers, self.burn_in, keep, emit)
-        out = chunk_pass.run(on_status)
+        with self.reading():
+            out = chunk_pass.run(on_status)
         self.pass_stats[kind] = chunk_pass.stats
         if cache is not None:
             cache.update(chunk_pass.rows)
         return out
 
-    def _prefetch(self, fn, items):
+    def _prefetch(self, fn, items, window: int | None = None):
         """fn(item) for items in order: ahead on the pool when there is one."""
         if self.pool is None:
             return (fn(item) for item in items)
@@ -186,9 +229,30 @@ class ContigRun:
             with worker_context(self.backend):
                 return fn(item)
 
-        return prefetch(self.pool, self.workers, on_worker, items)
+        return prefetch(self.pool, self.workers, on_worker, items, window)
+
+    def _recompute_ahead(self, rows_of, items):
+        """rows_of(group) for consecutive groups of ``items``, each group's results
+        yielded in order. With a pool the groups are computed ahead on it, as
+        large as the backend advances at once (the GPU: many chunks per launch;
+        two groups ahead), else one item at a time."""
+        size = getattr(self.backend, "batch_size", None)
+        size = size(self.workers) if size is not None and self.pool is not None else 1
+        items = list(items)
+        if size == 1:
+            return (rows_of([item])[0] for item in items) if self.pool is None else \
+                self._prefetch(lambda item: rows_of([item])[0], items)
+        groups = [items[i:i + size] for i in range(0, len(items), size)]
+        return (r for group in self._prefetch(rows_of, groups, window=2) for r in group)
+
+    def _read_chunks(self, js) -> list:
+        return [self.read(js[0])] if len(js) == 1 else self.read_many([self.bounds[j] for j in js])
 
     def viterbi(self) -> tuple[float, Segments]:
+        with self.reading():
+            return self._viterbi()
+
+    def _viterbi(self) -> tuple[float, Segments]:
         if self.pool is not None:
             checkpoints, state = self._chunk_pass("viterbi")
         else:
@@ -211,20 +275,19 @@ class ContigRun:
         count = 0
         pos, phase = self.T, 2
 
-        def pointers(j):
-            a, b = self.bounds[j]
-            store = ViterbiStore(b - a + 1, self.C)
-            checkpoints[j].copy().advance(self.read(j), store)
-            return j, store
+        def pointers(js):
+            stores = [ViterbiStore(b - a + 1, self.C) for a, b in (self.bounds[j] for j in js)]
+            self.backend.recompute_rows([checkpoints[j] for j in js], self._read_chunks(js), stores)
+            return list(zip(js, stores))
 
         # The walk visits chunks last to first, skipping those inside long
         # segments; with a pool, pointers are recomputed ahead of it.
-        ahead = self._prefetch(pointers, range(len(self.bounds) - 1, -1, -1)) if self.pool else None
+        ahead = self._recompute_ahead(pointers, range(len(self.bounds) - 1, -1, -1)) if self.pool else None
         j_loaded, store = -1, None
         while phase != 0:
             j = self.chunk_of_end(pos) if phase == 2 else self.chunk_of_start(pos)
             while j_loaded != j:
-                j_loaded, store = next(ahead) if ahead is not None else pointers(j)
+                j_loaded, store = next(ahead) if ahead is not None else pointers([j])[0]
             pos, label, phase, count = viterbi_traceback(
                 store.a_start, store.e_prev, self.bounds[j][0], pos, label, phase,
                 out_s, out_e, out_c, count)
@@ -319,7 +382,8 @@ class ContigRun:
         the forward checkpoints."""
         import queue
 
-        handed = queue.Queue(maxsize=self.workers + 2)
+        size = getattr(self.backend, "batch_size", None)
+        handed = queue.Queue(maxsize=min(self.workers, size(self.workers) if size else self.workers) + 2)
         stop = threading.Event()
 
         def emit(j, chunk, store):
@@ -343,19 +407,22 @@ class ContigRun:
                 except queue.Full:
                     pass
 
-        def backward_rows(j):
-            if j in bcache:
-                return bcache.pop(j)[1]
-            a, b = self.bounds[j]
-            store = self.backend.new_store(b - a + 1)
-            bck[j].copy().advance(self.read(j).reversed(), store)
-            store.log_offset = bck[j].scale_offset
-            return store
+        def backward_rows(js):
+            out = {j: bcache.pop(j)[1] for j in js if j in bcache}
+            todo = [j for j in js if j not in out]
+            if todo:
+                stores = [self.backend.new_store(b - a + 1) for a, b in (self.bounds[j] for j in todo)]
+                chunks = [c.reversed() for c in self._read_chunks(todo)]
+                self.backend.recompute_rows([bck[j] for j in todo], chunks, stores)
+                for j, store in zip(todo, stores):
+                    store.log_offset = bck[j].scale_offset
+                    out[j] = store
+            return [out[j] for j in js]
 
         helper = threading.Thread(target=forward, name="flashseg-forward", daemon=True)
         helper.start()
         try:
-            bstores = self._prefetch(backward_rows, range(len(self.bounds)))
+            bstores = self._recompute_ahead(backward_rows, range(len(self.bounds)))
             for j in range(len(self.bounds)):
                 item = handed.get()
                 if isinstance(item, BaseException):
@@ -373,6 +440,15 @@ class ContigRun:
 
     def posterior_pass(self, consumer=None, trackers=(), keep_forward_checkpoints=False):
         """Left-to-right emit pass. Returns (logZ, forward checkpoints or None)."""
+        opened = []
+        with self.reading():
+            try:
+                return self._posterior_pass(consumer, trackers, keep_forward_checkpoints, opened)
+            finally:
+                for rows in opened:   # its helper thread and reads stop before the readers do
+                    rows.close()
+
+    def _posterior_pass(self, consumer, trackers, keep_forward_checkpoints, opened):
         forward = {}
         if self.pool is not None:
             # The backward pass at once, then the forward pass at once, its
@@ -385,6 +461,7 @@ class ContigRun:
             bck, (log_z, zm, zexp), bend = self.backward_checkpoints(cache)
             fck = [] if keep_forward_checkpoints else None
             rows = self._rows_in_sequence(bck, fck, cache)
+        opened.append(rows)
         # Losses of the backward pass flushed before reaching boundary 0.
         cert = _lost_at_end(bend, log_z)
         carry = np.zeros(self.C)
@@ -548,7 +625,7 @@ class SegmentTracker:
         own = store.log_E(rows, labels)
         if self.kind == "exact":
             return own
-        C = store.E.shape[1]
+        C = self.pm.C
         other = store.log_A(np.repeat(rows, C), np.tile(np.arange(C), len(rows))).reshape(len(rows), C)
         other = other + links
         other[np.arange(len(rows)), labels] = -np.inf

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import DeviceError
-from .cpu import LN2_HI, LN2_LO, CpuBackend, PreparedModel, _split_z, positive_log
+from .cpu import LN2_HI, LN2_LO, CpuBackend, ForwardStore, PreparedModel, _split_z, positive_log
 from .model import SemiMarkovModel
 
 
@@ -222,32 +222,37 @@ class DeviceChunk:
         return cls(x.contiguous(), f.contiguous(), k.contiguous())
 
 
-def _device_chunk(chunk, device) -> DeviceChunk:
-    if isinstance(chunk, DeviceChunk):
-        return chunk
-    import torch
-
-    def put(a, dtype):
-        # np.array copies: a reversed one-row chunk can carry a negative stride.
-        return torch.from_numpy(np.array(a, dtype=dtype, order="C")).to(device)[None]
-
-    step = -1 if getattr(chunk, "reverse", False) else 1   # backward pass: rows last to first
-    return DeviceChunk(put(chunk.x[::step], np.float64), put(chunk.f[::step], np.float64),
-                       put(chunk.k[::step], np.int64))
-
-
 class _DeviceState:
-    """Common plumbing: a dict of (1, ...) device tensors and host views on demand."""
+    """Common plumbing: a dict of (B, ...) device tensors and host views on demand.
+
+    B = 1 for the driver's states. The chunk-parallel passes advance a batch of
+    chunks' states in one launch (:meth:`advance_rows`) and then hand out one
+    state per row (:meth:`rows`), each a view of the batch's tensors.
+    """
 
     _host_fields: tuple = ()
     scale_offset = (0, 0.0)   # as cpu._KernelState.scale_offset
     _guess_E = 0.0
 
+    @property
+    def batch(self) -> int:
+        return int(self.dev["istate"].shape[0])
+
     def as_guess(self, t: int) -> None:
         """As cpu._KernelState.as_guess: a fresh state becomes a guess at boundary t."""
-        self.dev["istate"][0, 0] = t
-        self.dev["istate"][0, 1] = 0
-        self.dev["E"].fill_(self._guess_E)
+        self.as_guess_rows([t])
+
+    def as_guess_rows(self, ts) -> None:
+        """:meth:`as_guess` for the rows whose entry of ``ts`` is a boundary (None: left fresh)."""
+        import torch
+
+        rows = [b for b, t in enumerate(ts) if t is not None]
+        if not rows:
+            return
+        dev = self.dm.device
+        idx = torch.tensor(rows, dtype=torch.int64, device=dev)
+        self.dev["istate"][idx] = torch.tensor([[int(ts[b]), 0] for b in rows], dtype=torch.int64, device=dev)
+        self.dev["E"][idx] = self._guess_E
         self._host = {}
 
     def _carried(self):
@@ -264,14 +269,28 @@ class _DeviceState:
     def _clone_into(self, out):
         out.dm = self.dm
         out.dev = {key: v.clone() for key, v in self.dev.items()}
-        out._host = {}
+        out._host = dict(self._host)   # host views are never written in place
         out.scale_offset = self.scale_offset
+        return out
+
+    def rows(self, host: bool = False) -> list:
+        """One state per row of a batch, each a view of this one's tensors. With
+        ``host``, every field comes to the host in one copy for the whole batch
+        (the chunk-parallel chain reads each row's junction view)."""
+        fetched = {key: _to_host(v) for key, v in self.dev.items()} if host else {}
+        out = []
+        for b in range(self.batch):
+            s = type(self).__new__(type(self))
+            s.dm = self.dm
+            s.dev = {key: v[b:b + 1] for key, v in self.dev.items()}
+            s._host = {key: v[b] for key, v in fetched.items()}
+            s.scale_offset = self.scale_offset
+            out.append(s)
         return out
 
     def _host_view(self, key):
         if key not in self._host:
-            # A copy: under the interpreter .cpu() aliases the live tensor.
-            self._host[key] = self.dev[key][0].cpu().numpy().copy()
+            self._host[key] = _to_host(self.dev[key][0])
         return self._host[key]
 
     @property
@@ -298,35 +317,107 @@ class _DeviceState:
     def E(self) -> np.ndarray:
         return self._host_view("E")
 
-    def _n(self, dc):
-        import torch
+    def advance(self, chunk, store=None) -> int:
+        """Advance over one chunk (host EmissionChunk or DeviceChunk), filling ``store``."""
+        if self.batch != 1:
+            raise ValueError("advance() takes one state; a batch advances with advance_rows()")
+        dc = chunk if isinstance(chunk, DeviceChunk) else None
+        if dc is None:
+            if len(chunk.x) == 0:
+                return -1
+            dc, n = _upload_chunks([chunk], self.dm.device)
+        else:
+            import torch
 
-        return torch.tensor([dc.x.shape[1]], dtype=torch.int64, device=self.dm.device)
+            n = torch.tensor([dc.x.shape[1]], dtype=torch.int64, device=self.dm.device)
+        return int(self._launch(dc, n, None if store is None else [store])[0])
+
+    def advance_rows(self, chunks, stores=None) -> np.ndarray:
+        """Advance row b of a batch over ``chunks[b]`` (None or empty: the row stays
+        as it is) in one launch, filling ``stores[b]`` where given. Returns the
+        rows' statuses (-1, or the first local bin where all mass vanished)."""
+        if len(chunks) != self.batch:
+            raise ValueError(f"{len(chunks)} chunks for a batch of {self.batch}")
+        dc, n = _upload_chunks(chunks, self.dm.device)
+        if dc is None:
+            return np.full(self.batch, -1, dtype=np.int64)
+        if stores is not None:
+            stores = [st if c is not None and len(c.x) else None for c, st in zip(chunks, stores)]
+        return self._launch(dc, n, stores)
 
 
-def _new_state(dm: DeviceModel, fill_ring: float, E0: np.ndarray, sexp0: int, C: int, K: int):
+def _to_host(v, pinned: bool = False) -> np.ndarray:
+    """A host copy of a tensor (under the interpreter ``.cpu()`` would alias it);
+    ``pinned`` for large copies from a GPU (page-locked memory copies several
+    times faster, and the block is reused once the array is gone)."""
+    if v.device.type == "cpu":
+        return v.numpy().copy()
+    if not pinned:
+        return v.cpu().numpy()
+    import torch
+
+    out = torch.empty(v.shape, dtype=v.dtype, pin_memory=True)
+    out.copy_(v)
+    return out.numpy()
+
+
+def _upload_chunks(chunks, device):
+    """Chunks of a batch (host EmissionChunks, None for none) as one padded
+    DeviceChunk (B, NMAX, C) and the bins per row (B,); (None, None) if all are
+    empty. Reversed chunks go last row first (the backward pass). On a GPU the
+    rows are gathered in pinned memory and copied without blocking the host."""
+    import torch
+
+    ns = [0 if c is None else len(c.x) for c in chunks]
+    nmax = max(ns)
+    if nmax == 0:
+        return None, None
+    B = len(chunks)
+    C = next(c for c in chunks if c is not None).x.shape[1]
+    pin = device.type == "cuda"
+    x = torch.empty((B, nmax, C), dtype=torch.float64, pin_memory=pin)
+    f = torch.empty((B, nmax, C), dtype=torch.float64, pin_memory=pin)
+    k = torch.empty((B, nmax), dtype=torch.int64, pin_memory=pin)
+    xv, fv, kv = x.numpy(), f.numpy(), k.numpy()
+    for b, c in enumerate(chunks):
+        n = ns[b]
+        if n:
+            step = -1 if getattr(c, "reverse", False) else 1
+            xv[b, :n] = c.x[::step]
+            fv[b, :n] = c.f[::step]
+            kv[b, :n] = c.k[::step]
+        # The kernels never use padding (they prefetch row 0 of an empty row): zeros keep it defined.
+        xv[b, n:] = 0.0
+        fv[b, n:] = 0.0
+        kv[b, n:] = 0
+    n = torch.tensor(ns, dtype=torch.int64, pin_memory=pin)
+    put = (lambda t: t.to(device, non_blocking=True)) if pin else (lambda t: t)
+    return DeviceChunk(put(x), put(f), put(k)), put(n)
+
+
+def _new_state(dm: DeviceModel, fill_ring: float, E0: np.ndarray, sexp0: int, C: int, K: int, batch: int = 1):
     import torch
 
     dev = dm.device
     return {
-        "ring": torch.full((1, C, K), fill_ring, dtype=torch.float64, device=dev),
-        "tail": torch.full((1, C), fill_ring, dtype=torch.float64, device=dev),
-        "A": torch.full((1, C), fill_ring, dtype=torch.float64, device=dev),
-        "E": torch.tensor(np.array(E0, dtype=np.float64), device=dev)[None].contiguous(),
-        "istate": torch.tensor([[0, sexp0]], dtype=torch.int64, device=dev),
+        "ring": torch.full((batch, C, K), fill_ring, dtype=torch.float64, device=dev),
+        "tail": torch.full((batch, C), fill_ring, dtype=torch.float64, device=dev),
+        "A": torch.full((batch, C), fill_ring, dtype=torch.float64, device=dev),
+        "E": torch.tensor(np.array(E0, dtype=np.float64), device=dev)[None].repeat(batch, 1).contiguous(),
+        "istate": torch.tensor([[0, sexp0]] * batch, dtype=torch.int64, device=dev),
     }
 
 
 class GpuLinearState(_DeviceState):
     """Certified linear-space forward state on the device (see triton/linear.py)."""
 
-    def __init__(self, dm: DeviceModel):
+    def __init__(self, dm: DeviceModel, batch: int = 1):
         import torch
 
         pm = dm.pm
         self.dm = dm
-        self.dev = _new_state(dm, 0.0, pm.init_m, pm.init_k, pm.C, pm.K)
-        self.dev["ghost"] = torch.full((1, pm.C), -math.inf, dtype=torch.float64, device=dm.device)
+        self.dev = _new_state(dm, 0.0, pm.init_m, pm.init_k, pm.C, pm.K, batch)
+        self.dev["ghost"] = torch.full((batch, pm.C), -math.inf, dtype=torch.float64, device=dm.device)
         self._host = {}
 
     @property
@@ -336,24 +427,26 @@ class GpuLinearState(_DeviceState):
     _guess_E = 1.0
 
     def set_ghost(self, ghost: np.ndarray) -> None:
+        """Every row's ghosts (per label) set to ``ghost``."""
         import torch
 
-        self.dev["ghost"][0] = torch.as_tensor(np.asarray(ghost, dtype=np.float64), device=self.dm.device)
-        self._host = {}
+        g = np.array(ghost, dtype=np.float64)
+        self.dev["ghost"][:] = torch.as_tensor(g, device=self.dm.device)
+        self._host = dict(self._host, ghost=g)   # the other fields are unchanged
 
     def junction_view(self):
         return np.concatenate([positive_log(v) for v in self._carried()]), int(self.istate[1]), None
 
-    def advance(self, chunk, store=None) -> int:
+    def _launch(self, dc, n, stores) -> np.ndarray:
         from .triton.linear import linear_forward
 
-        dc = _device_chunk(chunk, self.dm.device)
-        dstore = _device_store(dc, self.dm, store)
+        dstore = _row_stores(dc, self.dm, stores)
         with _launch_turn:
-            status = linear_forward(dc.x, dc.f, dc.k, self._n(dc), self.dev, self.dm.linear, dstore)
+            status = linear_forward(dc.x, dc.f, dc.k, n, self.dev, self.dm.linear, dstore)
         self._host = {}
-        _copy_store_back(dstore, store)
-        return int(status[0])
+        status = status.cpu().numpy()
+        _hand_rows(dstore, stores, dc)
+        return status
 
     def log_partition(self) -> tuple[float, float, int]:
         zm = float(np.dot(self.A, self.dm.pm.final_m))
@@ -374,26 +467,26 @@ class GpuLinearState(_DeviceState):
 class GpuLogSpaceState(_DeviceState):
     """Exact log-space forward state on the device (see triton/logspace.py)."""
 
-    def __init__(self, dm: DeviceModel):
+    def __init__(self, dm: DeviceModel, batch: int = 1):
         pm = dm.pm
         self.dm = dm
-        self.dev = _new_state(dm, -math.inf, pm.initial, 0, pm.C, pm.K)
+        self.dev = _new_state(dm, -math.inf, pm.initial, 0, pm.C, pm.K, batch)
         self._host = {}
 
     @property
     def ghost(self) -> np.ndarray:
         return np.full(self.dm.pm.C, -math.inf)
 
-    def advance(self, chunk, store=None) -> int:
+    def _launch(self, dc, n, stores) -> np.ndarray:
         from .triton.logspace import logspace_forward
 
-        dc = _device_chunk(chunk, self.dm.device)
-        dstore = _device_store(dc, self.dm, store)
+        dstore = _row_stores(dc, self.dm, stores)
         with _launch_turn:
-            status = logspace_forward(dc.x, self._n(dc), self.dev, self.dm.log, dstore)
+            status = logspace_forward(dc.x, n, self.dev, self.dm.log, dstore)
         self._host = {}
-        _copy_store_back(dstore, store)
-        return int(status[0])
+        status = status.cpu().numpy()
+        _hand_rows(dstore, stores, dc)
+        return status
 
     def log_partition(self) -> tuple[float, float, int]:
         v = self.A + self.dm.pm.final
@@ -413,13 +506,13 @@ class GpuLogSpaceState(_DeviceState):
 class GpuViterbiState(_DeviceState):
     """Max-plus forward state on the device (see triton/viterbi.py)."""
 
-    def __init__(self, dm: DeviceModel):
+    def __init__(self, dm: DeviceModel, batch: int = 1):
         import torch
 
         pm = dm.pm
         self.dm = dm
-        self.dev = _new_state(dm, -math.inf, pm.initial, 0, pm.C, pm.K)
-        self.dev["tail_start"] = torch.full((1, pm.C), -1, dtype=torch.int64, device=dm.device)
+        self.dev = _new_state(dm, -math.inf, pm.initial, 0, pm.C, pm.K, batch)
+        self.dev["tail_start"] = torch.full((batch, pm.C), -1, dtype=torch.int64, device=dm.device)
         self._host = {}
 
     @property
@@ -430,25 +523,29 @@ class GpuViterbiState(_DeviceState):
         return (np.concatenate(self._carried()), 0,
                 np.where(np.isfinite(self.tail), self.tail_start, -1))
 
-    def advance(self, chunk, store=None) -> int:
+    def _launch(self, dc, n, stores) -> np.ndarray:
+        """Pointers come back to the host stores (ViterbiStore): the traceback walks them there."""
         import torch
 
         from .triton.viterbi import viterbi_forward
 
-        dc = _device_chunk(chunk, self.dm.device)
+        B, nmax, C = dc.x.shape
+        keep = stores is not None and any(st is not None for st in stores)
         dstore = None
-        if store is not None:
-            rows = dc.x.shape[1] + 1
-            C = self.dm.pm.C
-            dstore = {key: torch.empty((1, rows, C), dtype=torch.int64, device=self.dm.device)
+        if keep:
+            dstore = {key: torch.empty((B, nmax + 1, C), dtype=torch.int64, device=self.dm.device)
                       for key in ("a_start", "e_prev")}
         with _launch_turn:
-            viterbi_forward(dc.x, self._n(dc), self.dev, self.dm.log, dstore)
+            viterbi_forward(dc.x, n, self.dev, self.dm.log, dstore)
         self._host = {}
-        if store is not None:
-            store.a_start[:] = dstore["a_start"][0].cpu().numpy()
-            store.e_prev[:] = dstore["e_prev"][0].cpu().numpy()
-        return -1
+        if keep:
+            host = {key: _to_host(v, pinned=True) for key, v in dstore.items()}
+            for b, st in enumerate(stores):
+                if st is not None:
+                    rows = len(st.a_start)
+                    st.a_start[:] = host["a_start"][b, :rows]
+                    st.e_prev[:] = host["e_prev"][b, :rows]
+        return np.full(B, -1, dtype=np.int64)
 
     def best_final(self) -> tuple[float, int]:
         v = self.A + self.dm.pm.final
@@ -456,32 +553,185 @@ class GpuViterbiState(_DeviceState):
         return float(v[c]), c
 
 
-def _device_store(dc: DeviceChunk, dm: DeviceModel, store):
-    if store is None:
+def _row_stores(dc: DeviceChunk, dm: DeviceModel, stores):
+    """Device rows for the rows of a batch that keep them (one (B, NMAX + 1, C) block each)."""
+    if stores is None or all(st is None for st in stores):
         return None
     import torch
 
-    rows = dc.x.shape[1] + 1
-    C = dm.pm.C
-    out = {key: torch.empty((1, rows, C), dtype=torch.float64, device=dm.device)
+    B, nmax, C = dc.x.shape
+    out = {key: torch.empty((B, nmax + 1, C), dtype=torch.float64, device=dm.device)
            for key in ("E", "A", "L", "ghost")}
-    out["sexp"] = torch.empty((1, rows), dtype=torch.int64, device=dm.device)
+    out["sexp"] = torch.empty((B, nmax + 1), dtype=torch.int64, device=dm.device)
     return out
 
 
-def _copy_store_back(dstore, store) -> None:
-    if store is None:
+def _hand_rows(dstore, stores, dc: DeviceChunk) -> None:
+    """Give each store its rows: a :class:`GpuStore` keeps views of the device
+    rows; any other ForwardStore (tests) gets host copies."""
+    if dstore is None:
         return
-    store.device_rows = {key: dstore[key] for key in (("E", "A", "L", "sexp") if store.with_tail else
-                                                      ("E", "A", "sexp"))}
-    store.device_reversed = False
-    store.E[:] = dstore["E"][0].cpu().numpy()
-    store.A[:] = dstore["A"][0].cpu().numpy()
-    if store.with_tail:
-        store.L[:] = dstore["L"][0].cpu().numpy()
-    store.ghost[:] = dstore["ghost"][0].cpu().numpy()
-    store.ghost_flag[:] = np.isfinite(store.ghost).any(axis=1)
-    store.sexp[:] = dstore["sexp"][0].cpu().numpy()
+    for b, st in enumerate(stores):
+        if st is None:
+            continue
+        rows = st.rows
+        view = {key: v[b:b + 1, :rows] for key, v in dstore.items()}
+        if not st.with_tail:
+            del view["L"]
+        if isinstance(st, GpuStore):
+            st.attach(view, dc.x[b:b + 1, :rows - 1])
+            continue
+        st.device_rows = view
+        st.device_reversed = False
+        st.E[:] = _to_host(view["E"][0])
+        st.A[:] = _to_host(view["A"][0])
+        if st.with_tail:
+            st.L[:] = _to_host(view["L"][0])
+        st.ghost[:] = _to_host(view["ghost"][0])
+        st.ghost_flag[:] = np.isfinite(st.ghost).any(axis=1)
+        st.sexp[:] = _to_host(view["sexp"][0])
+
+
+class GpuStore(ForwardStore):
+    """A chunk's rows left on the device by the kernels (``device_rows``: E, A,
+    L with the tail, ghost (1, rows, C) and sexp (1, rows), in the order the pass
+    computed them; ``device_x`` the scores it read). ForwardStore's host arrays
+    are copied from there on first use; the combination, the certificate, the
+    ghosts carried into a guessed chunk and the trackers' reads of single rows
+    stay on the device, so a pass copies back only what is read."""
+
+    def __init__(self, n_rows: int, C: int, is_log: bool = False, with_tail: bool = False):
+        self.rows, self.C, self.is_log, self.with_tail = n_rows, C, is_log, with_tail
+        self.log_offset = (0, 0.0)
+        self.device_rows = None
+        self.device_reversed = False
+        self.device_x = None
+        self._cache = {}
+
+    def attach(self, rows: dict, x) -> None:
+        self.device_rows, self.device_x = rows, x
+        self.device_reversed = False
+        self._cache = {}
+
+    def _oriented(self, key):
+        """Device rows of ``key`` in this store's row order (a copy when reversed)."""
+        v = self.device_rows[key][0]
+        return v.flip(0) if self.device_reversed else v
+
+    def _host(self, key) -> np.ndarray:
+        if key not in self._cache:
+            if self.device_rows is None:
+                # Not advanced yet: room for rows (as ForwardStore's np.empty).
+                v = (np.zeros(self.rows, dtype=np.uint8) if key == "ghost_flag" else
+                     np.empty(self.rows, dtype=np.int64) if key == "sexp" else np.empty((self.rows, self.C)))
+            elif key == "ghost_flag":
+                import torch
+
+                v = _to_host(torch.isfinite(self.device_rows["ghost"][0]).any(dim=1).to(torch.uint8))
+            else:
+                v = _to_host(self.device_rows[key][0])
+            self._cache[key] = v[::-1] if self.device_reversed and self.device_rows is not None else v
+        return self._cache[key]
+
+    E = property(lambda self: self._host("E"))
+    A = property(lambda self: self._host("A"))
+    sexp = property(lambda self: self._host("sexp"))
+    ghost = property(lambda self: self._host("ghost"))
+    ghost_flag = property(lambda self: self._host("ghost_flag"))
+
+    @property
+    def L(self):
+        return self._host("L") if self.with_tail else np.empty((0, self.C))
+
+    def head(self, rows: int) -> "GpuStore":
+        return GpuStore(rows, self.C, self.is_log, self.with_tail)
+
+    def flipped(self) -> "GpuStore":
+        out = GpuStore(self.rows, self.C, self.is_log, self.with_tail)
+        out.log_offset = self.log_offset
+        out.device_rows, out.device_x = self.device_rows, self.device_x
+        out.device_reversed = not self.device_reversed
+        out._cache = {key: v[::-1] for key, v in self._cache.items()}
+        return out
+
+    def clear_flags(self) -> None:
+        pass   # the kernel writes every row's ghosts
+
+    def any_loss(self) -> bool:
+        if "any_loss" not in self._cache:
+            import torch
+
+            self._cache["any_loss"] = bool(torch.isfinite(self.device_rows["ghost"]).any())
+        return self._cache["any_loss"]
+
+    def _gather(self, key, rows, cols=None) -> np.ndarray:
+        """Host values of a few rows (trackers): gathered on the device unless copied already."""
+        if key in self._cache or self.device_rows is None:
+            v = self._host(key)
+            return v[rows] if cols is None else v[rows, cols]
+        import torch
+
+        r = np.asarray(rows, dtype=np.int64)
+        if self.device_reversed:
+            r = self.rows - 1 - r
+        v = self.device_rows[key][0]
+        idx = torch.as_tensor(r, device=v.device)
+        if cols is None:
+            return _to_host(v[idx])
+        return _to_host(v[idx, torch.as_tensor(np.asarray(cols, dtype=np.int64), device=v.device)])
+
+    def _log(self, values, rows):
+        k, r = self.log_offset
+        if self.is_log:
+            return values - (k * LN2_HI + k * LN2_LO + r) if k or r else values
+        with np.errstate(divide="ignore"):
+            return np.log(values) + (self._gather("sexp", rows) - k) * math.log(2.0) - r
+
+    def log_E(self, rows, cols):
+        return self._log(self._gather("E", rows, cols), rows)
+
+    def log_A(self, rows, cols):
+        return self._log(self._gather("A", rows, cols), rows)
+
+    def log_L(self, rows, cols):
+        return self._log(self._gather("L", rows, cols), rows)
+
+    def add_carried_ghost(self, ghost: np.ndarray, x=None) -> None:
+        """ForwardStore.add_carried_ghost on the device rows (from ``device_x``;
+        ``x``, the host scores, is not needed)."""
+        if not np.isfinite(ghost).any():
+            return
+        import torch
+
+        xs = self.device_x[0]
+        g = self.device_rows["ghost"][0]
+        carried = torch.zeros_like(g)
+        torch.cumsum(xs, dim=0, out=carried[1:])
+        carried += torch.as_tensor(np.asarray(ghost, dtype=np.float64), device=g.device)
+        torch.logaddexp(g, carried, out=g)
+        self._cache.pop("ghost", None)
+        self._cache.pop("ghost_flag", None)
+        self._cache.pop("any_loss", None)
+
+
+def device_certificate(fstore: GpuStore, bstore: GpuStore, mw, log_z: float, rows: int):
+    """:func:`certificate_terms` on the device rows, with whether each store
+    lost anything: a (3,) tensor [sum, any forward loss, any backward loss]."""
+    import torch
+
+    total = None
+    for lost, other in ((fstore, bstore), (bstore, fstore)):
+        ghost = lost._oriented("ghost")[:rows]
+        cont = other._oriented("E")[:rows]
+        sexp = other._oriented("sexp")[:rows]
+        ok = torch.isfinite(ghost) & (cont > 0.0)
+        expo = torch.where(ok, ghost + torch.log(cont) + sexp[:, None].to(ghost.dtype) * math.log(2.0) - log_z,
+                           -math.inf)
+        part = (mw[None, :] * torch.exp(expo)).sum()
+        total = part if total is None else total + part
+    anyf = torch.isfinite(fstore.device_rows["ghost"]).any().to(total.dtype)
+    anyb = torch.isfinite(bstore.device_rows["ghost"]).any().to(total.dtype)
+    return torch.stack([total, anyf, anyb])
 
 
 class GpuBackend:
@@ -502,17 +752,45 @@ class GpuBackend:
     worker_context = staticmethod(worker_stream)
     settle = staticmethod(settle_stream)
 
-    def forward_state(self, backward: bool = False):
+    def forward_state(self, backward: bool = False, batch: int = 1):
         dm = self.dev_bwd if backward else self.dev_fwd
-        return GpuLogSpaceState(dm) if self.exact else GpuLinearState(dm)
+        return GpuLogSpaceState(dm, batch) if self.exact else GpuLinearState(dm, batch)
 
-    def viterbi_state(self) -> GpuViterbiState:
-        return GpuViterbiState(self.dev_fwd)
+    def viterbi_state(self, batch: int = 1) -> GpuViterbiState:
+        return GpuViterbiState(self.dev_fwd, batch)
 
-    def new_store(self, n_rows: int, with_tail: bool = False):
-        # Host rows in the CPU backend's layout (logs when exact): the driver's
-        # trackers and sampler read them the same way for both backends.
-        return CpuBackend.new_store(self, n_rows, with_tail)
+    def new_store(self, n_rows: int, with_tail: bool = False) -> GpuStore:
+        # The CPU backend's layout (logs when exact), read from the device on demand.
+        return GpuStore(n_rows, self.fwd.C, is_log=self.exact, with_tail=with_tail)
+
+    # -- many chunks per launch (the chunk-parallel passes) -------------------
+    @staticmethod
+    def batch_size(workers: int) -> int:
+        """Chunks per launch when ``workers`` chunks may be in flight: two
+        batches are, so one is read and uploaded while the other runs."""
+        return max(1, int(workers) // 2)
+
+    @staticmethod
+    def stack(states):
+        """One batch of the given states' copies (rows in order)."""
+        import torch
+
+        first = states[0]
+        out = type(first).__new__(type(first))
+        out.dm = first.dm
+        out.dev = {key: torch.cat([st.dev[key] for st in states]).contiguous() for key in first.dev}
+        out._host = {}
+        out.scale_offset = first.scale_offset
+        return out
+
+    def recompute_rows(self, states, chunks, stores) -> np.ndarray:
+        """Rows of ``chunks[i]`` from ``states[i]`` (left as they are) into
+        ``stores[i]``, every chunk in one launch; the statuses."""
+        status = self.stack(states).advance_rows(chunks, stores)
+        for store in stores:
+            if isinstance(store, GpuStore):
+                store.device_x = None   # from exact states: no ghosts to carry in, so the scores may go
+        return status
 
     def sample_rows(self, store):
         """The walk's rows on the device: x comes with :meth:`walk_chunk`; here
@@ -560,7 +838,7 @@ class GpuBackend:
         }
         for key in ("out_s", "out_e", "out_c"):
             state[key] = torch.empty((S, WALK_SEGMENTS), dtype=torch.int64, device=dev)
-        # The walk reads the scores only (not the factors _device_chunk would upload too).
+        # The walk reads the scores only (not the factors a state's advance uploads too).
         x = (chunk.x[0].contiguous() if isinstance(chunk, DeviceChunk)
              else torch.from_numpy(np.ascontiguousarray(chunk.x, dtype=np.float64)).to(dev))
         launch_rows = dict(rows, x=x)
@@ -610,8 +888,9 @@ class GpuBackend:
         """gamma, b and chg of one chunk (the CPU backend's contract).
 
         Rows still on the device: the Triton combination (triton/posterior.py)
-        on them, linear or log space (the exact fallback); the linear path's
-        certificate on the host from the ghost rows (most chunks have none).
+        on them, linear or log space (the exact fallback), and the linear
+        path's certificate beside it (:func:`device_certificate`); one copy
+        brings gamma, b, chg, the carry and the certificate back.
         """
         dev_f, dev_b = fstore.device_rows, bstore.device_rows
         if dev_f is None or dev_b is None or fstore.device_reversed or n == 0:
@@ -625,6 +904,8 @@ class GpuBackend:
         if not hasattr(self, "_tr_diag"):
             self._tr_diag = torch.tensor(np.ascontiguousarray(np.diag(self.fwd.Tr)), device=dev)
             self._trans = torch.tensor(np.ascontiguousarray(self.fwd.trans), device=dev)
+            self._mw = torch.tensor(np.ascontiguousarray(self.fwd.mw, dtype=np.float64), device=dev)
+        C = self.fwd.C
         carry_dev = torch.tensor(carry, dtype=torch.float64, device=dev)[None].contiguous()
         n_dev = torch.tensor([n], dtype=torch.int64, device=dev)
         first_dev = torch.tensor([first_boundary], dtype=torch.int64, device=dev)
@@ -632,12 +913,21 @@ class GpuBackend:
             g, b, c = posterior_combine(dev_f, dev_b, self._tr_diag, n_dev, first_dev, carry_dev,
                                         1.0 / zm if zm > 0 else 0.0, zexp, b_reversed=bstore.device_reversed,
                                         log_z=log_z if self.exact else None, trans=self._trans, nmax=n)
-        gamma[:] = g[0].cpu().numpy()
-        boundary[:] = b[0].cpu().numpy()
-        change[:] = c[0].cpu().numpy()
-        carry[:] = carry_dev[0].cpu().numpy()
+        on_device = not self.exact and isinstance(fstore, GpuStore) and isinstance(bstore, GpuStore)
+        parts = [g[0].reshape(-1), b[0], c[0], carry_dev[0]]
+        if on_device:
+            parts.append(device_certificate(fstore, bstore, self._mw, log_z, n + 1 if with_last else n))
+        out = _to_host(torch.cat(parts), pinned=True)
+        gamma[:] = out[:n * C].reshape(n, C)
+        boundary[:] = out[n * C:n * C + n]
+        change[:] = out[n * C + n:n * C + 2 * n]
+        carry[:] = out[n * (C + 2):n * (C + 2) + C]
         if self.exact:
             return 0.0
+        if on_device:
+            cert, anyf, anyb = out[-3:]
+            fstore._cache["any_loss"], bstore._cache["any_loss"] = bool(anyf), bool(anyb)
+            return float(cert)
         return certificate_terms(fstore, bstore, self.fwd.mw, log_z, n + 1 if with_last else n)
 
 

@@ -196,18 +196,6 @@ def split_chunk(chunk, reverse: bool, parts: int):
     return out
 
 
-def restore_ghost_rows(store, ghost, x) -> None:
-    """Rows computed from a guess started with no ghosts: add the losses carried
-    into the chunk (``ghost`` at row 0, then plus each bin's scores ``x`` in the
-    order the rows were computed), as the kernel would have."""
-    if not np.isfinite(ghost).any():
-        return
-    carried = ghost[None, :] + np.vstack([np.zeros((1, x.shape[1])), np.cumsum(x, axis=0)])
-    own = np.where(store.ghost_flag[:, None].astype(bool), store.ghost, -np.inf)
-    store.ghost[:] = np.logaddexp(own, carried)
-    store.ghost_flag[:] = np.isfinite(store.ghost).any(axis=1)
-
-
 class ChunkPass:
     """One pass (``"forward"``, ``"backward"`` or ``"viterbi"``) over a contig, chunk-parallel.
 
@@ -225,7 +213,12 @@ class ChunkPass:
         self.run_ = run
         self.kind = kind
         self.pool = pool
-        self.window = max(2, 2 * int(workers))
+        # A backend that advances many chunks per launch (the GPU) takes them in
+        # batches, two in flight; otherwise one chunk per pool task, twice the
+        # workers in flight.
+        batch_size = getattr(run.backend, "batch_size", None)
+        self.batch = batch_size(workers) if batch_size is not None else 1
+        self.window = 2 * self.batch if self.batch > 1 else max(2, 2 * int(workers))
         self.burn_in = burn_in_bins(run.backend.fwd.K) if burn_in is None else int(burn_in)
         # A rejected guess doubles the burn-in of later chunks, up to this
         # (a burn-in given explicitly stays as it is).
@@ -238,30 +231,35 @@ class ChunkPass:
         self.rows = {}
 
     # -- one chunk, on a worker ---------------------------------------------
-    def _fresh(self):
+    def _fresh(self, batch: int | None = None):
         backend = self.run_.backend
+        kw = {} if batch is None else {"batch": batch}
         if self.kind == "viterbi":
-            return backend.viterbi_state()
-        return backend.forward_state(backward=self.kind == "backward")
+            return backend.viterbi_state(**kw)
+        return backend.forward_state(backward=self.kind == "backward", **kw)
 
     def _oriented(self, chunk):
         return chunk.reversed() if self.kind == "backward" else chunk
+
+    def _span(self, j: int, burn_in: int):
+        """(lo, hi, first) of chunk j's guess: its burn-in bins [lo, hi), and the
+        boundary (of the pass's own problem) where it starts, or None when the
+        burn-in reaches the contig's start (then it is no guess)."""
+        run = self.run_
+        a, b = run.bounds[j]
+        if self.kind == "backward":
+            # The reversed problem: boundaries count bins from the contig end.
+            lo, hi = b, min(run.T, b + burn_in)
+            return lo, hi, (None if hi == run.T else run.T - hi)
+        lo, hi = max(0, a - burn_in), a
+        return lo, hi, (None if lo == 0 else lo)
 
     def _speculate(self, j: int, store=None, burn_in: int = 0) -> _Piece:
         run = self.run_
         with worker_context(run.backend):
             state = self._fresh()
-            a, b = run.bounds[j]
-            if self.kind == "backward":
-                # The reversed problem: boundaries count bins from the contig end.
-                lo, hi = b, min(run.T, b + burn_in)
-                from_start = hi == run.T
-                first = run.T - hi
-            else:
-                lo, hi = max(0, a - burn_in), a
-                from_start = lo == 0
-                first = lo
-            if not from_start:
+            lo, hi, first = self._span(j, burn_in)
+            if first is not None:
                 state.as_guess(first)
             if hi > lo:
                 status = state.advance(self._oriented(run.read_range(lo, hi)))
@@ -285,6 +283,60 @@ class ChunkPass:
                     break
             return _Piece(guess, state, status, chunk, None, inner)
 
+    def _speculate_batch(self, jobs, burn_in: int) -> list:
+        """:meth:`_speculate` for the chunks of ``jobs`` ((j, store) pairs, all
+        keeping rows or none) at once: every launch advances one row per chunk
+        (the backend's ``advance_rows``), and the rows' states are handed out
+        as views, their host values read in one copy per batch."""
+        run = self.run_
+        B = len(jobs)
+        with worker_context(run.backend):
+            spans = [self._span(j, burn_in) for j, _ in jobs]
+            ranges = []
+            for (lo, hi, _), (j, _) in zip(spans, jobs):
+                ranges += [(lo, hi), run.bounds[j]]
+            read = run.read_many(ranges)          # in the order the chunks' own tasks would fail
+            chunks = read[1::2]
+            state = self._fresh(B)
+            state.as_guess_rows([first for _, _, first in spans])
+            dead = state.advance_rows([None if c is None else self._oriented(c) for c in read[0::2]]) >= 0
+            if hasattr(state, "set_ghost"):
+                state.set_ghost(np.full(run.C, -np.inf))
+            guess = state.copy()
+            if jobs[0][1] is not None:
+                stores = [None if dead[b] else store for b, (_, store) in enumerate(jobs)]
+                status = state.advance_rows([None if dead[b] else self._oriented(c) for b, c in enumerate(chunks)],
+                                            stores)
+                inner = [None] * B
+            else:
+                status, inner = self._advance_parts(state, chunks, dead)
+            guesses, ends = guess.rows(host=True), state.rows(host=True)
+        return [_Piece(None, None, -1, None, store) if dead[b] else
+                _Piece(guesses[b], ends[b], int(status[b]), chunks[b], store, inner[b])
+                for b, (_, store) in enumerate(jobs)]
+
+    def _advance_parts(self, state, chunks, dead):
+        """A batch's chunks in PARTS parts (as :meth:`_speculate`): (statuses, each
+        row's states at its inner part boundaries)."""
+        B = len(chunks)
+        parts = [split_chunk(c, self.kind == "backward", PARTS) for c in chunks]
+        inner = [[] for _ in range(B)]
+        status = np.full(B, -1, dtype=np.int64)
+        for p in range(PARTS):
+            live = [not dead[b] and status[b] < 0 and p < len(parts[b]) for b in range(B)]
+            if not any(live):
+                break
+            if any(live[b] and parts[b][p][0] for b in range(B)):
+                snapshot = state.copy().rows()
+                for b in range(B):
+                    if live[b] and parts[b][p][0]:
+                        inner[b].append(snapshot[b])
+            got = state.advance_rows([parts[b][p][1] if live[b] else None for b in range(B)])
+            for b in range(B):
+                if live[b] and got[b] >= 0:
+                    status[b] = got[b] + parts[b][p][0]
+        return status, inner
+
     def _sequential(self, j: int, start, piece: _Piece):
         """Chunk j from an exact start state, in the calling thread.
 
@@ -300,7 +352,7 @@ class ChunkPass:
         exact = start.copy()
         if store is not None or not piece.inner:
             if store is not None:
-                store.ghost_flag[:] = 0
+                store.clear_flags()
             status = exact.advance(self._oriented(chunk), store)
             self.stats.rerun_bins += n
             return exact, status, None
@@ -333,23 +385,42 @@ class ChunkPass:
         run = self.run_
         nb = len(run.bounds)
         order = list(range(nb)) if self.kind != "backward" else list(range(nb - 1, -1, -1))
-        pending = deque()
+        pending = deque()   # futures of the pieces of one chunk, or of a batch
+        ready = deque()     # pieces of a finished batch not yet certified
+        queued = 0          # chunks submitted and not yet certified
         submitted = 0
+        held = []           # a chunk that keeps rows differently from the batch before it
 
         def top_up():
-            nonlocal submitted
-            while submitted < len(order) and len(pending) < self.window:
-                j = order[submitted]
-                store = self.keep(j) if self.keep is not None else None
-                pending.append(self.pool.submit(self._speculate, j, store, self.burn_in))
-                submitted += 1
+            nonlocal submitted, queued
+            while (submitted < len(order) or held) and queued < self.window:
+                jobs = held[:]
+                held.clear()
+                while len(jobs) < self.batch and submitted < len(order):
+                    j = order[submitted]
+                    submitted += 1
+                    store = self.keep(j) if self.keep is not None else None
+                    if jobs and (store is None) != (jobs[0][1] is None):
+                        held.append((j, store))   # a batch keeps rows for all its chunks or none
+                        break
+                    jobs.append((j, store))
+                if self.batch > 1:
+                    pending.append(self.pool.submit(self._speculate_batch, jobs, self.burn_in))
+                else:
+                    (j, store), = jobs
+                    pending.append(self.pool.submit(lambda j=j, store=store, burn_in=self.burn_in:
+                                                    [self._speculate(j, store, burn_in)]))
+                queued += len(jobs)
 
         checkpoints = [None] * nb
         prev = None
         try:
             top_up()
             for i, j in enumerate(order):
-                piece = pending.popleft().result()
+                if not ready:
+                    ready.extend(pending.popleft().result())
+                piece = ready.popleft()
+                queued -= 1
                 top_up()
                 meeting = None
                 if i == 0:
@@ -384,7 +455,7 @@ class ChunkPass:
                     x = chunk.x[::-1] if self.kind == "backward" else chunk.x
                     end.set_ghost(np.logaddexp(start.ghost + x.sum(axis=0), end.ghost))
                     if piece.store is not None:
-                        restore_ghost_rows(piece.store, start.ghost, x)
+                        piece.store.add_carried_ghost(start.ghost, x)
                 if piece.store is not None:
                     piece.store.log_offset = start.scale_offset
                 _settle(run.backend)   # what this thread did to the states is done
@@ -419,10 +490,11 @@ def worker_context(backend):
     return context()
 
 
-def prefetch(pool, workers: int, fn, items):
-    """Yield fn(item) for items in order, computing up to workers + 2 ahead on ``pool``
-    (results wait in memory: rows of a chunk each, so no further)."""
-    window = int(workers) + 2
+def prefetch(pool, workers: int, fn, items, window: int | None = None):
+    """Yield fn(item) for items in order, computing up to ``window`` (default
+    workers + 2) ahead on ``pool`` (results wait in memory: rows of a chunk
+    each, so no further)."""
+    window = int(workers) + 2 if window is None else int(window)
     items = list(items)
     pending = deque()
     nxt = 0

@@ -170,7 +170,7 @@ def standard_launches(shapes=((3, 5), (8, 64), (8, 512), (16, 256), (32, 256)), 
         dc = gpu.DeviceChunk.from_log(torch.randn(1, n, C, dtype=torch.float64))
         nn = torch.tensor([n])
         for store in (False, True):
-            fstore = gpu._device_store(dc, dm, True) if store else None
+            fstore = gpu._row_stores(dc, dm, [True]) if store else None
             vstore = ({key: torch.empty((1, n + 1, C), dtype=torch.int64) for key in ("a_start", "e_prev")}
                       if store else None)
             yield (linear, "linear_forward_kernel", C, K, store,
