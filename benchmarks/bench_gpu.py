@@ -373,16 +373,16 @@ class CallProfile:
         self.undo_list.clear()
 
     def install(self):
-        from flashseg.core import cpu, cpu_kernels, driver, gpu, parallel
+        from flashseg.core import chunks, driver, gpu, host_kernels, parallel, schedule, trackers
         from flashseg.core.triton import linear, posterior, viterbi
 
         w = self.wrap
-        w(driver.ContigRun, "_chunk_pass", "pass:", key=lambda self_, kind, *a, **k: kind)
+        w(schedule.ChunkParallelSchedule, "checkpoints", "pass:", key=lambda self_, kind, *a, **k: kind)
         w(driver.ContigRun, "viterbi", "pass: viterbi total")
         w(driver.ContigRun, "backward_checkpoints", "pass: backward total")
         w(driver.ContigRun, "posterior_pass", "pass: posterior total")
         w(HostEmissions, "__call__", "host: synthesise emissions")
-        w(cpu.EmissionChunk, "from_log", "host: emission factors (from_log)")
+        w(chunks.EmissionChunk, "from_log", "host: emission factors (from_log)")
         w(gpu, "_upload_chunks", "gpu: upload chunks")
         w(gpu, "_row_stores", "gpu: allocate rows")
         w(gpu, "_hand_rows", "gpu: hand rows to stores")
@@ -407,8 +407,8 @@ class CallProfile:
         w(gpu.GpuBackend, "posterior_chunk", "emit: posterior_chunk (device combine + D2H)")
         w(gpu, "certificate_terms", "emit: certificate terms (host)")
         w(gpu, "device_certificate", "emit: certificate terms (device)")
-        w(driver.SegmentTracker, "feed", "emit: segment tracker feed")
-        w(cpu_kernels, "viterbi_traceback", "traceback: walk")
+        w(trackers.SegmentTracker, "feed", "emit: segment tracker feed")
+        w(host_kernels, "viterbi_traceback", "traceback: walk")
         return self
 
     def report(self, wall):
@@ -428,7 +428,8 @@ def _interrupt(signum, frame):
 def part_e(args, device, out):
     from concurrent.futures import ThreadPoolExecutor
 
-    from flashseg.core.driver import ContigRun, SegmentTracker
+    from flashseg.core.driver import ContigRun
+    from flashseg.core.trackers import SegmentTracker
 
     T = max(64, int(CHR1_BINS * args.scale))
     K, C = args.chr1_k, 8

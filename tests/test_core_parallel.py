@@ -222,7 +222,7 @@ def test_ghosts_carried_into_guessed_chunks_keep_the_certificate():
     with ThreadPoolExecutor(2) as pool:
         prun = ContigRun(be, src, T, chunk, pool=pool, workers=2)
         cache = {}
-        _, end = prun._chunk_pass("forward", None, cache)
+        _, end = prun.schedule.checkpoints("forward", None, cache)
     assert prun.pass_stats["forward"].accepted == len(run.bounds) - 1
     for j, want in enumerate(seq_rows):
         _, store = cache[j]
@@ -236,7 +236,7 @@ def test_ghosts_carried_into_guessed_chunks_keep_the_certificate():
     # guess's at an inner boundary, and the guess's end state takes the ghosts.
     with ThreadPoolExecutor(2) as pool:
         mrun = ContigRun(be, src, T, chunk, pool=pool, workers=2, burn_in=0)
-        _, mend = mrun._chunk_pass("forward")
+        _, mend = mrun.schedule.checkpoints("forward")
     stats = mrun.pass_stats["forward"]
     assert stats.rerun == len(run.bounds) - 1 and stats.rerun_bins < stats.rerun * chunk, stats
     np.testing.assert_allclose(mend.ghost - offset_log(mend.scale_offset), state.ghost, rtol=0,
@@ -275,7 +275,7 @@ def test_junction_offset():
     """Proportional states give their ratio; anything else is rejected."""
     model, x = mixing_case(T=400)
     be = CpuBackend(model)
-    from flashseg.core.cpu import EmissionChunk
+    from flashseg.core.chunks import EmissionChunk
 
     exact = be.forward_state()
     exact.advance(EmissionChunk.from_log(x))

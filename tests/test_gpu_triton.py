@@ -43,7 +43,8 @@ if type(kt.linear.linear_forward_kernel).__name__ != "InterpretedFunction":
 import torch  # noqa: E402
 
 from flashseg.core import SemiMarkovModel, api  # noqa: E402
-from flashseg.core.cpu import CpuBackend, EmissionChunk, ForwardStore, ViterbiStore  # noqa: E402
+from flashseg.core.chunks import EmissionChunk, ForwardStore, ViterbiStore  # noqa: E402
+from flashseg.core.cpu import CpuBackend  # noqa: E402
 from flashseg.core.driver import ContigRun  # noqa: E402
 from flashseg.errors import DataError, DeviceError, NoValidSegmentation  # noqa: E402
 
@@ -357,7 +358,7 @@ def test_device_samples_equal_cpu_samples(monkeypatch, threads, exact):
     x = rng.normal(size=(T, 3)) + 2.0 * (np.arange(3)[None, :] == truth[:, None])
     kw = dict(n=4, seed=9, name="chrS", chunk_size=chunk, threads=threads, burn_in=30)
     if exact:   # every model score above the linear path's limit: both backends in log space
-        monkeypatch.setattr("flashseg.core.cpu.LINEAR_MAX_MODEL_SCORE", -np.inf)
+        monkeypatch.setattr("flashseg.core.prepared.LINEAR_MAX_MODEL_SCORE", -np.inf)
     assert gpu.GpuBackend(model).exact == exact
     ref = api.sample(model, x, **kw)
     monkeypatch.setattr(kernels().sample, "sample_walk", counted)
@@ -554,7 +555,7 @@ def _gpu_run(model, x, chunk, workers, burn_in, exact=False):
     chunk-parallel run on the GPU backend with ``workers`` chunks in flight."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from flashseg.core.driver import SegmentTracker
+    from flashseg.core.trackers import SegmentTracker
     from flashseg.core.gpu import GpuBackend
 
     T = len(x)
@@ -600,6 +601,24 @@ def test_batched_passes_equal_one_chunk_per_launch_and_cpu(burn_in):
     assert many[3][1].tuples() == v0[1].tuples()
 
 
+def certificate_terms(fstore, bstore, mw, log_z, rows) -> float:
+    """The certificate's sum over a chunk's rows on the host, from the stores'
+    host arrays (as cpu_kernels.posterior_chunk sums it)."""
+    total = 0.0
+    for lost, other in ((fstore, bstore), (bstore, fstore)):
+        flagged = np.flatnonzero(lost.ghost_flag[:rows])
+        if flagged.size == 0:
+            continue
+        ghost = lost.ghost[flagged]
+        cont = other.E[flagged]
+        ok = np.isfinite(ghost) & (cont > 0.0)
+        with np.errstate(divide="ignore"):
+            terms = mw[None, :] * np.exp(ghost + np.log(cont) + other.sexp[flagged][:, None] * math.log(2.0)
+                                         - log_z)
+        total += float(terms[ok].sum())
+    return total
+
+
 def test_batched_passes_carry_ghosts_and_certify_on_the_device():
     """Mass flushed early is carried as a ghost into every later chunk; in a
     batch the ghosts carried into guessed chunks are added to their rows on
@@ -616,7 +635,7 @@ def test_batched_passes_carry_ghosts_and_certify_on_the_device():
 
     def both(fstore, bstore, mw, log_z, rows):
         out = real(fstore, bstore, mw, log_z, rows)
-        host_sums.append(g.certificate_terms(fstore, bstore, np.asarray(mw), log_z, rows))
+        host_sums.append(certificate_terms(fstore, bstore, np.asarray(mw), log_z, rows))
         device_sums.append(float(out[0]))
         assert bool(out[1]) == fstore.ghost_flag.any() and bool(out[2]) == bstore.ghost_flag.any()
         return out
@@ -642,7 +661,7 @@ def test_batched_passes_carry_ghosts_and_certify_on_the_device():
     with ThreadPoolExecutor(6) as pool:
         prun = ContigRun(g.GpuBackend(model), api.ArrayEmissions(x), T, chunk, pool=pool, workers=6, burn_in=60)
         cache = {}
-        prun._chunk_pass("forward", None, cache)
+        prun.schedule.checkpoints("forward", None, cache)
     assert prun.pass_stats["forward"].accepted >= 3, prun.pass_stats
     for j, want in enumerate(seq_rows):
         got = cache[j][1].ghost_rows() - offset_log(cache[j][1].log_offset)
@@ -659,11 +678,11 @@ def test_batched_backward_pass_keeps_rows_for_a_prefix_of_chunks(monkeypatch):
     """The backward pass keeps rows for its first chunks only (the cache
     budget): a batch never mixes kept and unkept chunks, and results do not
     change."""
-    from flashseg.core import driver
+    from flashseg.core import schedule
 
     model, x = _mixing_gpu_case(T=100, seed=5)
     ref = _gpu_run(model, x, 10, 6, 20)
-    monkeypatch.setattr(driver, "CHUNK_CACHE_BYTES", 4 * 11 * (3 * 40 + 16))   # 4 chunks of 10 bins
+    monkeypatch.setattr(schedule, "CHUNK_CACHE_BYTES", 4 * 11 * (3 * 40 + 16))   # 4 chunks of 10 bins
     sizes = []
     from flashseg.core.gpu import _DeviceState
 

@@ -11,9 +11,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import FlashsegError
-from .driver import ContigRun, SegmentListTracker, SegmentTracker, UncertifiedError, merge_runs, tiles
+from .driver import ContigRun, UncertifiedError
 from .model import SemiMarkovModel
-from .results import ContigResult, SegmentCalls, Segments
+from .results import ContigResult, SegmentCalls, Segments, merge_runs, tiles
+from .trackers import SegmentListTracker, SegmentTracker
 
 log = logging.getLogger("flashseg")
 
@@ -227,7 +228,7 @@ def decode_contig(model: SemiMarkovModel, emissions, n_bins: int, *, name: str =
 
         def go(backend):
             run = parallel.run(backend, src, n_bins, chunk_size, name, cancel=cancel)
-            run._viterbi_score = score   # the posterior pass's MAP guard need not recompute it
+            run.know_viterbi_score(score)   # the posterior pass's MAP guard need not recompute it
             if method == "posterior":
                 tracker = SegmentTracker(backend.fwd, n_bins, "run", decode=True)
             else:

@@ -1,218 +1,24 @@
-"""CPU backend: prepared model arrays and per-pass states around the numba kernels.
+"""CPU backend: per-pass states around the numba kernels (``cpu_kernels.py``).
 
-A backend hands the chunk driver three recursions with one calling
-convention: ``state.advance(chunk, store)``. ``chunk`` is an
-:class:`EmissionChunk` (log scores plus the linear factors shared by the
-forward and backward passes); ``store`` is a :class:`ForwardStore` (or
-:class:`ViterbiStore`) to fill, or None.
+The backend contract is ``backend.py``'s; a state's arrays are the ones the
+kernels update in place, so a checkpoint is a copy of them.
 """
 from __future__ import annotations
 
 import math
+
 import numpy as np
 
-from .model import SemiMarkovModel
-
-LN2_HI = 6.93147180369123816490e-01  # ln 2 split so k * LN2_HI is exact for |k| < 2**20
-LN2_LO = 1.90821492927058770002e-10
-
-# Finite model log-scores beyond this make the linear kernel's bounds invalid
-# (a weight could overflow); such models run in exact log space instead.
-LINEAR_MAX_MODEL_SCORE = 50.0
-# Finite log-weights below this are stored as 0 in linear space; the loss is
-# bounded by the flush accounting (see cpu_kernels.FLOOR).
-LINEAR_MIN_LOG_WEIGHT = -700.0
-
-
-class EmissionChunk:
-    """One chunk of emissions in both representations (forward orientation).
-
-    ``reverse`` marks a chunk to be read last row first (the backward pass);
-    the arrays themselves are shared, never copied.
-    """
-
-    __slots__ = ("x", "f", "k", "reverse")
-
-    def __init__(self, x, f, k, reverse=False):
-        self.x, self.f, self.k, self.reverse = x, f, k, reverse
-
-    @classmethod
-    def from_log(cls, x: np.ndarray) -> "EmissionChunk":
-        """Factors for one chunk; raises ValueError("<code> <bin>") on bad values."""
-        x = np.ascontiguousarray(x, dtype=np.float64)
-        f = np.empty_like(x)
-        k = np.empty(len(x), dtype=np.int64)
-        bad, code = _kernels().emission_factors(x, f, k)
-        if bad >= 0:
-            raise BadEmission(int(bad), int(code))
-        return cls(x, f, k)
-
-    def reversed(self) -> "EmissionChunk":
-        return EmissionChunk(self.x, self.f, self.k, not self.reverse)
-
-
-class BadEmission(ValueError):
-    """A chunk holds NaN (code 1), +inf (2) or a bin where every label is -inf (3)."""
-
-    def __init__(self, local_bin: int, code: int):
-        self.local_bin, self.code = local_bin, code
-        super().__init__(f"bad emission at chunk bin {local_bin} (code {code})")
-
-
-class ForwardStore:
-    """Per-boundary forward values of one chunk: rows 0..n for boundaries t0..t0+n.
-
-    Values are mantissas with one binary exponent per boundary:
-    true E[t, c] = E[r, c] * 2**sexp[r]. ``ghost`` is the natural log of the
-    mass flushed so far (an upper bound, -inf when nothing was lost).
-    """
-
-    def __init__(self, n_rows: int, C: int, is_log: bool = False, with_tail: bool = False):
-        self.E = np.empty((n_rows, C))
-        self.A = np.empty((n_rows, C))
-        # The tail L is read by the sampler only; the other passes skip it.
-        self.L = np.empty((n_rows, C)) if with_tail else np.empty((0, C))
-        self.sexp = np.empty(n_rows, dtype=np.int64)
-        # Ghost rows are meaningful only where ghost_flag is set (all -inf elsewhere).
-        self.ghost = np.empty((n_rows, C))
-        self.ghost_flag = np.zeros(n_rows, dtype=np.uint8)
-        self.rows = n_rows
-        self.is_log = is_log   # E, A, L hold natural logs (exact backend)
-        self.with_tail = with_tail
-        # (k, r): rows of a chunk-parallel pass hold the true values times 2**k * e**r.
-        self.log_offset = (0, 0.0)
-        # The GPU backend leaves the rows' device copy here (E, A, sexp), stored
-        # last row first when device_reversed.
-        self.device_rows = None
-        self.device_reversed = False
-
-    def head(self, rows: int) -> "ForwardStore":
-        """A store over the first ``rows`` rows of this one, ghost flags cleared:
-        the emit pass reuses one buffer per chunk instead of faulting in fresh pages."""
-        out = ForwardStore.__new__(ForwardStore)
-        out.E, out.A, out.sexp, out.ghost = self.E[:rows], self.A[:rows], self.sexp[:rows], self.ghost[:rows]
-        out.L = self.L[:rows] if self.with_tail else self.L
-        out.ghost_flag = self.ghost_flag[:rows]
-        out.ghost_flag[:] = 0
-        out.rows, out.is_log, out.with_tail = rows, self.is_log, self.with_tail
-        out.log_offset = (0, 0.0)
-        out.device_rows, out.device_reversed = None, False
-        return out
-
-    def ghost_rows(self) -> np.ndarray:
-        """ghost with -inf where not flagged (tests and diagnostics)."""
-        return np.where(self.ghost_flag[:, None].astype(bool), self.ghost, -np.inf)
-
-    def any_loss(self) -> bool:
-        return bool(self.ghost_flag.any())
-
-    def clear_flags(self) -> None:
-        """Before the kernel fills the rows again (it flags only the rows that lose)."""
-        self.ghost_flag[:] = 0
-
-    def add_carried_ghost(self, ghost: np.ndarray, x: np.ndarray) -> None:
-        """Rows computed from a guess started with no ghosts (chunk-parallel
-        passes): add the losses carried into the chunk, ``ghost`` at row 0, then
-        plus each bin's scores ``x`` in the order the rows were computed, as the
-        kernel would have."""
-        if not np.isfinite(ghost).any():
-            return
-        carried = ghost[None, :] + np.vstack([np.zeros((1, x.shape[1])), np.cumsum(x, axis=0)])
-        own = np.where(self.ghost_flag[:, None].astype(bool), self.ghost, -np.inf)
-        self.ghost[:] = np.logaddexp(own, carried)
-        self.ghost_flag[:] = np.isfinite(self.ghost).any(axis=1)
-
-    def _log(self, values, rows):
-        k, r = self.log_offset
-        if self.is_log:
-            return values - (k * LN2_HI + k * LN2_LO + r) if k or r else values
-        with np.errstate(divide="ignore"):
-            return np.log(values) + (self.sexp[rows] - k) * math.log(2.0) - r
-
-    def log_E(self, rows, cols):
-        return self._log(self.E[rows, cols], rows)
-
-    def log_A(self, rows, cols):
-        return self._log(self.A[rows, cols], rows)
-
-    def log_L(self, rows, cols):
-        return self._log(self.L[rows, cols], rows)
-
-    def flipped(self) -> "ForwardStore":
-        out = ForwardStore.__new__(ForwardStore)
-        out.E, out.A, out.L = self.E[::-1], self.A[::-1], self.L[::-1]
-        out.sexp, out.ghost, out.ghost_flag = self.sexp[::-1], self.ghost[::-1], self.ghost_flag[::-1]
-        out.rows, out.is_log, out.with_tail = self.rows, self.is_log, self.with_tail
-        out.log_offset = self.log_offset
-        out.device_rows, out.device_reversed = self.device_rows, not self.device_reversed
-        return out
-
-
-class ViterbiStore:
-    def __init__(self, n_rows: int, C: int):
-        self.a_start = np.empty((n_rows, C), dtype=np.int64)
-        self.e_prev = np.empty((n_rows, C), dtype=np.int64)
+from .backend import Backend
+from .chunks import EmissionChunk, ForwardStore, ViterbiStore
+from .numeric import positive_log, split_partition
+from .prepared import PreparedModel
 
 
 def _kernels():
     from . import cpu_kernels
 
     return cpu_kernels
-
-
-def _scaled_exp(v: np.ndarray) -> tuple[np.ndarray, int]:
-    """exp(v) as mantissas times 2**k with one k (v's finite maximum near 1)."""
-    finite = v[np.isfinite(v)]
-    k = int(np.floor(finite.max() / math.log(2.0))) if finite.size else 0
-    return np.exp(v - k * math.log(2.0)), k
-
-
-class PreparedModel:
-    """Model arrays in the layouts the kernels read (one orientation)."""
-
-    def __init__(self, model: SemiMarkovModel):
-        self.model = model
-        K, C = model.duration.shape
-        self.K, self.C = K, C
-        phi = model.duration.T.copy()                          # (C, K), phi[c, d-1]
-        m_idx = (np.arange(2 * K) - 1) % K
-        self.phicirc = np.ascontiguousarray(phi[:, m_idx])     # (C, 2K)
-        self.phiK = np.ascontiguousarray(phi[:, K - 1])
-        self.lrho = np.ascontiguousarray(model.tail_or_none())
-        self.trans = np.ascontiguousarray(model.transition)
-        self.initial = model.initial
-        self.final = model.final
-
-        scores = np.concatenate([model.duration.ravel(), model.transition.ravel(),
-                                 model.initial, model.final, self.lrho])
-        finite = scores[np.isfinite(scores)]
-        self.linear_ok = bool(finite.size == 0 or finite.max() <= LINEAR_MAX_MODEL_SCORE)
-
-        def lin(v):
-            out = np.exp(v)
-            out[v < LINEAR_MIN_LOG_WEIGHT] = 0.0
-            return out
-
-        w = lin(phi)
-        self.wcirc = np.ascontiguousarray(w[:, m_idx])
-        self.wpos = np.ascontiguousarray(np.isfinite(phi)[:, m_idx])
-        self.wK = np.ascontiguousarray(w[:, K - 1])
-        self.phiK_finite = np.isfinite(self.phiK)
-        self.rho = np.where(np.isfinite(self.lrho), np.exp(self.lrho), 0.0)
-        self.Tr = np.ascontiguousarray(lin(model.transition))
-        self.TrT = np.ascontiguousarray(self.Tr.T)   # column reads made contiguous
-        self.trpos = np.ascontiguousarray(np.isfinite(model.transition))
-        # Bound on how much any duration weight can multiply a lost value.
-        wmax = np.where(np.isfinite(phi), phi, -np.inf).max(axis=1)
-        self.mw = np.maximum(1.0, np.exp(np.minimum(wmax, 700.0)))
-        self.init_m, self.init_k = _scaled_exp(model.initial)
-        self.final_m, self.final_k = _scaled_exp(model.final)
-
-
-def positive_log(values: np.ndarray) -> np.ndarray:
-    """log of non-negative values, -inf for zeros (no warnings)."""
-    with np.errstate(divide="ignore"):
-        return np.log(values)
 
 
 class _KernelState:
@@ -290,7 +96,7 @@ class LinearState(_KernelState):
     def log_partition(self) -> tuple[float, float, int]:
         """(logZ, mantissa in [0.5, 1), binary exponent) at the final boundary."""
         zm = float(np.dot(self.A, self.pm.final_m))
-        return _split_z(zm, int(self.istate[1]) + self.pm.final_k)
+        return split_partition(zm, int(self.istate[1]) + self.pm.final_k)
 
     def log_ring_entry(self, c: int, slot: int) -> float:
         v = self.ring[c, slot] * self.P[c]
@@ -337,7 +143,7 @@ class LogSpaceState(_KernelState):
             return -math.inf, 0.0, 0
         k = int(math.floor(m / math.log(2.0)))
         zm = float(np.sum(np.exp(v - k * math.log(2.0))))
-        return _split_z(zm, k)
+        return split_partition(zm, k)
 
     def log_ring_entry(self, c: int, slot: int) -> float:
         return float(self.ring[c, slot])
@@ -383,15 +189,7 @@ class ViterbiState(_KernelState):
         return float(v[c]), c
 
 
-def _split_z(zm: float, zexp: int) -> tuple[float, float, int]:
-    if not zm > 0.0:
-        return -math.inf, 0.0, 0
-    m, e = math.frexp(zm)
-    zexp += e
-    return math.log(m) + zexp * math.log(2.0), m, zexp
-
-
-class CpuBackend:
+class CpuBackend(Backend):
     """Numba kernels; ``exact=True`` selects the log-space forward."""
 
     name = "cpu"
@@ -401,19 +199,19 @@ class CpuBackend:
         self.bwd = PreparedModel(model.reversed())
         self.exact = exact or not self.fwd.linear_ok
 
-    def forward_state(self, backward: bool = False):
+    def forward_state(self, backward: bool = False, batch: int = 1):
+        if batch != 1:
+            raise ValueError("the CPU backend advances one chunk at a time")
         pm = self.bwd if backward else self.fwd
         return LogSpaceState(pm) if self.exact else LinearState(pm)
 
-    def viterbi_state(self) -> ViterbiState:
+    def viterbi_state(self, batch: int = 1) -> ViterbiState:
+        if batch != 1:
+            raise ValueError("the CPU backend advances one chunk at a time")
         return ViterbiState(self.fwd)
 
     def new_store(self, n_rows: int, with_tail: bool = False) -> ForwardStore:
         return ForwardStore(n_rows, self.fwd.C, is_log=self.exact, with_tail=with_tail)
-
-    def recompute_rows(self, states, chunks, stores) -> list:
-        """Rows of ``chunks[i]`` from copies of ``states[i]`` into ``stores[i]``; the statuses."""
-        return [state.copy().advance(chunk, store) for state, chunk, store in zip(states, chunks, stores)]
 
     def sample_rows(self, store: ForwardStore):
         """What :meth:`walk_chunk` reads of a chunk's forward rows (logs at true scale)."""

@@ -28,32 +28,13 @@ import math
 import numpy as np
 from numba import njit
 
-# Values below FLOOR (in units of 2**sexp) are flushed to zero and their mass is
-# charged to the ghost accumulators. The live maximum is kept inside
-# [2**-64, 2**64], so a flushed value is at least 2**-736 below it.
-FLOOR = 2.0 ** -800
-LOG_FLOOR = -800.0 * math.log(2.0)
-RESCALE_HI = 2.0 ** 64
-RESCALE_LO = 2.0 ** -64
-# Per-label emission products are folded back into the ring outside this range.
-P_LO = 2.0 ** -200
-P_HI = 2.0 ** 200
-LN2 = math.log(2.0)
+from .host_kernels import _logaddexp
+from .numeric import (FLOOR, LN2, LOG_FLOOR, P_HI, P_LO, RESCALE_HI, RESCALE_LO, WALK_CHUNK_DONE,  # noqa: F401
+                      WALK_NEED_RING, WALK_NEED_SPACE, WALK_NEED_UNIFORMS, WALK_ZERO)
 
 # Linear-space kernels may reassociate sums (vectorised dot products) but must
 # keep IEEE semantics for zeros and infinities: no 'nnan'/'ninf'.
 _FASTMATH = {"reassoc", "contract", "arcp", "nsz"}
-
-
-@njit(nogil=True, cache=True)
-def _logaddexp(a, b):
-    if a == -np.inf:
-        return b
-    if b == -np.inf:
-        return a
-    if a > b:
-        return a + math.log1p(math.exp(b - a))
-    return b + math.log1p(math.exp(a - b))
 
 
 @njit(nogil=True, cache=True, fastmath=_FASTMATH)
@@ -589,35 +570,6 @@ def _viterbi_prev_row(row, t, A, E, trans, e_prev):
 
 
 @njit(nogil=True, cache=True)
-def viterbi_traceback(a_start, e_prev, t0, pos, c, phase, out_start, out_end, out_label, count):
-    """Follow argmax pointers inside one chunk (pointer rows for boundaries t0, t0+1, ...).
-
-    phase 2: a label-c segment ends at boundary ``pos`` (needs a_start there);
-    phase 1: a label-c segment starts at ``pos`` (needs e_prev there).
-    Segments are appended right to left to the out_* buffers from ``count``.
-    Returns (pos, c, phase, count); phase 0 means the contig start was reached.
-    The caller moves to another chunk (or grows full buffers) and calls again.
-    """
-    while True:
-        if phase == 1:
-            if pos < t0:
-                return pos, c, 1, count
-            c = e_prev[pos - t0, c]
-            phase = 2
-        if pos <= t0 or count == out_start.shape[0]:
-            return pos, c, 2, count
-        s = a_start[pos - t0, c]
-        out_start[count] = s
-        out_end[count] = pos
-        out_label[count] = c
-        count += 1
-        if s == 0:
-            return 0, c, 0, count
-        pos = s
-        phase = 1
-
-
-@njit(nogil=True, cache=True)
 def posterior_chunk(Ef, Af, sf, gf, gf_flag, Bb, Gb, sb, gb, gb_flag, Tr, mw, inv_zm, zexp, log_z,
                     carry, first_boundary, n, with_last, gamma, boundary, change):
     """Per-bin posteriors for boundaries 0..n-1 of a chunk, and its certificate term.
@@ -691,45 +643,6 @@ def posterior_chunk(Ef, Af, sf, gf, gf_flag, Bb, Gb, sb, gb, gb_flag, Tr, mw, in
 
 
 @njit(nogil=True, cache=True)
-def run_inner_logweight(n_max, phi, lrho, log_self):
-    """log D(n), n = 0..n_max: all ways to cut a run of n bins of one label
-    into segments joined by self-transitions (durations weighted by phi, the
-    tail by lrho), emissions excluded. O(n_max * K), log space."""
-    K = phi.shape[0]
-    out = np.full(n_max + 1, -np.inf)
-    # F[m]: log mass of cuts of the first m bins ending at a segment boundary.
-    F = np.full(n_max + 1, -np.inf)
-    F[0] = 0.0
-    tail = -np.inf
-    for m in range(1, n_max + 1):
-        best = -np.inf
-        terms = np.empty(K + 1)
-        nt = 0
-        for d in range(1, min(K, m) + 1):
-            start_w = F[m - d] + (0.0 if m - d == 0 else log_self)
-            v = start_w + phi[d - 1]
-            terms[nt] = v
-            nt += 1
-            best = max(best, v)
-        if lrho > -np.inf and m - K - 1 >= 0:
-            j = m - K - 1
-            start_w = F[j] + (0.0 if j == 0 else log_self)
-            tail = _logaddexp(tail + lrho, start_w + phi[K - 1] + lrho)
-        elif lrho > -np.inf:
-            tail = -np.inf
-        terms[nt] = tail
-        nt += 1
-        best = max(best, tail)
-        if best > -np.inf:
-            s = 0.0
-            for q in range(nt):
-                s += math.exp(terms[q] - best)
-            F[m] = best + math.log(s)
-        out[m] = F[m]
-    return out
-
-
-@njit(nogil=True, cache=True)
 def posterior_chunk_log(lE, lA, lB, lG, trans, log_z, carry, first_boundary, n,
                         gamma, boundary, change):
     """:func:`posterior_chunk` for log-space stores (the exact fallback)."""
@@ -766,35 +679,6 @@ def posterior_chunk_log(lE, lA, lB, lG, trans, log_z, carry, first_boundary, n,
 
 
 @njit(nogil=True, cache=True)
-def emission_factors(x, f, kexp):
-    """f = exp(x - k ln 2) with k = round(max_c x / ln 2) per bin, one pass.
-
-    Returns (-1, 0) when the chunk is valid, else (local bin, code): code 1 a
-    NaN, 2 a +inf, 3 a bin where every label is -inf.
-    """
-    n, C = x.shape
-    for i in range(n):
-        m = -np.inf
-        for c in range(C):
-            v = x[i, c]
-            if v != v:
-                return i, 1
-            if v == np.inf:
-                return i, 2
-            m = max(m, v)
-        if m == -np.inf:
-            return i, 3
-        k = int(round(m / LN2))
-        kexp[i] = k
-        # Cody-Waite split: k * LN2_HI is exact, so x - k ln 2 keeps x's precision.
-        off_hi = k * 6.93147180369123816490e-01
-        off_lo = k * 1.90821492927058770002e-10
-        for c in range(C):
-            f[i, c] = math.exp((x[i, c] - off_hi) - off_lo)
-    return -1, 0
-
-
-@njit(nogil=True, cache=True)
 def _draw_from_logs(logw, n, u):
     """Index i < n drawn with probability exp(logw[i]) / sum, for the uniform u
     (the first whose running sum of weights exceeds u times the total); -1 if
@@ -819,7 +703,6 @@ def _draw_from_logs(logw, n, u):
 
 
 # sample_walk's return codes (the caller supplies what was missing and calls again)
-WALK_CHUNK_DONE, WALK_NEED_UNIFORMS, WALK_NEED_SPACE, WALK_NEED_RING, WALK_ZERO = 0, 1, 2, 3, 4
 
 
 @njit(nogil=True, cache=True)

@@ -40,8 +40,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import DeviceError
-from .cpu import LN2_HI, LN2_LO, CpuBackend, ForwardStore, PreparedModel, _split_z, positive_log
+from .backend import Backend
+from .chunks import ForwardStore
 from .model import SemiMarkovModel
+from .numeric import (LN2_HI, LN2_LO, WALK_CHUNK_DONE, WALK_NEED_RING, WALK_NEED_SPACE, WALK_NEED_UNIFORMS,
+                      WALK_ZERO, positive_log, split_partition)
+from .prepared import PreparedModel
 
 
 def interpreting() -> bool:
@@ -450,7 +454,7 @@ class GpuLinearState(_DeviceState):
 
     def log_partition(self) -> tuple[float, float, int]:
         zm = float(np.dot(self.A, self.dm.pm.final_m))
-        return _split_z(zm, int(self.istate[1]) + self.dm.pm.final_k)
+        return split_partition(zm, int(self.istate[1]) + self.dm.pm.final_k)
 
     def log_ring_entry(self, c: int, slot: int) -> float:
         """log of the ring value (start (-slot) mod K's running product) of label c."""
@@ -494,7 +498,7 @@ class GpuLogSpaceState(_DeviceState):
         if not np.isfinite(m):
             return -math.inf, 0.0, 0
         k = int(math.floor(m / math.log(2.0)))
-        return _split_z(float(np.sum(np.exp(v - k * math.log(2.0)))), k)
+        return split_partition(float(np.sum(np.exp(v - k * math.log(2.0)))), k)
 
     def log_ring_entry(self, c: int, slot: int) -> float:
         return float(self.ring[c, slot])
@@ -581,8 +585,6 @@ def _hand_rows(dstore, stores, dc: DeviceChunk) -> None:
         if isinstance(st, GpuStore):
             st.attach(view, dc.x[b:b + 1, :rows - 1])
             continue
-        st.device_rows = view
-        st.device_reversed = False
         st.E[:] = _to_host(view["E"][0])
         st.A[:] = _to_host(view["A"][0])
         if st.with_tail:
@@ -715,8 +717,10 @@ class GpuStore(ForwardStore):
 
 
 def device_certificate(fstore: GpuStore, bstore: GpuStore, mw, log_z: float, rows: int):
-    """:func:`certificate_terms` on the device rows, with whether each store
-    lost anything: a (3,) tensor [sum, any forward loss, any backward loss]."""
+    """The certificate's terms of one chunk (as ``cpu_kernels.posterior_chunk``
+    sums them: forward losses continue at most like B, backward losses like E)
+    on the device rows, with whether each store lost anything: a (3,) tensor
+    [sum, any forward loss, any backward loss]."""
     import torch
 
     total = None
@@ -734,7 +738,7 @@ def device_certificate(fstore: GpuStore, bstore: GpuStore, mw, log_z: float, row
     return torch.stack([total, anyf, anyb])
 
 
-class GpuBackend:
+class GpuBackend(Backend):
     """Triton kernels on one CUDA device (or the Triton interpreter on CPU tensors)."""
 
     name = "cuda"
@@ -749,8 +753,11 @@ class GpuBackend:
         self.dev_bwd = DeviceModel(self.bwd, device)
 
     # Chunk-parallel passes (parallel.py): each pool thread on its own stream.
-    worker_context = staticmethod(worker_stream)
-    settle = staticmethod(settle_stream)
+    def worker_context(self):
+        return worker_stream()
+
+    def settle(self) -> None:
+        settle_stream()
 
     def forward_state(self, backward: bool = False, batch: int = 1):
         dm = self.dev_bwd if backward else self.dev_fwd
@@ -813,7 +820,6 @@ class GpuBackend:
         sample's own generator, ring entries, and room (it collects the segments)."""
         import torch
 
-        from . import cpu_kernels as kern
         from .triton.sample import sample_walk
 
         if not walks:
@@ -857,13 +863,13 @@ class GpuBackend:
             with _launch_turn:
                 sample_walk(state, launch_rows, ring, ready, self.dev_fwd.log, a, b)
             code = state["code"].cpu().numpy()
-            if (code == kern.WALK_CHUNK_DONE).all():
+            if (code == WALK_CHUNK_DONE).all():
                 break
-            if (code == kern.WALK_ZERO).any():
+            if (code == WALK_ZERO).any():
                 raise AssertionError("sampling from an all-zero distribution")
-            if (code == kern.WALK_NEED_SPACE).any():
+            if (code == WALK_NEED_SPACE).any():
                 collect()
-            hungry = np.flatnonzero(code == kern.WALK_NEED_UNIFORMS)
+            hungry = np.flatnonzero(code == WALK_NEED_UNIFORMS)
             if len(hungry):
                 u_pos = state["u_pos"].cpu().numpy()
                 for s in hungry:
@@ -874,7 +880,7 @@ class GpuBackend:
                     state["u"][s] = torch.from_numpy(w.u).to(dev)
                 state["u_len"][hungry] = ucap
                 state["u_pos"][hungry] = 0
-            for label in np.unique(state["need"].cpu().numpy()[code == kern.WALK_NEED_RING]):
+            for label in np.unique(state["need"].cpu().numpy()[code == WALK_NEED_RING]):
                 ring[label] = torch.from_numpy(np.asarray(ring_log(int(label)), dtype=np.float64)).to(dev)
                 ready[label] = 1
         collect()
@@ -892,10 +898,9 @@ class GpuBackend:
         path's certificate beside it (:func:`device_certificate`); one copy
         brings gamma, b, chg, the carry and the certificate back.
         """
+        if n == 0:
+            return 0.0
         dev_f, dev_b = fstore.device_rows, bstore.device_rows
-        if dev_f is None or dev_b is None or fstore.device_reversed or n == 0:
-            return CpuBackend.posterior_chunk(self, fstore, bstore, log_z, zm, zexp, carry,
-                                              first_boundary, n, with_last, gamma, boundary, change)
         import torch
 
         from .triton.posterior import posterior_combine
@@ -913,9 +918,8 @@ class GpuBackend:
             g, b, c = posterior_combine(dev_f, dev_b, self._tr_diag, n_dev, first_dev, carry_dev,
                                         1.0 / zm if zm > 0 else 0.0, zexp, b_reversed=bstore.device_reversed,
                                         log_z=log_z if self.exact else None, trans=self._trans, nmax=n)
-        on_device = not self.exact and isinstance(fstore, GpuStore) and isinstance(bstore, GpuStore)
         parts = [g[0].reshape(-1), b[0], c[0], carry_dev[0]]
-        if on_device:
+        if not self.exact:
             parts.append(device_certificate(fstore, bstore, self._mw, log_z, n + 1 if with_last else n))
         out = _to_host(torch.cat(parts), pinned=True)
         gamma[:] = out[:n * C].reshape(n, C)
@@ -924,29 +928,9 @@ class GpuBackend:
         carry[:] = out[n * (C + 2):n * (C + 2) + C]
         if self.exact:
             return 0.0
-        if on_device:
-            cert, anyf, anyb = out[-3:]
-            fstore._cache["any_loss"], bstore._cache["any_loss"] = bool(anyf), bool(anyb)
-            return float(cert)
-        return certificate_terms(fstore, bstore, self.fwd.mw, log_z, n + 1 if with_last else n)
-
-
-def certificate_terms(fstore, bstore, mw, log_z, rows) -> float:
-    """The certificate's sum over a chunk's rows (as cpu_kernels.posterior_chunk):
-    forward losses continue at most like B, backward losses like E."""
-    total = 0.0
-    for lost, other in ((fstore, bstore), (bstore, fstore)):
-        flagged = np.flatnonzero(lost.ghost_flag[:rows])
-        if flagged.size == 0:
-            continue
-        ghost = lost.ghost[flagged]
-        cont = other.E[flagged]
-        ok = np.isfinite(ghost) & (cont > 0.0)
-        with np.errstate(divide="ignore"):
-            terms = mw[None, :] * np.exp(ghost + np.log(cont) + other.sexp[flagged][:, None] * math.log(2.0)
-                                         - log_z)
-        total += float(terms[ok].sum())
-    return total
+        cert, anyf, anyb = out[-3:]
+        fstore._cache["any_loss"], bstore._cache["any_loss"] = bool(anyf), bool(anyb)
+        return float(cert)
 
 
 __all__ = ["gpu_available", "gpu_backend", "resolve_device", "interpreting", "GpuBackend", "contig_stream",

@@ -42,7 +42,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .cpu import LN2_HI, LN2_LO
+from .numeric import LN2_HI, LN2_LO
 
 # Accepted guesses match the true state to this relative error in every value
 # (errors add up over the junctions of a contig: 1e4 junctions give 1e-8).
@@ -183,7 +183,7 @@ class _Piece:
 def split_chunk(chunk, reverse: bool, parts: int):
     """(steps before, part) for ``parts`` consecutive parts of a chunk in the
     order a pass reads it (``reverse``: last row first), sharing its arrays."""
-    from .cpu import EmissionChunk
+    from .chunks import EmissionChunk
 
     n = len(chunk.x)
     cuts = [round(i * n / parts) for i in range(parts + 1)]
@@ -216,8 +216,7 @@ class ChunkPass:
         # A backend that advances many chunks per launch (the GPU) takes them in
         # batches, two in flight; otherwise one chunk per pool task, twice the
         # workers in flight.
-        batch_size = getattr(run.backend, "batch_size", None)
-        self.batch = batch_size(workers) if batch_size is not None else 1
+        self.batch = run.backend.batch_size(workers)
         self.window = 2 * self.batch if self.batch > 1 else max(2, 2 * int(workers))
         self.burn_in = burn_in_bins(run.backend.fwd.K) if burn_in is None else int(burn_in)
         # A rejected guess doubles the burn-in of later chunks, up to this
@@ -256,7 +255,7 @@ class ChunkPass:
 
     def _speculate(self, j: int, store=None, burn_in: int = 0) -> _Piece:
         run = self.run_
-        with worker_context(run.backend):
+        with run.backend.worker_context():
             state = self._fresh()
             lo, hi, first = self._span(j, burn_in)
             if first is not None:
@@ -290,7 +289,7 @@ class ChunkPass:
         as views, their host values read in one copy per batch."""
         run = self.run_
         B = len(jobs)
-        with worker_context(run.backend):
+        with run.backend.worker_context():
             spans = [self._span(j, burn_in) for j, _ in jobs]
             ranges = []
             for (lo, hi, _), (j, _) in zip(spans, jobs):
@@ -458,7 +457,7 @@ class ChunkPass:
                         piece.store.add_carried_ghost(start.ghost, x)
                 if piece.store is not None:
                     piece.store.log_offset = start.scale_offset
-                _settle(run.backend)   # what this thread did to the states is done
+                run.backend.settle()   # what this thread did to the states is done
                 if on_status is not None and status >= 0:
                     on_status(j, status, end)
                 if piece.store is not None:
@@ -472,22 +471,6 @@ class ChunkPass:
             for fut in pending:
                 fut.cancel()
         return checkpoints, prev
-
-
-def _settle(backend) -> None:
-    settle = getattr(backend, "settle", None)
-    if settle is not None:
-        settle()
-
-
-def worker_context(backend):
-    """The backend's context for work on a pool thread (the GPU's: a stream of its own)."""
-    context = getattr(backend, "worker_context", None)
-    if context is None:
-        import contextlib
-
-        return contextlib.nullcontext()
-    return context()
 
 
 def prefetch(pool, workers: int, fn, items, window: int | None = None):

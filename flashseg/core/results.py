@@ -59,3 +59,21 @@ class ContigResult:
     seconds: float = 0.0
     backend: str = "cpu"
     exact_fallback: bool = False  # the certified fast path failed; recomputed exactly
+
+
+def tiles(segs: Segments, T: int) -> bool:
+    """True when the segments are sorted and cover [0, T) exactly once."""
+    return (len(segs) > 0 and segs.start[0] == 0 and segs.end[-1] == T
+            and bool(np.all(segs.start[1:] == segs.end[:-1])) and bool(np.all(segs.start < segs.end)))
+
+
+def merge_runs(segs: Segments) -> Segments:
+    """Merge adjacent segments of the same label into runs."""
+    if len(segs) == 0:
+        return segs
+    keep = np.ones(len(segs), dtype=bool)
+    keep[1:] = segs.label[1:] != segs.label[:-1]
+    starts = segs.start[keep]
+    labels = segs.label[keep]
+    ends = np.append(starts[1:], segs.end[-1])
+    return Segments(starts, ends, labels)

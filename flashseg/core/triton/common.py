@@ -1,8 +1,8 @@
 """Constants and small jit helpers shared by the kernel families.
 
-The constants are the CPU kernels' (``flashseg.core.cpu_kernels``): both
-backends flush at the same floor and rescale at the same thresholds, so the
-certificate means the same thing on either.
+The constants are ``flashseg.core.numeric``'s, shared with the numba
+kernels: both backends flush at the same floor and rescale at the same
+thresholds, so the certificate means the same thing on either.
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import os
 import triton
 import triton.language as tl
 
-from ..cpu_kernels import FLOOR, LOG_FLOOR, RESCALE_HI, RESCALE_LO, LN2
+from ..numeric import FLOOR, LN2, LOG_FLOOR, RESCALE_HI, RESCALE_LO
 
 NEG_INF = float("-inf")
 

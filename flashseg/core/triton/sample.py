@@ -28,7 +28,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ..cpu_kernels import WALK_CHUNK_DONE, WALK_NEED_RING, WALK_NEED_SPACE, WALK_NEED_UNIFORMS, WALK_ZERO
+from ..numeric import WALK_CHUNK_DONE, WALK_NEED_RING, WALK_NEED_SPACE, WALK_NEED_UNIFORMS, WALK_ZERO
 from .common import check_contiguous
 
 # Module globals reach compiled kernels only as constexpr.
