@@ -60,7 +60,8 @@ def main():
 
     import pysam
 
-    from flashseg.io import bam
+    from flashseg.io import alignments
+    from flashseg.io import reads
 
     os.makedirs(args.scratch, exist_ok=True)
     path = os.path.join(args.scratch, f"sim_{args.reads}_{args.contigs}.bam")
@@ -79,12 +80,12 @@ def main():
     reference = plain_loop(path, contigs, args.bin_size)
     rows.append(("plain pysam loop, 1 process", time.perf_counter() - t0))
     # compile (or load from numba's cache) outside the timings
-    bam.count_contigs(path, contigs[:1], args.bin_size, bam.ReadFilter(min_mapq=20), unit_bp=args.bin_size)
+    alignments.count_contigs(path, contigs[:1], args.bin_size, reads.ReadFilter(min_mapq=20), unit_bp=args.bin_size)
     runs = [("flashseg, pysam path", False, 1)] + [
         ("flashseg, compiled path", True, threads) for threads in sorted({1, args.threads})]
     for label, fast, threads in runs:
         t0 = time.perf_counter()
-        counts = bam.count_contigs(path, contigs, args.bin_size, bam.ReadFilter(min_mapq=20), threads=threads,
+        counts = alignments.count_contigs(path, contigs, args.bin_size, reads.ReadFilter(min_mapq=20), threads=threads,
                                    fast=fast)
         rows.append((f"{label}, {threads} process(es)", time.perf_counter() - t0))
         for name, _ in contigs:

@@ -6,7 +6,7 @@ from types import SimpleNamespace
 import numpy as np
 import pysam
 
-from flashseg.io.bam import FLAG_PAIRED, FLAG_PROPER_PAIR
+from flashseg.io.reads import FLAG_PAIRED, FLAG_PROPER_PAIR
 
 
 def write_bam(path, contigs, reads, *, sort_order="coordinate", index=True, sort=True):

@@ -7,7 +7,8 @@ import pytest
 
 from bam_helpers import fake_spec
 from flashseg.errors import DataError
-from flashseg.io import bam
+from flashseg.io import alignments
+from flashseg.io import coverage
 from flashseg.io.simreads import simulate_reads
 
 CONTIGS = [("chrA", 200_050), ("chrB", 50_000)]
@@ -42,7 +43,7 @@ def test_sorted_indexed_and_within_contigs(simulated):
 
 def test_depth_follows_label_means(simulated):
     path, spec = simulated
-    counts = bam.count_contigs(path, CONTIGS, 100)
+    counts = alignments.count_contigs(path, CONTIGS, 100)
     a = counts["chrA"]
     assert a[600:1200].sum() == 0            # copy ratio 0: no reads
     for lo, hi, mean in [(0, 600, 20.0), (1200, 2000, 40.0)]:
@@ -52,7 +53,7 @@ def test_depth_follows_label_means(simulated):
         assert abs(a[lo:hi].var() / mean - 1) < 0.3  # Poisson dispersion
     assert a[2000] < 40  # the 50 bp last bin gets half the reads
     assert abs(counts["chrB"].mean() - 20.0) < 5 * np.sqrt(20 / 500)
-    depth = bam.estimate_depth(path, CONTIGS, 100)
+    depth = coverage.estimate_depth(path, CONTIGS, 100)
     covered = np.concatenate([a[:2000], counts["chrB"]])  # full bins only
     assert depth == np.median(covered[covered > 0])
     assert 20 < depth < 40  # 1100 bins at level 1 and 800 at level 2
@@ -64,15 +65,15 @@ def test_reproducible_and_per_contig_seeded(tmp_path, simulated):
     only_b = tmp_path / "only_b.bam"
     simulate_reads(again, CONTIGS, SEGMENTS, spec, depth=20.0, read_length=75, seed=3)
     simulate_reads(only_b, CONTIGS, {"chrB": SEGMENTS["chrB"]}, spec, depth=20.0, read_length=75, seed=3)
-    first = bam.count_contigs(path, CONTIGS, 100)
-    second = bam.count_contigs(again, CONTIGS, 100)
-    third = bam.count_contigs(only_b, CONTIGS, 100)
+    first = alignments.count_contigs(path, CONTIGS, 100)
+    second = alignments.count_contigs(again, CONTIGS, 100)
+    third = alignments.count_contigs(only_b, CONTIGS, 100)
     np.testing.assert_array_equal(first["chrA"], second["chrA"])
     np.testing.assert_array_equal(first["chrB"], third["chrB"])
     assert third["chrA"].sum() == 0
     other_seed = tmp_path / "seed4.bam"
     simulate_reads(other_seed, CONTIGS, SEGMENTS, spec, depth=20.0, read_length=75, seed=4)
-    assert not np.array_equal(first["chrB"], bam.count_contigs(other_seed, CONTIGS, 100)["chrB"])
+    assert not np.array_equal(first["chrB"], alignments.count_contigs(other_seed, CONTIGS, 100)["chrB"])
 
 
 def test_errors_and_no_partial_file(tmp_path):

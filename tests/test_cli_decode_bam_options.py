@@ -14,7 +14,7 @@ import pytest
 
 from bam_helpers import write_bam
 from cli_helpers import run_main, write_fasta
-from flashseg.io.bam import FLAG_DUPLICATE, FLAG_PAIRED, FLAG_PROPER_PAIR
+from flashseg.io.reads import FLAG_DUPLICATE, FLAG_PAIRED, FLAG_PROPER_PAIR
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODEL = os.path.join(ROOT, "configs", "models", "copy-number.yaml")  # 1 kb bins

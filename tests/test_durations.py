@@ -6,9 +6,8 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from flashseg.errors import DataError
-from flashseg.io.durations import (
-    duration_table, log_beta_inc, log_erfc, log_gamma_inc, parse_duration,
-)
+from flashseg.core.special import log_beta_inc, log_erfc, log_gamma_inc
+from flashseg.io.durations import duration_table, parse_duration
 
 stats = pytest.importorskip("scipy.stats", reason="scipy is the reference for the duration laws")
 special = pytest.importorskip("scipy.special", reason="scipy is the reference for the special functions")

@@ -9,7 +9,8 @@ import pytest
 from cli_helpers import write_fasta, write_tracks
 import flashseg.io.fasta as fasta_module
 from flashseg.errors import DataError
-from flashseg.io.fasta import Region, open_genome, plan_contigs
+from flashseg.io.fasta import open_genome
+from flashseg.plan import Region, plan_contigs
 from flashseg.io.tracks import open_track_set
 
 

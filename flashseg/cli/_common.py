@@ -102,7 +102,7 @@ def load_model_spec(path):
 
     spec = load_model(path)
     for warning in getattr(spec, "warnings", ()) or ():
-        logging.getLogger("flashseg").warning("%s: %s", path, warning)
+        logging.getLogger(__name__).warning("%s: %s", path, warning)
     return spec
 
 

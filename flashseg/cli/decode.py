@@ -11,7 +11,7 @@ import click
 from ._common import (READ_OPTION_NAMES, Progress, TrackSpec, default_threads, existing_file, load_model_spec,
                       output_path, progress_enabled, provenance, read_options, resolve_device)
 
-log = logging.getLogger("flashseg")
+log = logging.getLogger(__name__)
 
 # Per-bin text is buffered in memory up to this size per contig, then
 # appended to that contig's temporary file (bounded memory, few open files).
@@ -139,7 +139,7 @@ def _check_outputs(paths: dict) -> None:
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-m", "--model", "model_path", required=True, type=existing_file(),
-              help="Model YAML (SPEC 4.2).")
+              help="Model YAML (docs/model.md).")
 @click.option("-t", "--tracks", "track_specs", multiple=True, type=TrackSpec(),
               help="Emission tracks HDF5, optionally with a weight: -t file.h5:0.5 (repeatable; scores add).")
 @click.option("--bam", "bam_path", type=existing_file(),
@@ -189,7 +189,7 @@ def decode(model_path, track_specs, bam_path, min_mapq, fragments, max_fragment,
     filters, blacklist and depth), alone or added to the -t tracks;
     --gap-min masks their N-gap bins too.
     """
-    from ..io.fasta import Region
+    from ..plan import Region
 
     if not track_specs and not bam_path:
         raise click.UsageError("give at least one of -t/--tracks and --bam")
@@ -239,7 +239,7 @@ def _open_sources(spec, track_specs, bam_path, fasta_path, nan_as_missing, threa
 
     if not track_specs:
         # --bam alone: the BAM (or FASTA) gives the contigs; coverage is added by _bam_adder.
-        from ..io.bam import BamContigs
+        from ..io.coverage import BamContigs
 
         return BamContigs(bam_path, spec, reference=fasta_path, fasta=fasta_path)
     tracks = open_track_set(track_specs, spec.label_names, nan_as_missing=nan_as_missing)
@@ -257,24 +257,25 @@ def _bam_adder(spec, bam_path, fasta_path, threads, *, read_filter, blacklist_pa
     and depth; the caller's N-gap bins are masked as well.
     """
     from ..errors import DataError
-    from ..io import bam as bam_io
+    from ..io.alignments import select_contigs
+    from ..io.bed import read_intervals
+    from ..io.coverage import coverage_emissions, estimate_depth
 
     if spec.coverage is None:  # before a counting pass that would be wasted
-        raise DataError("the model has no coverage section (SPEC 4.4): --bam needs one with a mean per label",
-                        file=getattr(spec, "path", None))
-    black = bam_io.read_blacklist(blacklist_path) if blacklist_path else None
+        raise DataError('the model has no coverage section (docs/model.md, "Coverage"): --bam needs one '
+                        "with a mean per label", file=getattr(spec, "path", None))
+    black = read_intervals(blacklist_path) if blacklist_path else None
     if depth is None:
         # Depth from the whole genome, not just the contigs decoded now: a per-contig
         # run (--contig, Snakemake scatter) must score bins as a whole-genome run does.
-        contigs = bam_io.select_contigs(bam_path, reference=fasta_path, fasta=fasta_path)
-        depth = bam_io.estimate_depth(bam_path, contigs, spec.bin_size, read_filter, reference=fasta_path,
-                                      blacklist=black, threads=threads)
+        contigs = select_contigs(bam_path, reference=fasta_path, fasta=fasta_path)
+        depth = estimate_depth(bam_path, contigs, spec.bin_size, read_filter, reference=fasta_path,
+                               blacklist=black, threads=threads)
         log.info("%s: depth %.4g reads per bin at copy ratio 1", bam_path, depth)
 
     def for_job(job, base, gaps=None):
-        cov = bam_io.coverage_emissions(bam_path, job.name, job.total_bins, spec, depth,
-                                        length=job.length_bp, reference=fasta_path, read_filter=read_filter,
-                                        blacklist=black, gaps=gaps)
+        cov = coverage_emissions(bam_path, job.name, job.total_bins, spec, depth, length=job.length_bp,
+                                 reference=fasta_path, read_filter=read_filter, blacklist=black, gaps=gaps)
 
         def emissions(a, b):
             return base(a, b) + cov(job.offset + a, job.offset + b)
@@ -294,7 +295,8 @@ def run_decode(*, model_path, track_specs, bam_path=None, min_mapq=20, fragments
     from ..errors import DataError
     from ..io.bed import BedWriter, SamplesWriter
     from ..io.bedgraph import BedGraphSink
-    from ..io.fasta import open_genome, plan_contigs
+    from ..io.fasta import open_genome
+    from ..plan import plan_contigs
     from ..io.output import open_text_output, temp_path_for
     from ..io.posteriors import PosteriorsWriter
 
@@ -309,7 +311,7 @@ def run_decode(*, model_path, track_specs, bam_path=None, min_mapq=20, fragments
         device = resolve_device(device)
         add_bam = None
         if bam_path:
-            from ..io.bam import ReadFilter
+            from ..io.reads import ReadFilter
 
             read_filter = ReadFilter(min_mapq=min_mapq, fragments=fragments, max_fragment=max_fragment)
             add_bam = _bam_adder(spec, bam_path, fasta_path, threads, read_filter=read_filter,

@@ -28,7 +28,7 @@ def _agreement(truth_path: str, bed_path: str) -> float:
 
     def intervals(path):
         out = {}
-        for chrom, s, e, fields in read_bed_records(path):
+        for _, chrom, s, e, fields in read_bed_records(path):
             out.setdefault(chrom, []).append((s, e, fields[3]))
         return out
 

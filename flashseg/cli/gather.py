@@ -16,20 +16,9 @@ needs position order; zcat and gzip read it as usual).
 """
 from __future__ import annotations
 
-import gzip
-
 import click
 
 from ._common import command_line, existing_file, output_path
-
-
-def _open(path):
-    # BGZF is gzip-compatible, so gzip reads both plain gzip and BGZF inputs.
-    with open(path, "rb") as handle:
-        magic = handle.read(2)
-    if magic == b"\x1f\x8b":
-        return gzip.open(path, "rt", encoding="utf-8", newline="\n")
-    return open(path, "r", encoding="utf-8", newline="\n")
 
 
 def _scan(path):
@@ -39,13 +28,13 @@ def _scan(path):
     posterior-samples file by (sample, start).
     """
     from ..errors import DataError
-    from ..io.bed import SAMPLES_HEADER
+    from ..io.bed import SAMPLES_HEADER, open_text
 
     provenance, header, contigs = [], None, []
     seen = set()
     current, last_key = None, None
     try:
-        with _open(path) as handle:
+        with open_text(path) as handle:
             for number, line in enumerate(handle, 1):
                 if line.startswith("##"):
                     provenance.append(line.rstrip("\n"))
@@ -90,7 +79,9 @@ def _scan(path):
 
 
 def _lines_of(path, contig):
-    with _open(path) as handle:
+    from ..io.bed import open_text
+
+    with open_text(path) as handle:
         for line in handle:
             if line.startswith("#") or not line.strip():
                 continue

@@ -65,8 +65,9 @@ def info(path, list_contigs, model_path, track_specs, fasta_path):
         if path or not model_path or not track_specs:
             raise click.UsageError("info --contigs needs -m MODEL -t TRACKS [--fasta G] and no PATH")
         from ..errors import DataError
-        from ..io.fasta import open_genome, plan_contigs
+        from ..io.fasta import open_genome
         from ..io.tracks import open_track_set
+        from ..plan import plan_contigs
 
         spec = load_model_spec(model_path)
         with open_track_set(track_specs, spec.label_names) as tracks:

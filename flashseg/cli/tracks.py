@@ -1,4 +1,4 @@
-"""``flashseg tracks``: make emission tracks from other data (SPEC 4.1, 4.4)."""
+"""``flashseg tracks``: make emission tracks from other data (docs/formats.md, "Emission tracks")."""
 from __future__ import annotations
 
 import logging
@@ -8,7 +8,7 @@ import click
 
 from ._common import read_options
 
-log = logging.getLogger("flashseg")
+log = logging.getLogger(__name__)
 
 # Rows computed and written at once: bounded memory per contig.
 _WRITE_ROWS = 65536
@@ -52,9 +52,13 @@ def coverage(bam_path, fasta, model_path, output, bin_size, min_mapq, blacklist,
     log-likelihood per label from the model's coverage section, around
     mean[label] * depth.
     """
+    from .. import bins
     from ..errors import DataError
-    from ..io import bam
+    from ..io.alignments import count_contigs, select_contigs
+    from ..io.bed import read_intervals
+    from ..io.coverage import estimate_depth, log_likelihood_for
     from ..io.model import load_model
+    from ..io.reads import ReadFilter
     from ..io.tracks import TracksWriter
 
     if bam_path.lower().endswith(".cram") and fasta is None:
@@ -63,7 +67,8 @@ def coverage(bam_path, fasta, model_path, output, bin_size, min_mapq, blacklist,
     for warning in getattr(spec, "warnings", ()) or ():
         log.warning(warning)
     if spec.coverage is None:
-        raise DataError("the model has no coverage section (SPEC 4.4): add one with a mean per label",
+        raise DataError('the model has no coverage section (docs/model.md, "Coverage"): add one with a mean '
+                        "per label",
                         file=model_path)
     if bin_size is None:
         bin_size = int(spec.bin_size)
@@ -71,31 +76,30 @@ def coverage(bam_path, fasta, model_path, output, bin_size, min_mapq, blacklist,
         log.warning("--bin-size %d differs from the model's bin_size %d: decoding with this model will "
                     "reject these tracks", bin_size, spec.bin_size)
     threads = threads or default_threads()
-    read_filter = bam.ReadFilter(min_mapq=min_mapq, fragments=fragments, max_fragment=max_fragment)
+    read_filter = ReadFilter(min_mapq=min_mapq, fragments=fragments, max_fragment=max_fragment)
 
-    contigs = bam.select_contigs(bam_path, reference=fasta, fasta=fasta)
+    contigs = select_contigs(bam_path, reference=fasta, fasta=fasta)
     contigs = [(name, length) for name, length in contigs if length > 0]
     if not contigs:
         raise DataError("no contigs to count", file=fasta or bam_path)
-    black = bam.read_blacklist(blacklist) if blacklist else {}
+    black = read_intervals(blacklist) if blacklist else {}
     log.info("counting reads of %s on %d contigs (up to %d processes)", bam_path, len(contigs), threads)
-    counts = bam.count_contigs(bam_path, contigs, bin_size, read_filter, reference=fasta, threads=threads)
-    masks = {name: bam.blacklist_mask(black.get(name), length, bin_size) for name, length in contigs}
+    counts = count_contigs(bam_path, contigs, bin_size, read_filter, reference=fasta, threads=threads)
+    masks = {name: bins.mask(black.get(name), length, bin_size) for name, length in contigs}
     if depth is None:
-        depth = bam.estimate_depth(bam_path, contigs, bin_size, read_filter, counts=counts,
-                                   blacklist=black or None)
+        depth = estimate_depth(bam_path, contigs, bin_size, read_filter, counts=counts, blacklist=black or None)
         log.info("depth: median %.6g filtered reads per bin (bins with any coverage)", depth)
 
     with TracksWriter(output, labels=list(spec.label_names), bin_size=bin_size, score="log_likelihood",
                       dtype=dtype) as writer:
         for name, length in contigs:
-            n_bins = bam.n_bins_of(length, bin_size)
+            n_bins = bins.n_bins(length, bin_size)
             writer.add_contig(name, n_bins, length_bp=length)
-            exposure = bam.bin_exposure(length, bin_size)
+            exposure = bins.exposure(length, bin_size)
             for a in range(0, n_bins, _WRITE_ROWS):
                 b = min(n_bins, a + _WRITE_ROWS)
-                writer.write(name, a, bam.log_likelihood_for(spec, counts[name][a:b], exposure[a:b], depth,
-                                                             masks[name][a:b]))
+                writer.write(name, a, log_likelihood_for(spec, counts[name][a:b], exposure[a:b], depth,
+                                                         masks[name][a:b]))
             if raw:
                 writer.add_array(f"/depth/{name}", counts[name].astype("int32"), depth=float(depth),
                                  bin_size=bin_size, min_mapq=min_mapq, fragments=bool(fragments))

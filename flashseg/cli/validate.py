@@ -22,7 +22,8 @@ _SCAN_ROWS = 1 << 16
 def validate(model_path, track_specs, fasta_path, nan_as_missing):
     """Check MODEL [+ TRACKS + FASTA]; exit 1 with the first problem found."""
     from ..errors import DataError
-    from ..io.fasta import open_genome, plan_contigs
+    from ..io.fasta import open_genome
+    from ..plan import plan_contigs
     from ..io.tracks import open_track_set
 
     spec = load_model_spec(model_path)

@@ -16,7 +16,7 @@ from .model import SemiMarkovModel
 from .results import ContigResult, SegmentCalls, Segments, merge_runs, tiles
 from .trackers import SegmentListTracker, SegmentTracker
 
-log = logging.getLogger("flashseg")
+log = logging.getLogger(__name__)
 
 DEFAULT_CHUNK_SIZE = 32768
 

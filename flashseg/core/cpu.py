@@ -11,6 +11,7 @@ import numpy as np
 
 from .backend import Backend
 from .chunks import EmissionChunk, ForwardStore, ViterbiStore
+from .model import SemiMarkovModel
 from .numeric import positive_log, split_partition
 from .prepared import PreparedModel
 

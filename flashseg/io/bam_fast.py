@@ -12,7 +12,7 @@ from the decompressed BAM stream (SAM spec section 4.2):
   end sees every read of the range;
 * blocks are inflated with zlib (raw deflate, 64 KiB each) and scanned in
   batches by a compiled loop that applies exactly the filters of
-  :func:`flashseg.io.bam.count_bins` (tests compare both on the same files).
+  :func:`flashseg.io.alignments.count_bins` (tests compare both on the same files).
 
 Anything this path does not handle (CRAM, a .csi index, an index entry it
 cannot use) makes :func:`count_range` return None, and the caller falls back
@@ -27,6 +27,7 @@ import zlib
 import numpy as np
 
 from ..errors import DataError
+from .reads import DROPPED_FLAGS
 
 _WINDOW_SHIFT = 14          # .bai linear index: 16 kb windows
 _BATCH_BYTES = 1 << 20      # decompressed bytes scanned per compiled call
@@ -204,8 +205,7 @@ class BgzfReader:
 
 def count_range(path: str, index: LinearIndex, tid: int, contig: str, start_bin: int, end_bin: int,
                 bin_size: int, length: int, read_filter, handle=None):
-    """Counts for bins [start_bin, end_bin) like bam.count_bins, or None when this path cannot be used."""
-    from .bam import DROPPED_FLAGS
+    """Counts for bins [start_bin, end_bin) like alignments.count_bins, or None when this path cannot be used."""
 
     start_bp = start_bin * bin_size
     end_bp = min(end_bin * bin_size, length)

@@ -157,14 +157,47 @@ class SamplesWriter:
                                       zip(start.tolist(), end.tolist(), np.asarray(seg.label).tolist())))
 
 
-def read_bed_records(path):
-    """Yield (chrom, start, end, fields) of a BED-like text or .gz file (``#`` lines skipped)."""
+def open_text(path):
+    """A text file for reading, gunzipped when it is gzip or BGZF (told by its
+    first bytes, not its name): the one rule for every BED-like input."""
     import gzip
 
-    opener = gzip.open if str(path).endswith(".gz") else open
-    with opener(path, "rt", encoding="utf-8") as handle:
-        for line in handle:
-            if line.startswith("#") or not line.strip():
-                continue
-            fields = line.rstrip("\n").split("\t")
-            yield fields[0], int(fields[1]), int(fields[2]), fields
+    with open(path, "rb") as handle:
+        magic = handle.read(2)
+    if magic == b"\x1f\x8b":
+        return gzip.open(path, "rt", encoding="utf-8", newline="\n")
+    return open(path, "r", encoding="utf-8", newline="\n")
+
+
+def read_bed_records(path):
+    """Yield (line number, chrom, start, end, fields) of a BED-like file, plain or
+    gzipped: ``#``, ``track`` and ``browser`` lines and blank lines are skipped,
+    columns are split on tabs (on any whitespace when a line has fewer than
+    three tab-separated ones), and a line without chrom, start, end or with a
+    bad interval is a DataError naming the file and line."""
+    path = os.fspath(path)
+    try:
+        with open_text(path) as handle:
+            for number, line in enumerate(handle, 1):
+                if not line.strip() or line.startswith(("#", "track", "browser")):
+                    continue
+                fields = line.rstrip("\n").split("\t")
+                if len(fields) < 3:
+                    fields = line.split()
+                try:
+                    chrom, start, end = fields[0], int(fields[1]), int(fields[2])
+                except (ValueError, IndexError):
+                    raise DataError(f"line {number}: expected chrom, start, end", file=path) from None
+                if start < 0 or end < start:
+                    raise DataError(f"line {number}: bad interval {start}-{end}", file=path)
+                yield number, chrom, start, end, fields
+    except (OSError, EOFError, UnicodeDecodeError) as exc:
+        raise DataError(f"cannot read as BED: {exc}", file=path) from None
+
+
+def read_intervals(path) -> dict[str, list[tuple[int, int]]]:
+    """The intervals of a BED file (chrom, start, end; more columns ignored) by contig."""
+    intervals: dict[str, list[tuple[int, int]]] = {}
+    for _, chrom, start, end, _ in read_bed_records(path):
+        intervals.setdefault(chrom, []).append((start, end))
+    return intervals

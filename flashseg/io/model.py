@@ -20,7 +20,8 @@ import yaml
 
 from ..core.model import SemiMarkovModel
 from ..errors import DataError
-from .durations import DurationLaw, DurationTable, _fmt, _number, duration_table, parse_duration
+from .durations import DurationLaw, DurationTable, duration_table, parse_duration
+from .values import fmt as _fmt, integer, key_error as _err, number as _number
 
 __all__ = ["load_model", "parse_model", "ModelSpec", "LabelSpec", "CoverageSpec"]
 
@@ -130,19 +131,6 @@ def _yaml_error(exc: yaml.YAMLError, text: str) -> str:
 
 # --------------------------------------------------------------------------
 # value parsing
-
-
-def _err(key: str, msg: str) -> DataError:
-    return DataError(f"{key}: {msg}")
-
-
-def _integer(value: Any, key: str, minimum: int) -> int:
-    x = _number(value, key, None)
-    if not float(x).is_integer():
-        raise _err(key, f"must be an integer, got {value!r}")
-    if x < minimum:
-        raise _err(key, f"must be >= {minimum}, got {int(x)}")
-    return int(x)
 
 
 def _label_key(key: Any, path: str, names: list[str]) -> str:
@@ -348,8 +336,8 @@ def parse_model(data: Any, *, base_dir: str | Path = ".", path: str = "<model>",
     description = data.get("description") or ""
     if not isinstance(description, str):
         raise _err("description", "must be a string")
-    bin_size = _integer(data["bin_size"], "bin_size", 1)
-    K = _integer(data["max_duration"], "max_duration", 1)
+    bin_size = integer(data["bin_size"], "bin_size", minimum=1)
+    K = integer(data["max_duration"], "max_duration", minimum=1)
     tail = data.get("tail", "geometric")
     if tail is None:
         tail = "geometric"

@@ -17,6 +17,7 @@ import zlib
 
 import numpy as np
 
+from .. import bins
 from ..errors import DataError
 from .output import _register, check_writable_dir, commit, discard, temp_path_for
 
@@ -36,9 +37,7 @@ def contig_rng(seed: int, name: str) -> np.random.Generator:
 def read_starts(length: int, bin_size: int, segments, means, depth: float,
                 rng: np.random.Generator) -> np.ndarray:
     """Sorted int64 read start positions for one contig."""
-    from .bam import n_bins_of
-
-    n_bins = n_bins_of(length, bin_size)
+    n_bins = bins.n_bins(length, bin_size)
     start, end, label = _segment_arrays(segments)
     per_bin_mean = np.zeros(n_bins, dtype=np.float64)
     means = np.asarray(means, dtype=np.float64)
@@ -46,13 +45,10 @@ def read_starts(length: int, bin_size: int, segments, means, depth: float,
         if not 0 <= s < e <= n_bins:
             raise DataError(f"segment [{s}, {e}) outside the contig's {n_bins} bins")
         per_bin_mean[s:e] = means[c]
-    exposure = np.ones(n_bins)
-    if n_bins:
-        exposure[-1] = (length - (n_bins - 1) * bin_size) / bin_size
-    n_reads = rng.poisson(per_bin_mean * depth * exposure)
-    bins = np.repeat(np.arange(n_bins, dtype=np.int64), n_reads)
-    bin_bp = np.minimum(bin_size, length - bins * bin_size)
-    starts = bins * bin_size + (rng.random(bins.size) * bin_bp).astype(np.int64)
+    n_reads = rng.poisson(per_bin_mean * depth * bins.exposure(length, bin_size))
+    read_bins = np.repeat(np.arange(n_bins, dtype=np.int64), n_reads)
+    bin_bp = np.minimum(bin_size, length - read_bins * bin_size)
+    starts = read_bins * bin_size + (rng.random(read_bins.size) * bin_bp).astype(np.int64)
     starts.sort()
     return starts
 
