@@ -8,7 +8,7 @@ counters apply the same filters (flags, MAPQ >= 20) and are checked to give
 identical counts. Throughput = reads in the file / wall seconds, including
 starting worker processes. The compiled path (flashseg.io.bam_fast) reads
 BAM + .bai directly; the pysam path is what CRAM and .csi-indexed files use.
-Target (SPEC/issue 5): >= 1M reads/s with 2 worker processes.
+Target (issue 5): >= 1M reads/s with 2 worker processes.
 """
 from __future__ import annotations
 

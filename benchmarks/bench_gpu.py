@@ -521,10 +521,10 @@ def part_f(args, device, out):
         times, draws = {}, {}
         for name, be in (("device walk", GpuBackend(model)), ("host walk", HostWalk(model))):
             run = ContigRun(be, emis, T, chunk)
-            _, fck = run.posterior_pass(keep_forward_checkpoints=True)
-            run.sample(1, 0, fck)                                  # compile outside the timing
+            _, forward_checkpoints = run.posterior_pass(keep_forward_checkpoints=True)
+            run.sample(1, 0, forward_checkpoints)                                  # compile outside the timing
             t0 = time.perf_counter()
-            draws[name] = run.sample(n, 7, fck)
+            draws[name] = run.sample(n, 7, forward_checkpoints)
             times[name] = time.perf_counter() - t0
         segments = sum(len(s.start) for s in draws["device walk"])
         same = sum(a.tuples() == b.tuples() for a, b in zip(draws["device walk"], draws["host walk"]))

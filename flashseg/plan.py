@@ -10,9 +10,9 @@ A ``--region`` is decoded as a slice of its contig's bins.
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass, field
 
+from . import bins
 from .errors import DataError
 from .io.fasta import Genome, chr_hint
 
@@ -79,7 +79,7 @@ def plan_contigs(tracks, genome: Genome | None, *, contigs=(), region: Region | 
         for name in genome.names:
             length = genome.length(name)
             if name not in tracks:
-                plan.skipped.append((name, math.ceil(length / bin_size), "not in the tracks"))
+                plan.skipped.append((name, bins.n_bins(length, bin_size), "not in the tracks"))
                 continue
             tracks.check_length(name, length, genome.path)
             order.append((name, length))
@@ -110,8 +110,8 @@ def plan_contigs(tracks, genome: Genome | None, *, contigs=(), region: Region | 
         if region.start >= covered:
             raise DataError(f"--region starts at {region.start + 1}, beyond the {covered} bp the tracks cover",
                             contig=name)
-        first = region.start // bin_size
-        last = min(n, -(-region.end // bin_size))
+        first, last = bins.touching(region.start, region.end, bin_size)
+        last = min(n, last)
         plan.jobs.append(ContigJob(name, last - first, length, first, n))
         return plan
 

@@ -1,7 +1,7 @@
 """Brute force over every segmentation, plus random models and cases for tests.
 
 Every segmentation of ``[0, T)`` (every composition of T into durations,
-every labelling of its segments) is listed and scored straight from SPEC §2;
+every labelling of its segments) is listed and scored straight from docs/model.md, "The model";
 all posteriors are sums of ``P(segmentation)`` over the segmentations with
 the property. Nothing here shares code with ``flashseg.core``: the duration
 score, including the geometric tail, is recomputed from the model's arrays.
@@ -29,7 +29,7 @@ __all__ = [
 # ---------------------------------------------------------------- scoring
 
 def log_duration(model: SemiMarkovModel, d: int, c: int) -> float:
-    """dur[c](d) per SPEC §2, tail included (re-derived, not model.log_duration)."""
+    """dur[c](d) per docs/model.md, "Tails", tail included (re-derived, not model.log_duration)."""
     K = model.duration.shape[0]
     if d <= K:
         return float(model.duration[d - 1, c])
@@ -39,7 +39,7 @@ def log_duration(model: SemiMarkovModel, d: int, c: int) -> float:
 
 
 def score_segmentation(model: SemiMarkovModel, x: np.ndarray, segments) -> float:
-    """Score of one segmentation (list of (s, e, c)), term by term as SPEC §2 writes it."""
+    """Score of one segmentation (list of (s, e, c)), term by term as docs/model.md, "The model", writes it."""
     T = x.shape[0]
     total = 0.0
     prev = None
@@ -181,7 +181,7 @@ class BruteForce:
         return float(self.scores[k]), self.segmentations[k]
 
     def map_tiebroken(self) -> tuple[float, tuple[tuple[int, int, int], ...]]:
-        """MAP with SPEC §3 ties: among the exactly-best segmentations, the one
+        """MAP with the ties of docs/algorithms.md, "Viterbi and traceback": among the exactly-best segmentations, the one
         whose (label, duration) sequence read from the contig end is smallest
         (lowest last label, then shortest last duration, then lowest previous
         label, ...). Meaningful when scores are exact (integer-valued inputs)."""
@@ -259,7 +259,7 @@ def random_case(seed: int, T: int, C: int, K: int, tail, self_loops: bool, p_neg
 
 
 def integer_case(seed: int, T: int, C: int, K: int, tail: bool):
-    """(model, x) with small integer scores: exact ties everywhere (SPEC §3 tie rules)."""
+    """(model, x) with small integer scores: exact ties everywhere (docs/algorithms.md, "Viterbi and traceback")."""
     rng = np.random.default_rng(seed)
     dur = rng.integers(-2, 1, size=(K, C)).astype(float)
     rho = np.full(C, -1.0) if tail else None

@@ -1,7 +1,7 @@
 """Shared test helpers for the I/O and CLI tests: small inputs and a stand-in core.
 
 The stand-in (`fake_decode_contigs`) is a deliberately simple decoder with
-the core's calling convention (SPEC §3 shapes, per-bin chunks in ascending
+the core's calling convention (docs/algorithms.md shapes, per-bin chunks in ascending
 order). It lets the I/O tests check formatting, ordering and atomicity
 independently of the inference; decode tests against the real core live in
 test_cli_decode.py and are used as soon as flashseg.core provides it.

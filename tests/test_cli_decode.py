@@ -176,7 +176,9 @@ def test_per_bin_outputs_stay_in_fasta_order_when_later_contigs_finish_first(tmp
 
     monkeypatch.setattr(decode_module, "_decode_contigs", lambda: reversed_core)
     monkeypatch.setattr(decode_module, "load_model_spec", lambda p: fake_spec(p))
-    monkeypatch.setattr(decode_module, "_BUFFER_CHARS", 64)  # force spilling to the temp files
+    import flashseg.io.perbin as perbin_module
+
+    monkeypatch.setattr(perbin_module, "_BUFFER_CHARS", 64)  # force spilling to the temp files
     monkeypatch.chdir(tmp_path)
     names = {f"c{i}": 20 + i for i in range(6)}
     write_tracks("t.h5", names)

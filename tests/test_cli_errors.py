@@ -1,5 +1,5 @@
 """Bad input: every case exits with the right code and one line naming the place, no traceback,
-no output file left behind (SPEC §5)."""
+no output file left behind (docs/formats.md, "Publishing outputs")."""
 from __future__ import annotations
 
 import os

@@ -178,7 +178,7 @@ def test_dlogz_dx_equals_gamma():
 
 
 def test_underflow_counterexample_is_exact():
-    """ALGORITHMS.md: shared scaling alone returns -inf here; the answer is -800."""
+    """docs/algorithms.md, "Linear fast path and its certificate": shared scaling alone returns -inf here; the answer is -800."""
     model = SemiMarkovModel(np.zeros((1, 2)), None, np.array([[0.0, -np.inf], [-np.inf, 0.0]]),
                             np.zeros(2), np.array([-np.inf, 0.0]))
     x = np.array([[0.0, -800.0]])
@@ -307,7 +307,7 @@ def test_samples_depend_on_seed_and_name_only():
        tail=st.booleans(), chunk=st.sampled_from([1, 2, 1000]))
 def test_viterbi_exact_ties_follow_the_spec(seed, T, C, K, tail, chunk):
     """Integer scores make exact ties common; the traceback must pick the
-    SPEC §3 path (shortest duration at an end, lowest previous label, lowest
+    docs/algorithms.md, "Viterbi and traceback" path (shortest duration at an end, lowest previous label, lowest
     last label), whatever the chunk size."""
     model, x = integer_case(seed, T, C, K, tail)
     en = BruteForce(model, x)

@@ -169,7 +169,7 @@ def test_parallel_matches_brute_force(case, chunk, burn_in):
        tail=st.booleans(), chunk=st.sampled_from([1, 2, 5]), burn_in=st.sampled_from([None, 0, 3]))
 def test_parallel_viterbi_exact_ties(seed, T, C, K, tail, chunk, burn_in):
     """Integer scores: accepted guesses differ from the true state by an exact
-    constant, so ties break exactly as in the sequential pass (SPEC §3)."""
+    constant, so ties break exactly as in the sequential pass (docs/algorithms.md, "Viterbi and traceback")."""
     model, x = integer_case(seed, T, C, K, tail)
     try:
         want = api.viterbi(model, x, chunk_size=chunk)
@@ -280,7 +280,7 @@ def test_junction_offset():
     exact = be.forward_state()
     exact.advance(EmissionChunk.from_log(x))
     scaled = exact.copy()
-    scaled.istate[1] += 5
+    scaled.t_sexp[1] += 5
     scaled.E *= 1.5
     scaled.A *= 1.5
     scaled.tail *= 1.5

@@ -26,6 +26,7 @@ def _sources():
     files = sorted(ROOT.glob("flashseg/**/*.py")) + [ROOT / "README.md", ROOT / "data" / "README.md",
                                                     ROOT / "Snakefile", ROOT / "pyproject.toml"]
     files += sorted(ROOT.glob("docs/*.md")) + sorted(ROOT.glob("benchmarks/*.py")) + sorted(ROOT.glob("configs/**/*.yaml"))
+    files += [f for f in sorted(ROOT.glob("tests/*.py")) if f.name != "test_docs.py"]
     return [(str(f.relative_to(ROOT)), f.read_text(encoding="utf-8")) for f in files if f.exists()]
 
 

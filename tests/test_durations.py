@@ -1,4 +1,4 @@
-"""Duration families (SPEC §4.2) against scipy.stats, truncation, tails, errors."""
+"""Duration families (docs/model.md, "Durations") against scipy.stats, truncation, tails, errors."""
 import math
 
 import numpy as np

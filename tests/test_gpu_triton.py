@@ -374,7 +374,7 @@ def test_device_samples_equal_cpu_samples(monkeypatch, threads, exact):
 
 
 def test_shared_scaling_counterexample_falls_back_to_exact():
-    """ALGORITHMS.md: shared scaling alone gives -inf; the certificate must catch it."""
+    """Shared scaling alone gives -inf (docs/algorithms.md, "Linear fast path and its certificate"); the certificate must catch it."""
     model = SemiMarkovModel(np.zeros((1, 2)), None, np.array([[0.0, -np.inf], [-np.inf, 0.0]]),
                             np.zeros(2), np.array([-np.inf, 0.0]))
     x = np.array([[0.0, -800.0], [0.0, 0.0], [0.0, 0.0]])
@@ -601,7 +601,7 @@ def test_batched_passes_equal_one_chunk_per_launch_and_cpu(burn_in):
     assert many[3][1].tuples() == v0[1].tuples()
 
 
-def certificate_terms(fstore, bstore, mw, log_z, rows) -> float:
+def certificate_terms(fstore, bstore, max_weight, log_z, rows) -> float:
     """The certificate's sum over a chunk's rows on the host, from the stores'
     host arrays (as cpu_kernels.posterior_chunk sums it)."""
     total = 0.0
@@ -613,7 +613,7 @@ def certificate_terms(fstore, bstore, mw, log_z, rows) -> float:
         cont = other.E[flagged]
         ok = np.isfinite(ghost) & (cont > 0.0)
         with np.errstate(divide="ignore"):
-            terms = mw[None, :] * np.exp(ghost + np.log(cont) + other.sexp[flagged][:, None] * math.log(2.0)
+            terms = max_weight[None, :] * np.exp(ghost + np.log(cont) + other.sexp[flagged][:, None] * math.log(2.0)
                                          - log_z)
         total += float(terms[ok].sum())
     return total
@@ -633,9 +633,9 @@ def test_batched_passes_carry_ghosts_and_certify_on_the_device():
     host_sums, device_sums = [], []
     real = g.device_certificate
 
-    def both(fstore, bstore, mw, log_z, rows):
-        out = real(fstore, bstore, mw, log_z, rows)
-        host_sums.append(certificate_terms(fstore, bstore, np.asarray(mw), log_z, rows))
+    def both(fstore, bstore, max_weight, log_z, rows):
+        out = real(fstore, bstore, max_weight, log_z, rows)
+        host_sums.append(certificate_terms(fstore, bstore, np.asarray(max_weight), log_z, rows))
         device_sums.append(float(out[0]))
         assert bool(out[1]) == fstore.ghost_flag.any() and bool(out[2]) == bstore.ghost_flag.any()
         return out

@@ -1,4 +1,4 @@
-"""The model YAML format (SPEC §4.2): load_model -> ModelSpec, and its errors."""
+"""The model YAML format (docs/model.md): load_model -> ModelSpec, and its errors."""
 import copy
 import hashlib
 import math

@@ -44,7 +44,7 @@ def output_path():
 
 
 def read_options(command):
-    """Which reads count and how depth is set (SPEC 4.4): shared by ``tracks coverage`` and ``decode --bam``.
+    """Which reads count and how depth is set (docs/model.md, "Coverage"): shared by ``tracks coverage`` and ``decode --bam``.
 
     One definition, so both commands filter reads alike and a ``decode --bam``
     equals ``tracks coverage`` with the same options followed by ``decode -t``.
@@ -71,11 +71,10 @@ READ_OPTION_NAMES = ("min_mapq", "fragments", "max_fragment", "blacklist", "dept
 
 
 def default_threads() -> int:
-    """CPUs this process may use (respects taskset/SLURM cgroups), not the machine's count."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
+    """--threads default: the CPUs this process may use (SLURM and taskset limits hold)."""
+    from ..cpus import usable_cpus
+
+    return usable_cpus()
 
 
 def command_line() -> str:

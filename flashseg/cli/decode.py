@@ -5,6 +5,7 @@ import contextlib
 import logging
 import os
 import tempfile
+from dataclasses import dataclass
 
 import click
 
@@ -13,114 +14,11 @@ from ._common import (READ_OPTION_NAMES, Progress, TrackSpec, default_threads, e
 
 log = logging.getLogger(__name__)
 
-# Per-bin text is buffered in memory up to this size per contig, then
-# appended to that contig's temporary file (bounded memory, few open files).
-_BUFFER_CHARS = 1 << 20
-
-
 def _decode_contigs():
     """The core's parallel driver (a seam for tests; imported only when decoding)."""
     from ..core import decode_contigs
 
     return decode_contigs
-
-
-class _BufferedText:
-    """A write()-able buffer spilling to an append-only temporary file.
-
-    Holds UTF-8 bytes: the bedGraph writers hand it bytes (``write_bytes``),
-    and draining copies bytes, so per-bin text is never decoded and encoded
-    again on its way to the output.
-    """
-
-    def __init__(self, path: str):
-        self.path = path
-        self.parts: list[bytes] = []
-        self.size = 0
-        self.spilled = False
-
-    def write(self, text: str) -> None:
-        self.write_bytes(text.encode())
-
-    def write_bytes(self, data: bytes) -> None:
-        if not data:
-            return
-        self.parts.append(data)
-        self.size += len(data)
-        if self.size >= _BUFFER_CHARS:
-            self.spill()
-
-    def spill(self) -> None:
-        if self.parts:
-            with open(self.path, "ab") as handle:
-                handle.write(b"".join(self.parts))
-            self.spilled = True
-        self.parts, self.size = [], 0
-
-    def reset(self) -> None:
-        self.parts, self.size = [], 0
-        if self.spilled:
-            with contextlib.suppress(OSError):
-                os.unlink(self.path)
-            self.spilled = False
-
-    def drain_into(self, stream) -> None:
-        """Append everything written so far to ``stream`` and forget it."""
-        from ..io.output import copy_file_into, discard
-
-        if self.spilled:
-            self.spill()
-            copy_file_into(self.path, stream)
-            discard(self.path)
-            self.spilled = False
-        else:
-            _write_bytes(stream, b"".join(self.parts))
-            discard(self.path)  # registered but never created
-        self.parts, self.size = [], 0
-
-
-def _write_bytes(stream, data: bytes) -> None:
-    """Write UTF-8 bytes to a text stream (through its binary buffer when it has one)."""
-    if not data:
-        return
-    raw = getattr(stream, "buffer", None)
-    if raw is not None:
-        stream.flush()
-        raw.write(data)
-    else:
-        stream.write(data.decode())
-
-
-class _PerBin:
-    """The core's per-bin consumer for one contig: fans out to bedGraph and HDF5 sinks."""
-
-    def __init__(self, boundary=None, change=None, posteriors=None):
-        self.boundary = boundary      # (BedGraphSink, _BufferedText) or None
-        self.change = change
-        self.posteriors = posteriors  # PosteriorsSink or None
-
-    def chunk(self, start, gamma, boundary, change):
-        if self.boundary is not None:
-            self.boundary[0].add(start, boundary)
-        if self.change is not None:
-            self.change[0].add(start, change)
-        if self.posteriors is not None:
-            self.posteriors.add(start, gamma)
-
-    def restart(self):
-        for pair in (self.boundary, self.change):
-            if pair is not None:
-                pair[0].reset()
-                pair[1].reset()
-        # posteriors rows are simply overwritten when re-sent
-
-    def finish(self, boundary_stream, change_stream):
-        if self.boundary is not None:
-            self.boundary[0].close()
-            self.boundary[1].drain_into(boundary_stream)
-        if self.change is not None:
-            self.change[0].close()
-            self.change[1].drain_into(change_stream)
 
 
 def _check_outputs(paths: dict) -> None:
@@ -221,15 +119,16 @@ def decode(model_path, track_specs, bam_path, min_mapq, fragments, max_fragment,
         raise click.BadParameter("HDF5 cannot be written to stdout", param_hint="--posteriors")
     if threads is None:
         threads = default_threads()
-    run_decode(model_path=model_path, track_specs=track_specs, bam_path=bam_path, min_mapq=min_mapq,
-               fragments=fragments, max_fragment=max_fragment, blacklist_path=blacklist, depth=depth,
-               fasta_path=fasta_path,
-               contigs=contigs, region=parsed_region, output=output, stats_path=stats_path, method=method,
-               merge_adjacent=merge_adjacent, boundaries_path=boundaries_path, changes_path=changes_path,
-               min_posterior=min_posterior, posteriors_path=posteriors_path, posteriors_dtype=posteriors_dtype,
-               n_samples=n_samples, samples_path=samples_path, seed=seed, gap_min=gap_min,
-               nan_as_missing=nan_as_missing, device=device, threads=threads, chunk_size=chunk_size,
-               show_progress=progress_enabled(progress))
+    run_decode(DecodeOptions(
+        model_path=model_path, track_specs=track_specs, fasta_path=fasta_path, contigs=contigs,
+        region=parsed_region, gap_min=gap_min, nan_as_missing=nan_as_missing,
+        bam_path=bam_path, min_mapq=min_mapq, fragments=fragments, max_fragment=max_fragment,
+        blacklist_path=blacklist, depth=depth,
+        output=output, stats_path=stats_path, boundaries_path=boundaries_path, changes_path=changes_path,
+        min_posterior=min_posterior, posteriors_path=posteriors_path, posteriors_dtype=posteriors_dtype,
+        samples_path=samples_path,
+        method=method, merge_adjacent=merge_adjacent, n_samples=n_samples, seed=seed, device=device,
+        threads=threads, chunk_size=chunk_size, show_progress=progress_enabled(progress)))
 
 
 def _open_sources(spec, track_specs, bam_path, fasta_path, nan_as_missing, threads):
@@ -285,66 +184,103 @@ def _bam_adder(spec, bam_path, fasta_path, threads, *, read_filter, blacklist_pa
     return for_job
 
 
-def run_decode(*, model_path, track_specs, bam_path=None, min_mapq=20, fragments=False, max_fragment=1000,
-               blacklist_path=None, depth=None, fasta_path=None, contigs=(), region=None,
-               output="-", stats_path=None, method="viterbi", merge_adjacent=False, boundaries_path=None,
-               changes_path=None, min_posterior=1e-4, posteriors_path=None, posteriors_dtype="float32",
-               n_samples=0, samples_path=None, seed=0, gap_min=None, nan_as_missing=False, device="auto",
-               threads=1, chunk_size=32768, show_progress=False):
-    """Everything ``decode`` does after option parsing (also used by ``demo``)."""
+@dataclass
+class DecodeOptions:
+    """What one ``decode`` run does, once its options are checked (``demo``
+    builds one too). Defaults are the command's."""
+
+    # inputs
+    model_path: str
+    track_specs: tuple = ()
+    fasta_path: str | None = None
+    contigs: tuple = ()
+    region: object = None                # plan.Region
+    gap_min: int | None = None
+    nan_as_missing: bool = False
+    # reads (--bam) and their filters
+    bam_path: str | None = None
+    min_mapq: int = 20
+    fragments: bool = False
+    max_fragment: int = 1000
+    blacklist_path: str | None = None
+    depth: float | None = None
+    # outputs
+    output: str = "-"
+    stats_path: str | None = None
+    boundaries_path: str | None = None
+    changes_path: str | None = None
+    min_posterior: float = 1e-4
+    posteriors_path: str | None = None
+    posteriors_dtype: str = "float32"
+    samples_path: str | None = None
+    # inference
+    method: str = "viterbi"
+    merge_adjacent: bool = False
+    n_samples: int = 0
+    seed: int = 0
+    device: str = "auto"
+    threads: int = 1
+    chunk_size: int = 32768
+    show_progress: bool = False
+
+
+def run_decode(opts: DecodeOptions) -> None:
+    """Everything ``decode`` does after option parsing."""
     from ..errors import DataError
     from ..io.bed import BedWriter, SamplesWriter
     from ..io.bedgraph import BedGraphSink
     from ..io.fasta import open_genome
-    from ..plan import plan_contigs
     from ..io.output import open_text_output, temp_path_for
+    from ..io.perbin import BufferedText, PerBinOutputs
     from ..io.posteriors import PosteriorsWriter
+    from ..plan import plan_contigs
 
-    spec = load_model_spec(model_path)
-    tracks = _open_sources(spec, track_specs, bam_path, fasta_path, nan_as_missing, threads)
+    o = opts
+    spec = load_model_spec(o.model_path)
+    tracks = _open_sources(spec, o.track_specs, o.bam_path, o.fasta_path, o.nan_as_missing, o.threads)
     with contextlib.ExitStack() as stack:
         stack.callback(tracks.close)
         genome = None
-        if fasta_path:
-            genome = stack.enter_context(open_genome(fasta_path))
-        plan = plan_contigs(tracks, genome, contigs=contigs, region=region)
-        device = resolve_device(device)
+        if o.fasta_path:
+            genome = stack.enter_context(open_genome(o.fasta_path))
+        plan = plan_contigs(tracks, genome, contigs=o.contigs, region=o.region)
+        device = resolve_device(o.device)
         add_bam = None
-        if bam_path:
+        if o.bam_path:
             from ..io.reads import ReadFilter
 
-            read_filter = ReadFilter(min_mapq=min_mapq, fragments=fragments, max_fragment=max_fragment)
-            add_bam = _bam_adder(spec, bam_path, fasta_path, threads, read_filter=read_filter,
-                                 blacklist_path=blacklist_path, depth=depth)
+            read_filter = ReadFilter(min_mapq=o.min_mapq, fragments=o.fragments, max_fragment=o.max_fragment)
+            add_bam = _bam_adder(spec, o.bam_path, o.fasta_path, o.threads, read_filter=read_filter,
+                                 blacklist_path=o.blacklist_path, depth=o.depth)
 
-        prov = provenance(spec, seed)
+        prov = provenance(spec, o.seed)
         labels = spec.labels
-        bed_stream = stack.enter_context(open_text_output(output))
+        bed_stream = stack.enter_context(open_text_output(o.output))
         bed = BedWriter(bed_stream, bin_size=spec.bin_size, label_names=spec.label_names,
                         label_colors=[lab.color for lab in labels],
-                        label_strands=[lab.strand for lab in labels], provenance=prov, target=output)
+                        label_strands=[lab.strand for lab in labels], provenance=prov, target=o.output)
         bed.write_header()
         samples_writer = None
-        if samples_path:
+        if o.samples_path:
             # Samples restart at position 0 for every sample: a .gz is BGZF without a tabix index.
-            samples_stream = stack.enter_context(open_text_output(samples_path, tabix_preset=None))
+            samples_stream = stack.enter_context(open_text_output(o.samples_path, tabix_preset=None))
             samples_writer = SamplesWriter(samples_stream, bin_size=spec.bin_size,
                                            label_names=spec.label_names, provenance=prov)
             samples_writer.write_header()
-        boundary_stream = stack.enter_context(open_text_output(boundaries_path)) if boundaries_path else None
-        change_stream = stack.enter_context(open_text_output(changes_path)) if changes_path else None
+        boundary_stream = stack.enter_context(open_text_output(o.boundaries_path)) if o.boundaries_path else None
+        change_stream = stack.enter_context(open_text_output(o.changes_path)) if o.changes_path else None
         posteriors = None
-        if posteriors_path:
-            posteriors = stack.enter_context(PosteriorsWriter(posteriors_path, labels=spec.label_names,
-                                                              bin_size=spec.bin_size, dtype=posteriors_dtype))
+        if o.posteriors_path:
+            posteriors = stack.enter_context(PosteriorsWriter(o.posteriors_path, labels=spec.label_names,
+                                                              bin_size=spec.bin_size, dtype=o.posteriors_dtype))
 
-        progress = stack.enter_context(Progress(show_progress, len(plan.jobs)))
+        progress = stack.enter_context(Progress(o.show_progress, len(plan.jobs)))
         jobs, per_bins = [], []
         for job in plan.jobs:
-            gaps = genome.gap_bins(job.name, spec.bin_size, gap_min, job.total_bins) if gap_min else None
+            gaps = genome.gap_bins(job.name, spec.bin_size, o.gap_min, job.total_bins) if o.gap_min else None
             if gaps is not None and len(gaps):
                 masked = int((gaps[:, 1] - gaps[:, 0]).sum())
-                log.info("%s: %d bins in N gaps of >= %d bp masked", job.name, masked, gap_min)
+                log.info("%s: %d bins in N gaps of >= %d bp masked", job.name, masked, o.gap_min)
             emissions = tracks.emissions(job.name, offset=job.offset, n_bins=job.n_bins, gaps=gaps)
             if add_bam is not None:
                 emissions = add_bam(job, emissions, gaps)
@@ -353,12 +289,12 @@ def run_decode(*, model_path, track_specs, bam_path=None, min_mapq=20, fragments
             if boundary_stream or change_stream or posteriors:
                 def sink(target):
                     beside = target if target != "-" else os.path.join(tempfile.gettempdir(), "flashseg-stdout")
-                    buffer = _BufferedText(temp_path_for(beside, suffix=f".{len(jobs)}"))
+                    buffer = BufferedText(temp_path_for(beside, suffix=f".{len(jobs)}"))
                     return (BedGraphSink(buffer, contig=job.name, bin_size=spec.bin_size, length=job.length_bp,
-                                         offset=job.offset, min_posterior=min_posterior), buffer)
-                per_bin = _PerBin(
-                    boundary=sink(boundaries_path) if boundary_stream else None,
-                    change=sink(changes_path) if change_stream else None,
+                                         offset=job.offset, min_posterior=o.min_posterior), buffer)
+                per_bin = PerBinOutputs(
+                    boundary=sink(o.boundaries_path) if boundary_stream else None,
+                    change=sink(o.changes_path) if change_stream else None,
                     posteriors=(posteriors.add_contig(job.name, job.total_bins, job.length_bp,
                                                       job.offset, job.n_bins) if posteriors else None))
             per_bins.append(per_bin)
@@ -368,9 +304,9 @@ def run_decode(*, model_path, track_specs, bam_path=None, min_mapq=20, fragments
             jobs.append(entry)
 
         decode_contigs = _decode_contigs()
-        results = decode_contigs(spec.model, jobs, threads=threads, method=method,
-                                 merge_adjacent=merge_adjacent, n_samples=n_samples, seed=seed,
-                                 chunk_size=chunk_size, device=device)
+        results = decode_contigs(spec.model, jobs, threads=o.threads, method=o.method,
+                                 merge_adjacent=o.merge_adjacent, n_samples=o.n_samples, seed=o.seed,
+                                 chunk_size=o.chunk_size, device=device)
         rows = {}
         for job, per_bin in zip(plan.jobs, per_bins):
             try:
@@ -390,8 +326,8 @@ def run_decode(*, model_path, track_specs, bam_path=None, min_mapq=20, fragments
             progress.contig_done(job.name, job.n_bins, result.seconds)
             if result.exact_fallback:
                 log.info("%s: recomputed exactly after the fast path failed its check", job.name)
-        if stats_path:
-            with open_text_output(stats_path, tabix_preset=None) as stats:
+        if o.stats_path:
+            with open_text_output(o.stats_path, tabix_preset=None) as stats:
                 stats.write("#contig\tbins\tlog_partition\tviterbi_score\tsegments\tseconds\tstatus\n")
                 order = genome.names if genome is not None else tracks.contigs
                 skipped = {name: (bins, why) for name, bins, why in plan.skipped}
@@ -402,4 +338,4 @@ def run_decode(*, model_path, track_specs, bam_path=None, min_mapq=20, fragments
                         bins, why = skipped[name]
                         stats.write(f"{name}\t{bins}\tNA\tNA\t0\t0.000\tskipped: {why}\n")
         log.info("wrote %d segments on %d contig(s)%s", bed.n_written, len(plan.jobs),
-                 "" if output == "-" else f" to {output}")
+                 "" if o.output == "-" else f" to {o.output}")

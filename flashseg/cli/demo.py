@@ -55,17 +55,17 @@ def _agreement(truth_path: str, bed_path: str) -> float:
 @click.option("--progress/--no-progress", "progress", default=None, help="Progress on stderr.")
 def demo(outdir, progress):
     """Decode the bundled example genome; no arguments needed."""
-    from .decode import run_decode
+    from .decode import DecodeOptions, run_decode
 
     data = demo_dir()
     os.makedirs(outdir, exist_ok=True)
     segments = os.path.join(outdir, SEGMENTS)
     changes = os.path.join(outdir, CHANGES)
     stats = os.path.join(outdir, STATS)
-    run_decode(model_path=os.path.join(data, "model.yaml"), track_specs=[(os.path.join(data, "tracks.h5"), 1.0)],
-               fasta_path=os.path.join(data, "genome.fa"), output=segments, stats_path=stats,
-               changes_path=changes, gap_min=1000, threads=default_threads(),
-               show_progress=progress_enabled(progress))
+    run_decode(DecodeOptions(
+        model_path=os.path.join(data, "model.yaml"), track_specs=[(os.path.join(data, "tracks.h5"), 1.0)],
+        fasta_path=os.path.join(data, "genome.fa"), output=segments, stats_path=stats, changes_path=changes,
+        gap_min=1000, threads=default_threads(), show_progress=progress_enabled(progress)))
     click.echo(f"flashseg demo: decoded the example in {data}")
     click.echo(f"  segments (BED9+4):            {segments}")
     click.echo(f"  change posteriors (bedGraph): {changes}")

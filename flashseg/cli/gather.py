@@ -8,7 +8,7 @@ inputs, each contig must come from exactly one input, and a ``.gz`` target
 is BGZF with a tabix index, so no external bgzip or tabix is needed.
 Works for BED9+4, samples BED4+1 and bedGraph alike.
 
-Posterior-samples files (header ``#chrom start end name sample``, SPEC 4.5)
+Posterior-samples files (header ``#chrom start end name sample``; docs/formats.md, "Posterior samples")
 are ordered by contig, then sample, then position: starts go back to 0 at
 every new sample, so they are checked for (sample, start) order instead of
 start order, and a ``.gz`` target is BGZF without a tabix index (tabix

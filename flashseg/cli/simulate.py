@@ -6,7 +6,7 @@ gets an observation ``y ~ Normal(level[label], 1)`` with levels ``--signal``
 apart (``level[c] = c * signal``), and the tracks store the Gaussian
 log-likelihood of ``y`` under every label. Written to ``-o DIR``:
 
-- ``tracks.h5``  emission tracks (score log_likelihood), SPEC 4.1;
+- ``tracks.h5``  emission tracks (score log_likelihood; docs/formats.md, "Emission tracks");
 - ``truth.bed``  the drawn segments, ``#chrom start end name``;
 - ``genome.fa``  random ACGT of each length (+ ``.fai``), with an N run of
   ``--n-gap`` bp in the middle of each contig if asked;
@@ -131,6 +131,8 @@ def simulate_genome(spec, contigs, outdir, *, signal=2.0, n_gap=0, seed=0, dtype
     """Write the files; returns {contig: drawn Segments} (for simulated reads)."""
     import numpy as np
 
+    from .. import bins
+
     from ..core import sample
     from ..errors import DataError
     from ..io.bed import provenance_lines
@@ -153,7 +155,7 @@ def simulate_genome(spec, contigs, outdir, *, signal=2.0, n_gap=0, seed=0, dtype
         truth.write("#chrom\tstart\tend\tname\n")
         with open(fasta_temp, "w", encoding="ascii") as fasta:
             for name, length in contigs:
-                n_bins = -(-length // bin_size)
+                n_bins = bins.n_bins(length, bin_size)
                 zero = lambda a, b: np.zeros((b - a, C))  # noqa: E731 - prior: no evidence
                 try:
                     segments = sample(spec.model, zero, n_bins, 1, seed=seed, name=name)[0]
@@ -167,8 +169,8 @@ def simulate_genome(spec, contigs, outdir, *, signal=2.0, n_gap=0, seed=0, dtype
                     lab = labels_of_bins(segments, a, b)
                     y = levels[lab] + rng.standard_normal(b - a)
                     tracks.write(name, a, observations_log_likelihood(y, levels))
-                starts = np.asarray(segments.start) * bin_size
-                ends = np.minimum(np.asarray(segments.end) * bin_size, length)
+                starts = bins.to_bp(segments.start, bin_size, length)
+                ends = bins.to_bp(segments.end, bin_size, length)
                 truth.write("".join(f"{name}\t{s}\t{e}\t{spec.label_names[c]}\n" for s, e, c in
                                     zip(starts.tolist(), ends.tolist(), np.asarray(segments.label).tolist())))
                 gap = None

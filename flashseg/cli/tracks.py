@@ -2,23 +2,15 @@
 from __future__ import annotations
 
 import logging
-import os
 
 import click
 
-from ._common import read_options
+from ._common import default_threads, read_options
 
 log = logging.getLogger(__name__)
 
 # Rows computed and written at once: bounded memory per contig.
 _WRITE_ROWS = 65536
-
-
-def default_threads() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not Linux
-        return max(1, os.cpu_count() or 1)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -141,7 +141,7 @@ def log_partition(model: SemiMarkovModel, emissions, n_bins: int | None = None, 
 def viterbi(model: SemiMarkovModel, emissions, n_bins: int | None = None, *,
             chunk_size: int = DEFAULT_CHUNK_SIZE, device: str = "cpu", threads: int = 1,
             burn_in: int | None = None) -> ViterbiResult:
-    """MAP segmentation (ties as SPEC §3) and its score."""
+    """MAP segmentation (ties as docs/algorithms.md, "Viterbi and traceback") and its score."""
     src = _as_source(emissions)
     T = len(src) if n_bins is None else n_bins
     with chunk_threads(threads, burn_in) as par:
@@ -193,8 +193,8 @@ def sample(model: SemiMarkovModel, emissions, n_bins: int | None = None, n: int 
 
     def go(backend):
         run = par.run(backend, src, T, chunk_size, name)
-        _, fck = run.posterior_pass(None, (), keep_forward_checkpoints=True)
-        return run.sample(n, seed, fck)
+        _, forward_checkpoints = run.posterior_pass(None, (), keep_forward_checkpoints=True)
+        return run.sample(n, seed, forward_checkpoints)
 
     with chunk_threads(threads, burn_in) as par:
         return _with_fallback(model, device, go)[0]
@@ -234,8 +234,8 @@ def decode_contig(model: SemiMarkovModel, emissions, n_bins: int, *, name: str =
             else:
                 tracker = SegmentTracker(backend.fwd, n_bins, "run" if merge_adjacent else "exact",
                                          segs.start, segs.label)
-            log_z, fck = run.posterior_pass(per_bin, [tracker], keep_forward_checkpoints=n_samples > 0)
-            samples = run.sample(n_samples, seed, fck) if n_samples > 0 else []
+            log_z, forward_checkpoints = run.posterior_pass(per_bin, [tracker], keep_forward_checkpoints=n_samples > 0)
+            samples = run.sample(n_samples, seed, forward_checkpoints) if n_samples > 0 else []
             return log_z, tracker.calls, samples, backend.name
 
         (log_z, calls, samples, backend_name), fell_back = _with_fallback(model, device, go, per_bin)

@@ -37,14 +37,14 @@ class _KernelState:
 
         Used only by chunk-parallel passes, which certify the guess afterwards.
         """
-        self.istate[0] = t
-        self.istate[1] = 0
+        self.t_sexp[0] = t
+        self.t_sexp[1] = 0
         self.E[:] = self._guess_E
 
     @property
     def t(self) -> int:
         """The boundary this state stands at (bins consumed so far)."""
-        return int(self.istate[0])
+        return int(self.t_sexp[0])
 
     def copy(self):
         """An independent copy (a checkpoint): every array copied, the model shared."""
@@ -67,7 +67,7 @@ class LinearState(_KernelState):
         self.A = np.zeros(C)
         self.E = pm.init_m.copy()
         self.ghost = np.full(C, -np.inf)
-        self.istate = np.array([0, pm.init_k], dtype=np.int64)
+        self.t_sexp = np.array([0, pm.init_k], dtype=np.int64)
 
     _guess_E = 1.0
 
@@ -78,7 +78,7 @@ class LinearState(_KernelState):
         """(log of every value in units of 2**sexp, sexp, None): what the recursion carries."""
         ring = positive_log(self.ring) + positive_log(self.P)[:, None]
         return (np.concatenate([ring.ravel(), positive_log(self.tail), positive_log(self.A),
-                                positive_log(self.E)]), int(self.istate[1]), None)
+                                positive_log(self.E)]), int(self.t_sexp[1]), None)
 
 
     def advance(self, chunk: EmissionChunk, store: ForwardStore | None = None) -> int:
@@ -88,7 +88,7 @@ class LinearState(_KernelState):
         s = store
         return int(k.forward_linear(
             chunk.x, chunk.f, chunk.k, chunk.reverse, self.ring, self.P, self.umax, self.tail, self.A, self.E, self.ghost,
-            self.istate, pm.wcirc, pm.wpos, pm.wK, pm.phiK_finite, pm.rho, pm.TrT, pm.trpos,
+            self.t_sexp, pm.wcirc, pm.wpos, pm.wK, pm.phiK_finite, pm.rho, pm.TrT, pm.trpos,
             s is not None, s is not None and s.with_tail,
             s.E if s else dummy2, s.A if s else dummy2, s.L if s else dummy2,
             s.sexp if s else np.empty(0, dtype=np.int64), s.ghost if s else dummy2,
@@ -97,18 +97,18 @@ class LinearState(_KernelState):
     def log_partition(self) -> tuple[float, float, int]:
         """(logZ, mantissa in [0.5, 1), binary exponent) at the final boundary."""
         zm = float(np.dot(self.A, self.pm.final_m))
-        return split_partition(zm, int(self.istate[1]) + self.pm.final_k)
+        return split_partition(zm, int(self.t_sexp[1]) + self.pm.final_k)
 
     def log_ring_entry(self, c: int, slot: int) -> float:
         v = self.ring[c, slot] * self.P[c]
-        return math.log(self.ring[c, slot]) + math.log(self.P[c]) + int(self.istate[1]) * math.log(2.0) \
+        return math.log(self.ring[c, slot]) + math.log(self.P[c]) + int(self.t_sexp[1]) * math.log(2.0) \
             if v > 0 else -math.inf
 
     def lost_at_end(self, log_z: float) -> float:
         """Certificate term of the ghosts at the contig end (B[T] = final)."""
         g = self.ghost
         ok = np.isfinite(g) & np.isfinite(self.pm.final)
-        return float(np.sum(self.pm.mw[ok] * np.exp(g[ok] + self.pm.final[ok] - log_z)))
+        return float(np.sum(self.pm.max_weight[ok] * np.exp(g[ok] + self.pm.final[ok] - log_z)))
 
 
 class LogSpaceState(_KernelState):
@@ -121,7 +121,7 @@ class LogSpaceState(_KernelState):
         self.tail = np.full(C, -np.inf)
         self.A = np.full(C, -np.inf)
         self.E = pm.initial.copy()
-        self.istate = np.array([0, 0], dtype=np.int64)
+        self.t_sexp = np.array([0, 0], dtype=np.int64)
 
     def junction_view(self):
         """(every log value the recursion carries, 0, None)."""
@@ -132,7 +132,7 @@ class LogSpaceState(_KernelState):
         dummy2 = np.empty((0, pm.C))
         s = store
         return int(_kernels().forward_logspace(
-            chunk.x, chunk.reverse, self.ring, self.tail, self.A, self.E, self.istate,
+            chunk.x, chunk.reverse, self.ring, self.tail, self.A, self.E, self.t_sexp,
             pm.phicirc, pm.phiK, pm.lrho, pm.trans, s is not None, s is not None and s.with_tail,
             s.E if s else dummy2, s.A if s else dummy2, s.L if s else dummy2,
             s.sexp if s else np.empty(0, dtype=np.int64)))
@@ -169,7 +169,7 @@ class ViterbiState(_KernelState):
         self.tail_start = np.full(C, -1, dtype=np.int64)
         self.A = np.full(C, -np.inf)
         self.E = pm.initial.copy()
-        self.istate = np.array([0, 0], dtype=np.int64)
+        self.t_sexp = np.array([0, 0], dtype=np.int64)
 
     def junction_view(self):
         """(every max-plus value the recursion carries, 0, where each live tail started)."""
@@ -180,7 +180,7 @@ class ViterbiState(_KernelState):
         pm = self.pm
         empty = np.empty((0, pm.C), dtype=np.int64)
         return int(_kernels().viterbi_forward(
-            chunk.x, self.ring, self.off, self.tail, self.tail_start, self.A, self.E, self.istate,
+            chunk.x, self.ring, self.off, self.tail, self.tail_start, self.A, self.E, self.t_sexp,
             pm.phicirc, pm.phiK, pm.lrho, pm.trans, store is not None,
             store.a_start if store else empty, store.e_prev if store else empty))
 
@@ -236,5 +236,5 @@ class CpuBackend(Backend):
         return float(_kernels().posterior_chunk(
             fstore.E, fstore.A, fstore.sexp, fstore.ghost, fstore.ghost_flag,
             bstore.E, bstore.A, bstore.sexp, bstore.ghost, bstore.ghost_flag,
-            pm.Tr, pm.mw, 1.0 / zm, zexp, log_z, carry, first_boundary, n, with_last,
+            pm.Tr, pm.max_weight, 1.0 / zm, zexp, log_z, carry, first_boundary, n, with_last,
             gamma, boundary, change))

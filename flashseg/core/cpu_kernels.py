@@ -4,7 +4,7 @@ Every kernel advances a state in place over the bins of one chunk. The chunk
 driver (``driver.py``) owns the order of passes, the checkpoints and the
 consumers; these functions only do arithmetic.
 
-Three forward recursions share one ring layout (ALGORITHMS.md, Forward):
+Three forward recursions share one ring layout (docs/algorithms.md, "Recursions"):
 
 * :func:`forward_linear` — the fast path. Linear space, one shared binary
   exponent per bin (``sexp``), values flushed to 0 below ``FLOOR`` with the
@@ -164,13 +164,13 @@ def _rescale_messages(tail, A, E, ghost, scale, sexp, K):
 
 
 @njit(nogil=True, cache=True)
-def _forward_linear_k1(x, f, kexp, reverse, ring, tail, A, E, ghost, istate, w1, wpos1, TrT, trpos,
+def _forward_linear_k1(x, f, kexp, reverse, ring, tail, A, E, ghost, t_sexp, w1, wpos1, TrT, trpos,
                        do_store, store_tail, sE, sA, sL, sS, sG, sGflag):
     """:func:`forward_linear` for K = 1 without tails (an HMM): same state,
     same flush and ghost accounting, none of the ring bookkeeping."""
     n, C = x.shape
-    t = istate[0]
-    sexp = istate[1]
+    t = t_sexp[0]
+    sexp = t_sexp[1]
     lost = np.zeros(C)
     ghost_live = _any_finite(ghost)
     if do_store:
@@ -200,8 +200,8 @@ def _forward_linear_k1(x, f, kexp, reverse, ring, tail, A, E, ghost, istate, w1,
         t += 1
         ghost_live = _carry_ghosts(ghost, ghost_live, x[i], lost, sexp)
         if live_max == 0.0:
-            istate[0] = t
-            istate[1] = sexp
+            t_sexp[0] = t
+            t_sexp[1] = sexp
             return step
         if live_max > RESCALE_HI or live_max < RESCALE_LO:
             shift = math.frexp(live_max)[1]
@@ -220,13 +220,13 @@ def _forward_linear_k1(x, f, kexp, reverse, ring, tail, A, E, ghost, istate, w1,
                 ghost_live = True
         if do_store:
             _store_row(step + 1, E, A, tail, sexp, ghost, ghost_live, store_tail, sE, sA, sL, sS, sG, sGflag)
-    istate[0] = t
-    istate[1] = sexp
+    t_sexp[0] = t
+    t_sexp[1] = sexp
     return -1
 
 
 @njit(nogil=True, cache=True)
-def forward_linear(x, f, kexp, reverse, ring, P, umax, tail, A, E, ghost, istate,
+def forward_linear(x, f, kexp, reverse, ring, P, umax, tail, A, E, ghost, t_sexp,
                    wcirc, wpos, wK, phiK_finite, rho, TrT, trpos,
                    do_store, store_tail, sE, sA, sL, sS, sG, sGflag):
     """Advance the certified linear-space forward over the bins of one chunk.
@@ -239,7 +239,7 @@ def forward_linear(x, f, kexp, reverse, ring, P, umax, tail, A, E, ghost, istate
     factors, so they live in one per-label product P and the hot loop is a
     read-only dot product); umax (C,) an upper bound of ring[c]; tail (C,),
     A (C,), E (C,) at the current boundary; ghost (C,) natural-log absolute
-    lost mass; istate = [t, sexp]: true values are these times 2**sexp.
+    lost mass; t_sexp = [t, sexp]: true values are these times 2**sexp.
     With do_store, rows 0..n of sE, sA (C columns) and sS (sexp) receive the
     state at boundaries t..t+n, and sL the tail when ``store_tail`` (only
     sampling reads it). Ghost rows go to sG only where some ghost is finite,
@@ -251,10 +251,10 @@ def forward_linear(x, f, kexp, reverse, ring, P, umax, tail, A, E, ghost, istate
     n, C = x.shape
     K = ring.shape[1]
     if K == 1 and rho.max() == 0.0:
-        return _forward_linear_k1(x, f, kexp, reverse, ring, tail, A, E, ghost, istate, wcirc[:, 0],
+        return _forward_linear_k1(x, f, kexp, reverse, ring, tail, A, E, ghost, t_sexp, wcirc[:, 0],
                                   wpos[:, 0], TrT, trpos, do_store, store_tail, sE, sA, sL, sS, sG, sGflag)
-    t = istate[0]
-    sexp = istate[1]
+    t = t_sexp[0]
+    sexp = t_sexp[1]
     lost = np.zeros(C)
     inv_P = np.empty(C)
     for c in range(C):
@@ -340,8 +340,8 @@ def forward_linear(x, f, kexp, reverse, ring, P, umax, tail, A, E, ghost, istate
         t += 1
         ghost_live = _carry_ghosts(ghost, ghost_live, x[i], lost, sexp)
         if live_max == 0.0:
-            istate[0] = t
-            istate[1] = sexp
+            t_sexp[0] = t
+            t_sexp[1] = sexp
             return step
         if live_max > RESCALE_HI or live_max < RESCALE_LO:
             # Rescale by an exact power of two. Ring entries follow through
@@ -356,13 +356,13 @@ def forward_linear(x, f, kexp, reverse, ring, P, umax, tail, A, E, ghost, istate
                 ghost_live = True
         if do_store:
             _store_row(step + 1, E, A, tail, sexp, ghost, ghost_live, store_tail, sE, sA, sL, sS, sG, sGflag)
-    istate[0] = t
-    istate[1] = sexp
+    t_sexp[0] = t
+    t_sexp[1] = sexp
     return -1
 
 
 @njit(nogil=True, cache=True)
-def forward_logspace(x, reverse, ring, tail, A, E, istate, phicirc, phiK, lrho, trans,
+def forward_logspace(x, reverse, ring, tail, A, E, t_sexp, phicirc, phiK, lrho, trans,
                      do_store, store_tail, sE, sA, sL, sS):
     """Exact log-space forward over one chunk (the certificate's fallback).
 
@@ -373,7 +373,7 @@ def forward_logspace(x, reverse, ring, tail, A, E, istate, phicirc, phiK, lrho, 
     """
     n, C = x.shape
     K = ring.shape[1]
-    t = istate[0]
+    t = t_sexp[0]
     if do_store:
         sE[0, :] = E
         sA[0, :] = A
@@ -427,7 +427,7 @@ def forward_logspace(x, reverse, ring, tail, A, E, istate, phicirc, phiK, lrho, 
             E[c] = e
         t += 1
         if not any_alive:
-            istate[0] = t
+            t_sexp[0] = t
             return step
         if do_store:
             sE[step + 1, :] = E
@@ -435,7 +435,7 @@ def forward_logspace(x, reverse, ring, tail, A, E, istate, phicirc, phiK, lrho, 
             if store_tail:
                 sL[step + 1, :] = tail
             sS[step + 1] = 0
-    istate[0] = t
+    t_sexp[0] = t
     return -1
 
 
@@ -468,7 +468,7 @@ def _max_plus(r, phi):
 
 
 @njit(nogil=True, cache=True)
-def viterbi_forward(x, ring, off, tail, tail_start, A, E, istate, phicirc, phiK, lrho, trans,
+def viterbi_forward(x, ring, off, tail, tail_start, A, E, t_sexp, phicirc, phiK, lrho, trans,
                     do_store, a_start, e_prev):
     """Max-plus forward over one chunk; with do_store, argmax pointers per boundary.
 
@@ -484,7 +484,7 @@ def viterbi_forward(x, ring, off, tail, tail_start, A, E, istate, phicirc, phiK,
     """
     n, C = x.shape
     K = ring.shape[1]
-    t = istate[0]
+    t = t_sexp[0]
     if do_store:
         _viterbi_prev_row(0, t, A, E, trans, e_prev)
         for c in range(C):
@@ -548,7 +548,7 @@ def viterbi_forward(x, ring, off, tail, tail_start, A, E, istate, phicirc, phiK,
         t += 1
         if do_store:
             _viterbi_prev_row(i + 1, t, A, E, trans, e_prev)
-    istate[0] = t
+    t_sexp[0] = t
     return -1
 
 
@@ -570,7 +570,7 @@ def _viterbi_prev_row(row, t, A, E, trans, e_prev):
 
 
 @njit(nogil=True, cache=True)
-def posterior_chunk(Ef, Af, sf, gf, gf_flag, Bb, Gb, sb, gb, gb_flag, Tr, mw, inv_zm, zexp, log_z,
+def posterior_chunk(Ef, Af, sf, gf, gf_flag, Bb, Gb, sb, gb, gb_flag, Tr, max_weight, inv_zm, zexp, log_z,
                     carry, first_boundary, n, with_last, gamma, boundary, change):
     """Per-bin posteriors for boundaries 0..n-1 of a chunk, and its certificate term.
 
@@ -589,11 +589,11 @@ def posterior_chunk(Ef, Af, sf, gf, gf_flag, Bb, Gb, sb, gb, gb_flag, Tr, mw, in
         if gf_flag[i]:
             for c in range(C):
                 if gf[i, c] > -np.inf and Bb[i, c] > 0.0:
-                    cert += mw[c] * math.exp(gf[i, c] + math.log(Bb[i, c]) + sb[i] * LN2 - log_z)
+                    cert += max_weight[c] * math.exp(gf[i, c] + math.log(Bb[i, c]) + sb[i] * LN2 - log_z)
         if gb_flag[i]:
             for c in range(C):
                 if gb[i, c] > -np.inf and Ef[i, c] > 0.0:
-                    cert += mw[c] * math.exp(gb[i, c] + math.log(Ef[i, c]) + sf[i] * LN2 - log_z)
+                    cert += max_weight[c] * math.exp(gb[i, c] + math.log(Ef[i, c]) + sf[i] * LN2 - log_z)
         if i == n:
             break
         k = int(sf[i] + sb[i] - zexp)

@@ -3,7 +3,7 @@
 Shared by every backend (CPU numba, GPU Triton). A backend supplies states
 with ``advance(chunk, store)``; the driver never sees their internals.
 
-Pass plan per contig (ALGORITHMS.md, Chunks and output order):
+Pass plan per contig (docs/algorithms.md, "Chunks and output order"):
 
 * Viterbi: max-plus forward keeping one checkpoint per chunk; traceback from
   the contig end recomputes one chunk at a time with argmax pointers.
@@ -14,7 +14,8 @@ Pass plan per contig (ALGORITHMS.md, Chunks and output order):
   fast path is summed in that pass; if it fails, the contig is recomputed in
   exact log space (consumers get ``restart()``).
 
-  The certificate (ALGORITHMS.md) charges each pass's flushed mass against
+  The certificate (docs/algorithms.md, "Linear fast path and its certificate")
+  charges each pass's flushed mass against
   the other pass's *computed* continuation. A path flushed by both passes
   is missing from both and escapes it; when both passes flushed anything,
   logZ is therefore also checked against the exact max-plus MAP score
@@ -29,7 +30,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import threading
 
 import numpy as np
@@ -126,8 +126,9 @@ class ContigRun:
             if self._readers is None:
                 from concurrent.futures import ThreadPoolExecutor
 
-                cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-                self._readers = ThreadPoolExecutor(max(1, min(16, cpus)), thread_name_prefix="flashseg-read")
+                from ..cpus import usable_cpus
+
+                self._readers = ThreadPoolExecutor(min(16, usable_cpus()), thread_name_prefix="flashseg-read")
             self._reader_users += 1
         try:
             yield

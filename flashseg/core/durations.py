@@ -188,7 +188,7 @@ class _Poisson(_Discrete):
 
 
 class _Continuous(_Law):
-    """A continuous law F on (0, inf), discretised as SPEC §4.2:
+    """A continuous law F on (0, inf), discretised (docs/model.md, "Durations"):
     P(1) = F(3/2), P(d) = F(d + 1/2) - F(d - 1/2) for d >= 2."""
 
     def log_cdf_sf(self, x: float) -> tuple[float, float]:

@@ -240,7 +240,7 @@ class _DeviceState:
 
     @property
     def batch(self) -> int:
-        return int(self.dev["istate"].shape[0])
+        return int(self.dev["t_sexp"].shape[0])
 
     def as_guess(self, t: int) -> None:
         """As cpu._KernelState.as_guess: a fresh state becomes a guess at boundary t."""
@@ -255,7 +255,7 @@ class _DeviceState:
             return
         dev = self.dm.device
         idx = torch.tensor(rows, dtype=torch.int64, device=dev)
-        self.dev["istate"][idx] = torch.tensor([[int(ts[b]), 0] for b in rows], dtype=torch.int64, device=dev)
+        self.dev["t_sexp"][idx] = torch.tensor([[int(ts[b]), 0] for b in rows], dtype=torch.int64, device=dev)
         self.dev["E"][idx] = self._guess_E
         self._host = {}
 
@@ -298,12 +298,12 @@ class _DeviceState:
         return self._host[key]
 
     @property
-    def istate(self) -> np.ndarray:
-        return self._host_view("istate")
+    def t_sexp(self) -> np.ndarray:
+        return self._host_view("t_sexp")
 
     @property
     def t(self) -> int:
-        return int(self.istate[0])
+        return int(self.t_sexp[0])
 
     @property
     def ring(self) -> np.ndarray:
@@ -408,7 +408,7 @@ def _new_state(dm: DeviceModel, fill_ring: float, E0: np.ndarray, sexp0: int, C:
         "tail": torch.full((batch, C), fill_ring, dtype=torch.float64, device=dev),
         "A": torch.full((batch, C), fill_ring, dtype=torch.float64, device=dev),
         "E": torch.tensor(np.array(E0, dtype=np.float64), device=dev)[None].repeat(batch, 1).contiguous(),
-        "istate": torch.tensor([[0, sexp0]] * batch, dtype=torch.int64, device=dev),
+        "t_sexp": torch.tensor([[0, sexp0]] * batch, dtype=torch.int64, device=dev),
     }
 
 
@@ -439,7 +439,7 @@ class GpuLinearState(_DeviceState):
         self._host = dict(self._host, ghost=g)   # the other fields are unchanged
 
     def junction_view(self):
-        return np.concatenate([positive_log(v) for v in self._carried()]), int(self.istate[1]), None
+        return np.concatenate([positive_log(v) for v in self._carried()]), int(self.t_sexp[1]), None
 
     def _launch(self, dc, n, stores) -> np.ndarray:
         from .triton.linear import linear_forward
@@ -454,18 +454,18 @@ class GpuLinearState(_DeviceState):
 
     def log_partition(self) -> tuple[float, float, int]:
         zm = float(np.dot(self.A, self.dm.pm.final_m))
-        return split_partition(zm, int(self.istate[1]) + self.dm.pm.final_k)
+        return split_partition(zm, int(self.t_sexp[1]) + self.dm.pm.final_k)
 
     def log_ring_entry(self, c: int, slot: int) -> float:
         """log of the ring value (start (-slot) mod K's running product) of label c."""
         v = self.ring[c, slot]
-        return math.log(v) + int(self.istate[1]) * math.log(2.0) if v > 0 else -math.inf
+        return math.log(v) + int(self.t_sexp[1]) * math.log(2.0) if v > 0 else -math.inf
 
     def lost_at_end(self, log_z: float) -> float:
         pm = self.dm.pm
         g = self.ghost
         ok = np.isfinite(g) & np.isfinite(pm.final)
-        return float(np.sum(pm.mw[ok] * np.exp(g[ok] + pm.final[ok] - log_z)))
+        return float(np.sum(pm.max_weight[ok] * np.exp(g[ok] + pm.final[ok] - log_z)))
 
 
 class GpuLogSpaceState(_DeviceState):
@@ -716,7 +716,7 @@ class GpuStore(ForwardStore):
         self._cache.pop("any_loss", None)
 
 
-def device_certificate(fstore: GpuStore, bstore: GpuStore, mw, log_z: float, rows: int):
+def device_certificate(fstore: GpuStore, bstore: GpuStore, max_weight, log_z: float, rows: int):
     """The certificate's terms of one chunk (as ``cpu_kernels.posterior_chunk``
     sums them: forward losses continue at most like B, backward losses like E)
     on the device rows, with whether each store lost anything: a (3,) tensor
@@ -731,7 +731,7 @@ def device_certificate(fstore: GpuStore, bstore: GpuStore, mw, log_z: float, row
         ok = torch.isfinite(ghost) & (cont > 0.0)
         expo = torch.where(ok, ghost + torch.log(cont) + sexp[:, None].to(ghost.dtype) * math.log(2.0) - log_z,
                            -math.inf)
-        part = (mw[None, :] * torch.exp(expo)).sum()
+        part = (max_weight[None, :] * torch.exp(expo)).sum()
         total = part if total is None else total + part
     anyf = torch.isfinite(fstore.device_rows["ghost"]).any().to(total.dtype)
     anyb = torch.isfinite(bstore.device_rows["ghost"]).any().to(total.dtype)
@@ -909,7 +909,7 @@ class GpuBackend(Backend):
         if not hasattr(self, "_tr_diag"):
             self._tr_diag = torch.tensor(np.ascontiguousarray(np.diag(self.fwd.Tr)), device=dev)
             self._trans = torch.tensor(np.ascontiguousarray(self.fwd.trans), device=dev)
-            self._mw = torch.tensor(np.ascontiguousarray(self.fwd.mw, dtype=np.float64), device=dev)
+            self._max_weight = torch.tensor(np.ascontiguousarray(self.fwd.max_weight, dtype=np.float64), device=dev)
         C = self.fwd.C
         carry_dev = torch.tensor(carry, dtype=torch.float64, device=dev)[None].contiguous()
         n_dev = torch.tensor([n], dtype=torch.int64, device=dev)
@@ -920,7 +920,7 @@ class GpuBackend(Backend):
                                         log_z=log_z if self.exact else None, trans=self._trans, nmax=n)
         parts = [g[0].reshape(-1), b[0], c[0], carry_dev[0]]
         if not self.exact:
-            parts.append(device_certificate(fstore, bstore, self._mw, log_z, n + 1 if with_last else n))
+            parts.append(device_certificate(fstore, bstore, self._max_weight, log_z, n + 1 if with_last else n))
         out = _to_host(torch.cat(parts), pinned=True)
         gamma[:] = out[:n * C].reshape(n, C)
         boundary[:] = out[n * C:n * C + n]

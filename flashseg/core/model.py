@@ -1,4 +1,4 @@
-"""The semi-Markov model as plain arrays (SPEC §2).
+"""The semi-Markov model as plain arrays (docs/model.md, "The model").
 
 Everything here is in natural-log space; ``-inf`` forbids an event.
 The core never reads files: ``flashseg.io.model`` turns a YAML model into
@@ -84,7 +84,7 @@ class SemiMarkovModel:
         """The same model read right to left: init and final swap, transitions transpose.
 
         The backward pass is the forward pass of this model on the reversed
-        emissions (ALGORITHMS.md, Backward).
+        emissions (docs/algorithms.md, "Recursions").
         """
         return SemiMarkovModel(self.duration, self.tail_log_rho,
                                self.transition.T.copy(), self.final, self.initial)

@@ -47,6 +47,6 @@ class PreparedModel:
         self.trpos = np.ascontiguousarray(np.isfinite(model.transition))
         # Bound on how much any duration weight can multiply a lost value.
         wmax = np.where(np.isfinite(phi), phi, -np.inf).max(axis=1)
-        self.mw = np.maximum(1.0, np.exp(np.minimum(wmax, 700.0)))
+        self.max_weight = np.maximum(1.0, np.exp(np.minimum(wmax, 700.0)))
         self.init_m, self.init_k = scaled_exp(model.initial)
         self.final_m, self.final_k = scaled_exp(model.final)

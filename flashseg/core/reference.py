@@ -1,6 +1,6 @@
 """Plain reference inference: whole arrays, natural-log space, unchunked.
 
-This is the "obviously correct" implementation of SPEC §2–3 that the fast
+This is the "obviously correct" implementation of docs/algorithms.md, "Recursions", that the fast
 kernels are tested against. It enumerates every duration explicitly (the
 geometric tail enters only through ``phi_c(d)`` for ``d > K``, never through
 a tail accumulator), so it shares no recursion trick with the kernels.
@@ -196,7 +196,7 @@ def _messages(model, x):
 
 
 def posteriors(model: SemiMarkovModel, x) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(gamma (T, C), boundary (T,), change (T,))`` per SPEC §3, float64.
+    """``(gamma (T, C), boundary (T,), change (T,))`` (docs/algorithms.md, "Notation"), float64.
 
     ``boundary[0] = change[0] = 1``: the contig start is a boundary.
     """

@@ -1,4 +1,4 @@
-"""What inference returns (SPEC §3), as plain arrays."""
+"""What inference returns, as plain arrays (docs/algorithms.md, "Notation")."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -32,7 +32,7 @@ class Segments:
 
 @dataclass
 class SegmentCalls(Segments):
-    """Segments with their posteriors (the BED9+4 columns of SPEC §4.5).
+    """Segments with their posteriors (the BED9+4 columns of docs/formats.md, "Segments BED").
 
     seg_post    posterior of the exact segment (MAP segments) or of the merged run
     start_post  b (MAP segments) or chg (merged runs) at ``start``; 1 at the contig start

@@ -1,4 +1,4 @@
-"""Posterior sampling's walks (ALGORITHMS.md, "Exact posterior sampling").
+"""Posterior sampling's walks (docs/algorithms.md, "Sampling").
 
 Every sample walks back from the contig end, chunk by chunk, through the
 forward rows the driver recomputes for each chunk. The walk itself is a
@@ -26,7 +26,7 @@ from .results import Segments
 
 def sample_seeds(seed: int, name: str, n: int):
     """One seed sequence per sample of contig ``name``: the same in a per-contig
-    and a whole-genome run (SPEC §3)."""
+    and a whole-genome run (docs/algorithms.md, "Sampling")."""
     digest = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "little")
     return np.random.SeedSequence([int(seed) & 0xFFFFFFFFFFFFFFFF, digest]).spawn(n)
 

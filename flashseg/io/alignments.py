@@ -137,7 +137,7 @@ def check_contigs(bam_path, bam_contig_list, fasta_path, fasta_contig_list) -> N
 
 
 def fasta_contigs(path) -> list[tuple[str, int]]:
-    """(name, length) of a FASTA's records in file order (SPEC 4.3 checks apply)."""
+    """(name, length) of a FASTA's records in file order (the genome's checks apply: io/fasta.py)."""
     from .fasta import open_genome
 
     with open_genome(os.fspath(path)) as genome:

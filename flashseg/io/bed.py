@@ -1,4 +1,4 @@
-"""Segment calls as BED9+4 (SPEC §4.5), and posterior samples as BED4+1.
+"""Segment calls as BED9+4 (docs/formats.md, "Segments BED"), and posterior samples as BED4+1.
 
 BED9+4 layout, one segment per line, tab-separated::
 
@@ -29,6 +29,7 @@ import os
 
 import numpy as np
 
+from .. import bins
 from ..errors import DataError
 
 BED_HEADER = ("#chrom\tstart\tend\tname\tscore\tstrand\tthickStart\tthickEnd\titemRgb"
@@ -82,8 +83,8 @@ class BedWriter:
         self.stream.write(BED_HEADER + "\n")
 
     def bp_intervals(self, calls, offset: int, length: int):
-        start = (np.asarray(calls.start, dtype=np.int64) + offset) * self.bin_size
-        end = np.minimum((np.asarray(calls.end, dtype=np.int64) + offset) * self.bin_size, length)
+        start = bins.to_bp(np.asarray(calls.start, dtype=np.int64) + offset, self.bin_size, length)
+        end = bins.to_bp(np.asarray(calls.end, dtype=np.int64) + offset, self.bin_size, length)
         return start, end
 
     def write_calls(self, contig: str, calls, *, length: int, offset: int = 0) -> int:
@@ -151,8 +152,8 @@ class SamplesWriter:
     def write_samples(self, contig: str, samples, *, length: int, offset: int = 0) -> None:
         names = self.names
         for k, seg in enumerate(samples):
-            start = (np.asarray(seg.start, dtype=np.int64) + offset) * self.bin_size
-            end = np.minimum((np.asarray(seg.end, dtype=np.int64) + offset) * self.bin_size, length)
+            start = bins.to_bp(np.asarray(seg.start, dtype=np.int64) + offset, self.bin_size, length)
+            end = bins.to_bp(np.asarray(seg.end, dtype=np.int64) + offset, self.bin_size, length)
             self.stream.write("".join(f"{contig}\t{s}\t{e}\t{names[c]}\t{k}\n" for s, e, c in
                                       zip(start.tolist(), end.tolist(), np.asarray(seg.label).tolist())))
 

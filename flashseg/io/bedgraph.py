@@ -1,4 +1,4 @@
-"""Per-bin posteriors as bedGraph (SPEC §4.5): ``--boundaries`` and ``--changes``.
+"""Per-bin posteriors as bedGraph (docs/formats.md, "bedGraph outputs"): ``--boundaries`` and ``--changes``.
 
 No header. Each value covers its bin's bp interval
 ``[i * bin_size, min((i + 1) * bin_size, L))`` and is printed with ``%.6g``;
@@ -14,6 +14,8 @@ carried across chunk edges so the output does not depend on the chunk size.
 from __future__ import annotations
 
 import numpy as np
+
+from .. import bins
 
 DEFAULT_MIN_POSTERIOR = 1e-4
 
@@ -33,8 +35,7 @@ class BedGraphSink:
         from .textformat import render_bytes
 
         first, end, mant, exp10 = run
-        bs = self.bin_size
-        return render_bytes(f"{self.contig}\t", "iig", np.array([[first * bs, min(end * bs, self.length)]]),
+        return render_bytes(f"{self.contig}\t", "iig", bins.to_bp([[first, end]], self.bin_size, self.length),
                             np.array([[mant]]), np.array([[exp10]]))
 
     def _emit(self, data: bytes) -> None:
@@ -58,14 +59,14 @@ class BedGraphSink:
             self.close()
             return
         mant, exp10 = g6_digits(values[idx])
-        bins = local[idx] + self.offset
+        at = local[idx] + self.offset
         # A run continues while bins are consecutive and the printed value repeats.
         new_run = np.ones(idx.size, dtype=bool)
-        new_run[1:] = (bins[1:] != bins[:-1] + 1) | (mant[1:] != mant[:-1]) | (exp10[1:] != exp10[:-1])
+        new_run[1:] = (at[1:] != at[:-1] + 1) | (mant[1:] != mant[:-1]) | (exp10[1:] != exp10[:-1])
         starts = np.flatnonzero(new_run)
         ends = np.append(starts[1:], idx.size)
-        run_first = bins[starts]
-        run_end = bins[ends - 1] + 1
+        run_first = at[starts]
+        run_end = at[ends - 1] + 1
         run_mant, run_exp = mant[starts], exp10[starts]
         prev = self._run
         if prev is not None and prev[1] == run_first[0] and prev[2] == run_mant[0] and prev[3] == run_exp[0]:
@@ -75,9 +76,9 @@ class BedGraphSink:
         # The last run may continue into the next chunk unless a left-out bin ends it here.
         self._run = (int(run_first[-1]), int(run_end[-1]), int(run_mant[-1]), int(run_exp[-1]))
         complete = slice(0, len(starts) - 1)
-        bs = self.bin_size
         if len(starts) > 1:
-            ints = np.stack([run_first[complete] * bs, np.minimum(run_end[complete] * bs, self.length)], axis=1)
+            ints = bins.to_bp(np.stack([run_first[complete], run_end[complete]], axis=1), self.bin_size,
+                              self.length)
             text += render_bytes(f"{self.contig}\t", "iig", ints, run_mant[complete], run_exp[complete])
         self._emit(text)
         if idx[-1] != values.shape[0] - 1:

@@ -14,6 +14,7 @@ import tempfile
 
 import numpy as np
 
+from .. import bins
 from ..errors import DataError
 
 log = logging.getLogger(__name__)
@@ -117,8 +118,7 @@ class Genome:
         length = self.lengths[name]
         out = []
         for s, e in self.gaps(name, gap_min):
-            first = -(-s // bin_size)
-            last = n_bins if e >= length else e // bin_size
+            first, last = bins.inside(s, e, bin_size, length)
             last = min(last, n_bins)
             if last > first:
                 out.append((first, last))

@@ -1,4 +1,4 @@
-"""The model YAML file (SPEC §4.2) -> :class:`ModelSpec` with the core's arrays.
+"""The model YAML file (docs/model.md) -> :class:`ModelSpec` with the core's arrays.
 
 Every problem is a :class:`flashseg.errors.DataError` naming the file, whose
 message starts with the key path of the offending value, e.g.
@@ -45,7 +45,7 @@ class LabelSpec:
 
 @dataclass(frozen=True)
 class CoverageSpec:
-    """Read-depth emission model (SPEC §4.4).
+    """Read-depth emission model (docs/model.md, "Coverage").
 
     Counts around ``mu = mean[label] * depth`` with variance
     ``mu + dispersion * mu^2``; ``dispersion`` is 0 for ``poisson``.
@@ -378,7 +378,7 @@ def parse_model(data: Any, *, base_dir: str | Path = ".", path: str = "<model>",
 
 
 def load_model(path: str | Path) -> ModelSpec:
-    """Read and validate a model YAML file (SPEC §4.2).
+    """Read and validate a model YAML file (docs/model.md, "YAML reference").
 
     Raises DataError(file=path) whose message starts with the key path.
     """

@@ -1,6 +1,6 @@
 """``--posteriors FILE.h5``: the label marginals gamma per bin.
 
-The file has the tracks layout of SPEC §4.1 with ``score = "probability"``,
+The file has the tracks layout (docs/formats.md, "Emission tracks") with ``score = "probability"``,
 so it can be inspected with ``flashseg info`` and read back with
 :func:`flashseg.io.tracks.open_tracks`. Values are float32 by default
 (``--posteriors-dtype float16`` halves the size; gamma lies in [0, 1], far

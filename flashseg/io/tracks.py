@@ -1,4 +1,4 @@
-"""Emission tracks: HDF5 files of per-bin scores (SPEC §4.1).
+"""Emission tracks: HDF5 files of per-bin scores (docs/formats.md, "Emission tracks").
 
 Layout::
 
@@ -23,6 +23,7 @@ import threading
 
 import numpy as np
 
+from .. import bins
 from ..errors import DataError
 from .output import commit, discard, temp_path_for, check_writable_dir
 
@@ -150,7 +151,7 @@ class TracksWriter:
             raise DataError("negative number of bins", file=self.path, contig=name)
         if length_bp is not None:
             length_bp = int(length_bp)
-            allowed = {math.ceil(length_bp / self.bin_size), length_bp // self.bin_size}
+            allowed = {bins.n_bins(length_bp, self.bin_size), bins.full_bins(length_bp, self.bin_size)}
             if n_bins not in allowed:
                 raise DataError(f"{n_bins} bins do not fit a length of {length_bp} bp at bin size "
                                 f"{self.bin_size} (expected {' or '.join(map(str, sorted(allowed)))})",
@@ -448,7 +449,7 @@ class TrackSet:
     def check_length(self, contig: str, length_bp: int, fasta_path: str | None = None) -> None:
         """The track's bin count must be ceil or floor of length / bin_size."""
         n = self.n_bins(contig)
-        allowed = sorted({math.ceil(length_bp / self.bin_size), length_bp // self.bin_size})
+        allowed = sorted({bins.n_bins(length_bp, self.bin_size), bins.full_bins(length_bp, self.bin_size)})
         if n not in allowed:
             where = f" in {fasta_path}" if fasta_path else ""
             raise DataError(f"{n} bins do not match the length {length_bp} bp{where} at bin size "

@@ -1,7 +1,7 @@
 """Certified linear-space forward over one chunk (the fast path).
 
 Same recursion, flush rules and ghost accounting as
-``cpu_kernels.forward_linear`` (ALGORITHMS.md, "Linear space, certified"):
+``cpu_kernels.forward_linear`` (docs/algorithms.md, "Linear fast path and its certificate"):
 one program per sequence walks the chunk's bins in order; the ring of each
 label (the last K starts times their emission products) lives in a register
 tile with the labels across warps and the durations across a warp's lanes
@@ -14,7 +14,7 @@ transition is never applied per duration.
 
 Precision: everything is fp64 with one shared power-of-two scale per bin
 (``sexp``, int64). fp32 mantissas would need a private exponent per stored
-value to be exact (ALGORITHMS.md); with one shared exponent fp32 would flush
+value to be exact (docs/algorithms.md, "GPU kernels"); with one shared exponent fp32 would flush
 anything 2**-126 below the running maximum, far more often than the fp64
 floor of 2**-800, and the certificate would fail on ordinary inputs.
 
@@ -76,7 +76,7 @@ def _store_row(sE_ptr, sA_ptr, sL_ptr, sG_ptr, sS_ptr, r, rs, E, A, tail, ghost,
 @triton.jit
 def linear_forward_kernel(
         x_ptr, f_ptr, k_ptr, n_ptr,
-        ring_ptr, tail_ptr, A_ptr, E_ptr, ghost_ptr, istate_ptr, status_ptr,
+        ring_ptr, tail_ptr, A_ptr, E_ptr, ghost_ptr, t_sexp_ptr, status_ptr,
         wcirc_ptr, wpos_ptr, wK_ptr, phiKf_ptr, rho_ptr, TrT_ptr, trposT_ptr,
         sE_ptr, sA_ptr, sL_ptr, sS_ptr, sG_ptr,
         C, K, NMAX,
@@ -104,8 +104,8 @@ def linear_forward_kernel(
     A = tl.load(A_ptr + b * C + cc, mask=cmask, other=0.0)
     E = tl.load(E_ptr + b * C + cc, mask=cmask, other=0.0)
     ghost = tl.load(ghost_ptr + b * C + cc, mask=cmask, other=float("-inf"))
-    t = tl.load(istate_ptr + 2 * b)
-    sexp = tl.load(istate_ptr + 2 * b + 1)
+    t = tl.load(t_sexp_ptr + 2 * b)
+    sexp = tl.load(t_sexp_ptr + 2 * b + 1)
     n = tl.load(n_ptr + b).to(tl.int32)
     slot, h = ring_position(t, K)   # stepped per bin by ring_advance
 
@@ -214,8 +214,8 @@ def linear_forward_kernel(
     tl.store(A_ptr + b * C + cc, A, mask=cmask)
     tl.store(E_ptr + b * C + cc, E, mask=cmask)
     tl.store(ghost_ptr + b * C + cc, ghost, mask=cmask)
-    tl.store(istate_ptr + 2 * b, t)
-    tl.store(istate_ptr + 2 * b + 1, sexp)
+    tl.store(t_sexp_ptr + 2 * b, t)
+    tl.store(t_sexp_ptr + 2 * b + 1, sexp)
     tl.store(status_ptr + b, status.to(tl.int64))
 
 
@@ -223,7 +223,7 @@ def linear_forward(x, f, k, n, state, model, store=None, num_warps=None):
     """Launch one chunk for a batch of B sequences (all tensors on one device).
 
     x, f (B, NMAX, C) fp64; k (B, NMAX) int64; n (B,) int64 bins per sequence.
-    state: dict ring (B, C, K), tail, A, E, ghost (B, C) fp64, istate (B, 2)
+    state: dict ring (B, C, K), tail, A, E, ghost (B, C) fp64, t_sexp (B, 2)
     int64 [t, sexp] — advanced in place. model: dict wcirc, wpos, wK, phiKf,
     rho, TrT, trposT (see ``flashseg.core.gpu.DeviceModel``). store: None or
     dict E, A, L, ghost (B, NMAX + 1, C) fp64 and sexp (B, NMAX + 1) int64.
@@ -237,7 +237,7 @@ def linear_forward(x, f, k, n, state, model, store=None, num_warps=None):
     s = store if do_store else {key: x for key in ("E", "A", "L", "ghost")} | {"sexp": k}
     linear_forward_kernel[(B,)](
         x, f, k, n,
-        state["ring"], state["tail"], state["A"], state["E"], state["ghost"], state["istate"], status,
+        state["ring"], state["tail"], state["A"], state["E"], state["ghost"], state["t_sexp"], status,
         model["wcirc"], model["wpos"], model["wK"], model["phiKf"], model["rho"], model["TrT"],
         model["trposT"],
         s["E"], s["A"], s["L"], s["sexp"], s["ghost"],
@@ -262,7 +262,7 @@ def linear_forward_reference(x, f, k, n, state, model, store=None):
     for b in range(B):
         ring, tail = state["ring"][b], state["tail"][b]
         A, E, ghost = state["A"][b], state["E"][b], state["ghost"][b]
-        t, sexp = int(state["istate"][b, 0]), int(state["istate"][b, 1])
+        t, sexp = int(state["t_sexp"][b, 0]), int(state["t_sexp"][b, 1])
         if store is not None:
             store["E"][b, 0], store["A"][b, 0], store["L"][b, 0] = E, A, tail
             store["ghost"][b, 0], store["sexp"][b, 0] = ghost, sexp
@@ -316,5 +316,5 @@ def linear_forward_reference(x, f, k, n, state, model, store=None):
                 store["ghost"][b, i + 1], store["sexp"][b, i + 1] = ghost, sexp
         state["ring"][b], state["tail"][b], state["A"][b], state["E"][b] = ring, tail, A, E
         state["ghost"][b] = ghost
-        state["istate"][b, 0], state["istate"][b, 1] = t, sexp
+        state["t_sexp"][b, 0], state["t_sexp"][b, 1] = t, sexp
     return status

@@ -37,7 +37,7 @@ def _max3(a0, b0, c0, a1, b1, c1):
 @triton.jit
 def logspace_forward_kernel(
         x_ptr, n_ptr,
-        ring_ptr, tail_ptr, A_ptr, E_ptr, istate_ptr, status_ptr,
+        ring_ptr, tail_ptr, A_ptr, E_ptr, t_sexp_ptr, status_ptr,
         phicirc_ptr, phiK_ptr, lrho_ptr, transT_ptr,
         sE_ptr, sA_ptr, sL_ptr, sS_ptr, sG_ptr,
         C, K, NMAX,
@@ -54,7 +54,7 @@ def logspace_forward_kernel(
     tail = tl.load(tail_ptr + b * C + cc, mask=cmask, other=float("-inf"))
     A = tl.load(A_ptr + b * C + cc, mask=cmask, other=float("-inf"))
     E = tl.load(E_ptr + b * C + cc, mask=cmask, other=float("-inf"))
-    t = tl.load(istate_ptr + 2 * b)
+    t = tl.load(t_sexp_ptr + 2 * b)
     n = tl.load(n_ptr + b).to(tl.int32)
     slot, h = ring_position(t, K)   # stepped per bin by ring_advance
 
@@ -105,7 +105,7 @@ def logspace_forward_kernel(
     tl.store(tail_ptr + b * C + cc, tail, mask=cmask)
     tl.store(A_ptr + b * C + cc, A, mask=cmask)
     tl.store(E_ptr + b * C + cc, E, mask=cmask)
-    tl.store(istate_ptr + 2 * b, t)
+    tl.store(t_sexp_ptr + 2 * b, t)
     tl.store(status_ptr + b, status.to(tl.int64))
 
 
@@ -113,7 +113,7 @@ def logspace_forward(x, n, state, model, store=None, num_warps=None):
     """Launch one exact log-space chunk for a batch of B sequences.
 
     x (B, NMAX, C) fp64; n (B,) int64. state: dict ring (B, C, K), tail, A, E
-    (B, C) fp64 log values, istate (B, 2) int64 (advanced in place). model:
+    (B, C) fp64 log values, t_sexp (B, 2) int64 (advanced in place). model:
     dict phicirc, phiK, lrho, transT. store: None or dict E, A, L, ghost
     (B, NMAX + 1, C) fp64 and sexp (B, NMAX + 1) int64. Returns status (B,).
     """
@@ -124,7 +124,7 @@ def logspace_forward(x, n, state, model, store=None, num_warps=None):
     s = store if do_store else {key: x for key in ("E", "A", "L", "ghost")} | {"sexp": status}
     logspace_forward_kernel[(B,)](
         x, n,
-        state["ring"], state["tail"], state["A"], state["E"], state["istate"], status,
+        state["ring"], state["tail"], state["A"], state["E"], state["t_sexp"], status,
         model["phicirc"], model["phiK"], model["lrho"], model["transT"],
         s["E"], s["A"], s["L"], s["sexp"], s["ghost"],
         C, K, NMAX,
@@ -147,7 +147,7 @@ def logspace_forward_reference(x, n, state, model, store=None):
 
     for b in range(B):
         ring, tail, A, E = state["ring"][b], state["tail"][b], state["A"][b], state["E"][b]
-        t = int(state["istate"][b, 0])
+        t = int(state["t_sexp"][b, 0])
         if store is not None:
             store_row(b, 0, E, A, tail)
         for i in range(int(n[b])):
@@ -169,5 +169,5 @@ def logspace_forward_reference(x, n, state, model, store=None):
             if store is not None:
                 store_row(b, i + 1, E, A, tail)
         state["ring"][b], state["tail"][b], state["A"][b], state["E"][b] = ring, tail, A, E
-        state["istate"][b, 0] = t
+        state["t_sexp"][b, 0] = t
     return status

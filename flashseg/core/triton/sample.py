@@ -1,6 +1,6 @@
 """Posterior sampling on the device: many samples' backward walks in one launch.
 
-The device twin of ``cpu_kernels.sample_walk`` (ALGORITHMS.md, "Exact
+The device twin of ``cpu_kernels.sample_walk`` (docs/algorithms.md, "Sampling"
 posterior sampling"), with the same resumable protocol: one program per
 sample advances its walk through one chunk [a, b) from the chunk's forward
 rows (natural logs, true scale) until the walk leaves the chunk, or until

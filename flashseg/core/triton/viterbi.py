@@ -50,7 +50,7 @@ def _ring_max2(u, v, ROWS_AXIS: tl.constexpr):
 @triton.jit
 def viterbi_forward_kernel(
         x_ptr, n_ptr,
-        ring_ptr, tail_ptr, tstart_ptr, A_ptr, E_ptr, istate_ptr,
+        ring_ptr, tail_ptr, tstart_ptr, A_ptr, E_ptr, t_sexp_ptr,
         phicirc_ptr, phiK_ptr, lrho_ptr, transT_ptr,
         astart_ptr, eprev_ptr,
         C, K, NMAX,
@@ -68,7 +68,7 @@ def viterbi_forward_kernel(
     tstart = tl.load(tstart_ptr + b * C + cc, mask=cmask, other=-1)
     A = tl.load(A_ptr + b * C + cc, mask=cmask, other=float("-inf"))
     E = tl.load(E_ptr + b * C + cc, mask=cmask, other=float("-inf"))
-    t = tl.load(istate_ptr + 2 * b)
+    t = tl.load(t_sexp_ptr + 2 * b)
     n = tl.load(n_ptr + b).to(tl.int32)
     slot, h = ring_position(t, K)   # stepped per bin by ring_advance
 
@@ -121,14 +121,14 @@ def viterbi_forward_kernel(
     tl.store(tstart_ptr + b * C + cc, tstart, mask=cmask)
     tl.store(A_ptr + b * C + cc, A, mask=cmask)
     tl.store(E_ptr + b * C + cc, E, mask=cmask)
-    tl.store(istate_ptr + 2 * b, t)
+    tl.store(t_sexp_ptr + 2 * b, t)
 
 
 def viterbi_forward(x, n, state, model, store=None, num_warps=None):
     """Launch one Viterbi chunk for a batch of B sequences.
 
     x (B, NMAX, C) fp64 log scores; n (B,) int64. state: dict ring (B, C, K),
-    tail, A, E (B, C) fp64, tail_start (B, C) int64, istate (B, 2) int64
+    tail, A, E (B, C) fp64, tail_start (B, C) int64, t_sexp (B, 2) int64
     (advanced in place). model: dict phicirc (C, 2K), phiK, lrho (C,),
     transT (C, C). store: None or dict a_start, e_prev (B, NMAX + 1, C) int64.
     """
@@ -138,7 +138,7 @@ def viterbi_forward(x, n, state, model, store=None, num_warps=None):
     dummy = state["tail_start"]
     viterbi_forward_kernel[(B,)](
         x, n,
-        state["ring"], state["tail"], state["tail_start"], state["A"], state["E"], state["istate"],
+        state["ring"], state["tail"], state["tail_start"], state["A"], state["E"], state["t_sexp"],
         model["phicirc"], model["phiK"], model["lrho"], model["transT"],
         store["a_start"] if do_store else dummy, store["e_prev"] if do_store else dummy,
         C, K, NMAX,
@@ -164,7 +164,7 @@ def viterbi_forward_reference(x, n, state, model, store=None):
     for b in range(B):
         ring, tail, tstart = state["ring"][b], state["tail"][b], state["tail_start"][b]
         A, E = state["A"][b], state["E"][b]
-        t = int(state["istate"][b, 0])
+        t = int(state["t_sexp"][b, 0])
         if store is not None:
             store["e_prev"][b, 0] = prev_row(A, t)
             store["a_start"][b, 0] = -1
@@ -197,4 +197,4 @@ def viterbi_forward_reference(x, n, state, model, store=None):
                 store["e_prev"][b, i + 1] = prev_row(A, t)
         state["ring"][b], state["tail"][b], state["tail_start"][b] = ring, tail, tstart
         state["A"][b], state["E"][b] = A, E
-        state["istate"][b, 0] = t
+        state["t_sexp"][b, 0] = t

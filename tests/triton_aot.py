@@ -7,8 +7,8 @@ and friends) on CPU tensors with its kernel swapped for a recorder, turns the
 recorded arguments into the kernel's signature and compiles it for ``target``
 (default sm_90, the H100/H200) with the ptxas that ships inside triton. The
 tests use it so that CI, which has no GPU, still compiles every kernel the
-way a GPU run would; ``benchmarks/triton_resources.py`` prints the
-registers and spills it reports.
+way a GPU run would; ``python tests/triton_aot.py`` prints the registers
+and spills ptxas reports for every kernel at the standard shapes.
 """
 from __future__ import annotations
 
@@ -156,9 +156,9 @@ def standard_launches(shapes=((3, 5), (8, 64), (8, 512), (16, 256), (32, 256)), 
 
     The launches run on CPU tensors (they are only recorded, never run).
     """
-    from .. import gpu
-    from ..model import SemiMarkovModel
-    from . import linear, logspace, posterior, sample, viterbi
+    from flashseg.core import gpu
+    from flashseg.core.model import SemiMarkovModel
+    from flashseg.core.triton import linear, logspace, posterior, sample, viterbi
     import numpy as np
 
     cpu = torch.device("cpu")
