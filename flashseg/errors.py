@@ -1,7 +1,8 @@
 """Exceptions that the command line turns into one-line messages.
 
 The library raises these; only ``flashseg.cli`` decides how they look and
-which exit code they map to (1 for bad data or a failed run).
+which exit code they map to (1 for bad data or a failed run, 2 for options
+that cannot work together).
 """
 from __future__ import annotations
 
@@ -55,3 +56,9 @@ class NoValidSegmentation(DataError):
 
 class DeviceError(FlashsegError):
     """The requested compute device is not usable."""
+
+
+class UsageError(FlashsegError):
+    """The options cannot work together (an output that would overwrite an input, say): exit 2."""
+
+    exit_code = 2

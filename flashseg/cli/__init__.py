@@ -6,6 +6,7 @@ Click's usage errors keep click's message and exit code 2.
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 import logging
@@ -95,6 +96,23 @@ def _unraisable(info) -> None:
 
 def main(argv=None) -> None:
     """Entry point: runs the click group and turns errors into exit codes."""
+    from ..io.output import must_exit_hard
+
+    try:
+        _main(argv)
+    except SystemExit as exc:
+        if must_exit_hard():
+            # An HDF5 file failed to write: leave without the destructors that
+            # would retry (and crash on) its flush. Streams are flushed first.
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+            for stream in (sys.stdout, sys.stderr):
+                with contextlib.suppress(Exception):
+                    stream.flush()
+            os._exit(code)
+        raise
+
+
+def _main(argv=None) -> None:
     from ..errors import FlashsegError
     from ..io.output import StdoutClosed, stop_exit_code  # stdlib-only module: keeps --help fast
 

@@ -25,14 +25,23 @@ def _check_outputs(paths: dict) -> None:
     stdout = [opt for opt, p in paths.items() if p == "-"]
     if len(stdout) > 1:
         raise click.UsageError(f"only one output can go to stdout ('-'): {', '.join(stdout)}")
-    seen = {}
-    for opt, p in paths.items():
-        if p is None or p == "-":
-            continue
-        key = os.path.abspath(p)
-        if key in seen:
-            raise click.UsageError(f"{opt} and {seen[key]} name the same file {p!r}")
-        seen[key] = opt
+
+
+def _claim_files(o: "DecodeOptions", spec) -> None:
+    """Refuse outputs that are inputs (or each other's), before any work."""
+    from ..io.output import claim, index_companions, text_companions
+
+    inputs = [("-m/--model", path, []) for path in getattr(spec, "input_files", [o.model_path])]
+    inputs += [("-t/--tracks", path, []) for path, _ in o.track_specs]
+    inputs += [("--bam", o.bam_path, index_companions(o.bam_path, "alignments") if o.bam_path else []),
+               ("--fasta", o.fasta_path, index_companions(o.fasta_path, "fasta") if o.fasta_path else []),
+               ("--blacklist", o.blacklist_path, [])]
+    outputs = [(option, path, text_companions(path) if path else [])
+               for option, path in (("-o/--output", o.output), ("--stats", o.stats_path),
+                                    ("--boundaries", o.boundaries_path), ("--changes", o.changes_path),
+                                    ("--samples-out", o.samples_path))]
+    outputs.append(("--posteriors", o.posteriors_path, []))
+    claim(outputs, inputs)
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -225,7 +234,20 @@ class DecodeOptions:
 
 
 def run_decode(opts: DecodeOptions) -> None:
-    """Everything ``decode`` does after option parsing."""
+    """Everything ``decode`` does after option parsing: nothing starts before
+    its outputs are checked against its inputs, and nothing is published
+    unless every output is complete."""
+    from ..io.output import publishing
+
+    o = opts
+    spec = load_model_spec(o.model_path)
+    _claim_files(o, spec)
+    with publishing():
+        _decode(o, spec)
+
+
+def _decode(o: DecodeOptions, spec) -> None:
+    """run_decode's work, its outputs published together when it ends."""
     from ..errors import DataError
     from ..io.bed import BedWriter, SamplesWriter
     from ..io.bedgraph import BedGraphSink
@@ -235,8 +257,6 @@ def run_decode(opts: DecodeOptions) -> None:
     from ..io.posteriors import PosteriorsWriter
     from ..plan import plan_contigs
 
-    o = opts
-    spec = load_model_spec(o.model_path)
     tracks = _open_sources(spec, o.track_specs, o.bam_path, o.fasta_path, o.nan_as_missing, o.threads)
     with contextlib.ExitStack() as stack:
         stack.callback(tracks.close)
@@ -289,7 +309,7 @@ def run_decode(opts: DecodeOptions) -> None:
             if boundary_stream or change_stream or posteriors:
                 def sink(target):
                     beside = target if target != "-" else os.path.join(tempfile.gettempdir(), "flashseg-stdout")
-                    buffer = BufferedText(temp_path_for(beside, suffix=f".{len(jobs)}"))
+                    buffer = BufferedText(temp_path_for(beside, suffix=f".{len(jobs)}"), target)
                     return (BedGraphSink(buffer, contig=job.name, bin_size=spec.bin_size, length=job.length_bp,
                                          offset=job.offset, min_posterior=o.min_posterior), buffer)
                 per_bin = PerBinOutputs(

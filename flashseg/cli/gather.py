@@ -106,8 +106,11 @@ def gather(inputs, output, fasta_path):
     from ..errors import DataError
     from ..io.bed import SAMPLES_HEADER
     from ..io.fasta import chr_hint, open_genome
-    from ..io.output import open_text_output
+    from ..io.output import claim, index_companions, open_text_output, publishing, text_companions
 
+    claim([("-o/--output", output, text_companions(output))],
+          [("INPUT", path, []) for path in inputs]
+          + [("--fasta", fasta_path, index_companions(fasta_path, "fasta") if fasta_path else [])])
     scans = [(path, *_scan(path)) for path in inputs]
     owner = {}
     order = []
@@ -139,7 +142,7 @@ def gather(inputs, output, fasta_path):
         shared.append(f"##flashseg command={command_line()}")
     # tabix indexes position-sorted files only; samples restart at 0 per sample.
     tabix_preset = None if header == SAMPLES_HEADER else "bed"
-    with open_text_output(output, tabix_preset=tabix_preset) as stream:
+    with publishing(), open_text_output(output, tabix_preset=tabix_preset) as stream:
         for line in shared:
             stream.write(line + "\n")
         if header is not None:

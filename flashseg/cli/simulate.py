@@ -20,6 +20,7 @@ chunk, so large genomes need little memory.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import shutil
@@ -102,32 +103,61 @@ def write_fasta_contig(handle, name: str, length: int, rng: np.random.Generator,
               help="Also write reads.bam: D reads per bin at copy ratio 1, scaled by each label's coverage mean.")
 @click.option("--read-length", type=click.IntRange(min=1), default=100, show_default=True,
               help="Aligned length of the simulated reads (bp).")
-@click.option("-o", "--outdir", required=True, type=click.Path(file_okay=False), help="Output directory.")
-def simulate(model_path, contigs, signal, n_gap, seed, dtype, compression, reads_depth, read_length, outdir):
+@click.option("-o", "--outdir", required=True, type=click.Path(file_okay=False),
+              help="Output directory: new or empty, unless --force.")
+@click.option("--force", is_flag=True, help="Write into a directory that holds other files (ours are replaced).")
+def simulate(model_path, contigs, signal, n_gap, seed, dtype, compression, reads_depth, read_length, outdir, force):
     """Draw a genome from MODEL: tracks.h5, truth.bed, genome.fa (reproducible by --seed)."""
+    from ..errors import DataError, UsageError
+    from ..io.output import claim, publishing, resolved
+
     parsed = [parse_contig(c) for c in contigs]
     names = [n for n, _ in parsed]
     if len(set(names)) != len(names):
         raise click.BadParameter("contig names must be distinct", param_hint="--contig")
     spec = load_model_spec(model_path)
     if reads_depth is not None and spec.coverage is None:
-        from ..errors import DataError
-
         raise DataError("--reads-depth needs a model with a coverage section", file=model_path)
+    files = ["tracks.h5", "truth.bed", "genome.fa", "model.yaml"] + (["reads.bam"] if reads_depth else [])
+    targets = {name: os.path.join(outdir, name) for name in files}
+    if resolved(targets["model.yaml"]) == resolved(spec.path):
+        del targets["model.yaml"]      # the model is already there: nothing to copy
+    beside = {"genome.fa": ".fai", "reads.bam": ".bai"}     # the indexes written next to them
+    claim([("-o/--outdir", path, [path + beside[name]] if name in beside else []) for name, path in targets.items()],
+          [("-m/--model", path, []) for path in spec.input_files])
+    if os.path.isdir(outdir) and os.listdir(outdir) and not force:
+        raise UsageError(f"-o/--outdir {outdir} is not empty: simulate writes only into a new or empty "
+                         "directory (--force writes into it, replacing its " + ", ".join(files) + ")")
     os.makedirs(outdir, exist_ok=True)
-    drawn = simulate_genome(spec, parsed, outdir, signal=signal, n_gap=n_gap, seed=seed, dtype=dtype,
-                            compression=compression)
-    if reads_depth is not None:
-        from ..io.simreads import simulate_reads
+    with publishing():
+        drawn = simulate_genome(spec, parsed, outdir, signal=signal, n_gap=n_gap, seed=seed, dtype=dtype,
+                                compression=compression, copy_model="model.yaml" in targets)
+        if reads_depth is not None:
+            from ..io.simreads import simulate_reads
 
-        simulate_reads(os.path.join(outdir, "reads.bam"), parsed, drawn, spec, reads_depth,
-                       read_length=read_length, seed=seed)
+            simulate_reads(targets["reads.bam"], parsed, drawn, spec, reads_depth,
+                           read_length=read_length, seed=seed)
+    # index the FASTA now, so the directory also works where it is read-only later
+    from ..io.fasta import open_genome
+
+    open_genome(targets["genome.fa"]).close()
     click.echo(f"wrote {os.path.join(outdir, 'tracks.h5')}, truth.bed, genome.fa, model.yaml"
                f"{', reads.bam' if reads_depth is not None else ''} ({len(parsed)} contigs)", err=True)
 
 
+@contextlib.contextmanager
+def _named_errors(target):
+    """Write errors of a file written by hand (the FASTA) name its target."""
+    from ..io.output import write_error
+
+    try:
+        yield
+    except OSError as exc:
+        raise write_error(exc, target) from None
+
+
 def simulate_genome(spec, contigs, outdir, *, signal=2.0, n_gap=0, seed=0, dtype="float32",
-                    compression="lzf", chunk_bins=_CHUNK_BINS):
+                    compression="lzf", chunk_bins=_CHUNK_BINS, copy_model=True):
     """Write the files; returns {contig: drawn Segments} (for simulated reads)."""
     import numpy as np
 
@@ -153,7 +183,7 @@ def simulate_genome(spec, contigs, outdir, *, signal=2.0, n_gap=0, seed=0, dtype
                                      seed=seed):
             truth.write(line + "\n")
         truth.write("#chrom\tstart\tend\tname\n")
-        with open(fasta_temp, "w", encoding="ascii") as fasta:
+        with _named_errors(fasta_target), open(fasta_temp, "w", encoding="ascii") as fasta:
             for name, length in contigs:
                 n_bins = bins.n_bins(length, bin_size)
                 zero = lambda a, b: np.zeros((b - a, C))  # noqa: E731 - prior: no evidence
@@ -178,11 +208,7 @@ def simulate_genome(spec, contigs, outdir, *, signal=2.0, n_gap=0, seed=0, dtype
                     lo = max(0, (length - n_gap) // 2)
                     gap = (lo, min(length, lo + n_gap))
                 write_fasta_contig(fasta, name, length, rng, gap)
-    if os.path.abspath(spec.path) != os.path.abspath(os.path.join(outdir, "model.yaml")):
+    if copy_model:
         with atomic_path(os.path.join(outdir, "model.yaml")) as temp:
             shutil.copyfile(spec.path, temp)
-    # index the FASTA now, so the directory also works where it is read-only later
-    from ..io.fasta import open_genome
-
-    open_genome(fasta_target).close()
     return drawn

@@ -44,14 +44,9 @@ def coverage(bam_path, fasta, model_path, output, bin_size, min_mapq, blacklist,
     log-likelihood per label from the model's coverage section, around
     mean[label] * depth.
     """
-    from .. import bins
     from ..errors import DataError
-    from ..io.alignments import count_contigs, select_contigs
-    from ..io.bed import read_intervals
-    from ..io.coverage import estimate_depth, log_likelihood_for
     from ..io.model import load_model
-    from ..io.reads import ReadFilter
-    from ..io.tracks import TracksWriter
+    from ..io.output import claim, index_companions, publishing
 
     if bam_path.lower().endswith(".cram") and fasta is None:
         raise click.UsageError("a CRAM file needs --fasta (its reference)")
@@ -62,6 +57,25 @@ def coverage(bam_path, fasta, model_path, output, bin_size, min_mapq, blacklist,
         raise DataError('the model has no coverage section (docs/model.md, "Coverage"): add one with a mean '
                         "per label",
                         file=model_path)
+    claim([("-o/--output", output, [])],
+          [("--bam", bam_path, index_companions(bam_path, "alignments")),
+           ("--fasta", fasta, index_companions(fasta, "fasta") if fasta else []),
+           ("--blacklist", blacklist, [])] + [("-m/--model", path, []) for path in spec.input_files])
+    with publishing():
+        _count_and_write(spec, bam_path, fasta, output, bin_size, min_mapq, blacklist, fragments, max_fragment,
+                         depth, raw, dtype, threads)
+
+
+def _count_and_write(spec, bam_path, fasta, output, bin_size, min_mapq, blacklist, fragments, max_fragment,
+                     depth, raw, dtype, threads):
+    from .. import bins
+    from ..errors import DataError
+    from ..io.alignments import count_contigs, select_contigs
+    from ..io.bed import read_intervals
+    from ..io.coverage import estimate_depth, log_likelihood_for
+    from ..io.reads import ReadFilter
+    from ..io.tracks import TracksWriter
+
     if bin_size is None:
         bin_size = int(spec.bin_size)
     elif bin_size != spec.bin_size:

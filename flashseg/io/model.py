@@ -78,6 +78,13 @@ class ModelSpec:
         return [lab.name for lab in self.labels]
 
     @property
+    def input_files(self) -> list[str]:
+        """The model file and the duration tables it reads (``path:``)."""
+        tables = [lab.duration.params["path"] for lab in self.labels
+                  if lab.duration is not None and "path" in lab.duration.params]
+        return [self.path] + tables
+
+    @property
     def n_labels(self) -> int:
         return len(self.labels)
 

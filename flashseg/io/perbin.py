@@ -21,8 +21,9 @@ class BufferedText:
     again on its way to the output.
     """
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, target: str = "-"):
         self.path = path
+        self.target = target     # the output this text belongs to (named in errors)
         self.parts: list[bytes] = []
         self.size = 0
         self.spilled = False
@@ -40,8 +41,13 @@ class BufferedText:
 
     def spill(self) -> None:
         if self.parts:
-            with open(self.path, "ab") as handle:
-                handle.write(b"".join(self.parts))
+            from .output import write_error
+
+            try:
+                with open(self.path, "ab") as handle:
+                    handle.write(b"".join(self.parts))
+            except OSError as exc:
+                raise write_error(exc, self.target) from None
             self.spilled = True
         self.parts, self.size = [], 0
 

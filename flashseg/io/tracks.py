@@ -17,6 +17,7 @@ range, never a whole contig, so memory stays bounded by the chunk size.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 import threading
@@ -25,7 +26,9 @@ import numpy as np
 
 from .. import bins
 from ..errors import DataError
-from .output import commit, discard, temp_path_for, check_writable_dir
+from ..errors import UsageError
+from .output import (abandon_hdf5, check_writable_dir, commit, discard, is_special, resolved, temp_path_for,
+                     write_error)
 
 FORMAT = "flashseg.tracks"
 FORMAT_VERSION = 1
@@ -96,12 +99,16 @@ class TracksWriter:
         self._n_bins: dict[str, int] = {}
         self._file = None
         self._temp = None
+        self._failed = False
+        self._datasets = {}   # open handles, kept until close (see __exit__)
         self._lock = threading.Lock()
 
     # -- context manager -------------------------------------------------
     def __enter__(self):
         import h5py
 
+        if is_special(resolved(self.path)):
+            raise UsageError(f"an HDF5 output must be a regular file, not a device or pipe: {self.path}")
         check_writable_dir(self.path)
         self._temp = temp_path_for(self.path)
         try:
@@ -109,27 +116,47 @@ class TracksWriter:
         except OSError as exc:
             discard(self._temp)
             raise DataError(f"cannot create file: {exc}", file=self.path) from None
-        attrs = self._file.attrs
-        attrs["format"] = FORMAT
-        attrs["format_version"] = FORMAT_VERSION
-        attrs["labels"] = self.labels
-        attrs["bin_size"] = self.bin_size
-        attrs["score"] = self.score
-        self._file.create_group("tracks", track_order=True)
+        with self._writing():
+            attrs = self._file.attrs
+            attrs["format"] = FORMAT
+            attrs["format_version"] = FORMAT_VERSION
+            attrs["labels"] = self.labels
+            attrs["bin_size"] = self.bin_size
+            attrs["score"] = self.score
+            self._file.create_group("tracks", track_order=True)
         return self
 
+    @contextlib.contextmanager
+    def _writing(self):
+        """HDF5 writes whose failures (a full disk) name this file in one line."""
+        try:
+            yield
+        except (OSError, RuntimeError) as exc:
+            self._failed = True
+            raise write_error(exc, self.path) from None
+
     def __exit__(self, exc_type, exc, tb):
-        if exc_type is None:
+        if exc_type is None and not self._failed:
             try:
-                self._file.attrs["contigs"] = self.contigs if self.contigs else np.array([], dtype=object)
-                self._file.close()
+                with self._writing():
+                    # Flush each dataset while its errors can still be raised here: a
+                    # handle dropped with unwritten chunks would fail in its destructor,
+                    # where h5py can only print the error (and later crash).
+                    for ds in self._datasets.values():
+                        ds.flush()
+                    self._file.attrs["contigs"] = self.contigs if self.contigs else np.array([], dtype=object)
+                    self._file.close()
             except BaseException:
-                discard(self._temp)
+                abandon_hdf5(self._file, self._temp)
                 raise
             commit(self._temp, self.path)
+        elif self._failed:
+            abandon_hdf5(self._file, self._temp)
         else:
             try:
                 self._file.close()
+            except (OSError, RuntimeError):
+                abandon_hdf5(self._file, self._temp)
             finally:
                 discard(self._temp)
         return False
@@ -158,7 +185,7 @@ class TracksWriter:
                                 file=self.path, contig=name)
         C = len(self.labels)
         chunks = (max(1, min(self.chunk_rows, n_bins)), C)
-        with self._lock:
+        with self._lock, self._writing():
             ds = self._file["tracks"].create_dataset(
                 name, shape=(n_bins, C), dtype=self.dtype, chunks=chunks,
                 compression=self.compression, fillvalue=fill_value,
@@ -166,6 +193,7 @@ class TracksWriter:
                 maxshape=(None, C) if n_bins == 0 else None)
             if length_bp is not None:
                 ds.attrs["length"] = length_bp
+            self._datasets[name] = ds
             self.contigs.append(name)
             self._n_bins[name] = n_bins
 
@@ -181,18 +209,18 @@ class TracksWriter:
         if start_bin < 0 or stop > self._n_bins[name]:
             raise DataError(f"rows [{start_bin}, {stop}) outside [0, {self._n_bins[name]})",
                             file=self.path, contig=name)
-        with self._lock:
-            self._file["tracks"][name][start_bin:stop] = array.astype(self.dtype, copy=False)
+        with self._lock, self._writing():
+            self._datasets[name][start_bin:stop] = array.astype(self.dtype, copy=False)
 
     def set_contig_attr(self, name: str, key: str, value) -> None:
-        with self._lock:
-            self._file["tracks"][name].attrs[key] = value
+        with self._lock, self._writing():
+            self._datasets[name].attrs[key] = value
 
     def add_array(self, hdf5_path: str, array, **attrs) -> None:
         """Store an extra dataset (e.g. ``/depth/chr1``) beside the tracks."""
         if hdf5_path.strip("/").split("/")[0] == "tracks":
             raise DataError("extra arrays may not live under /tracks", file=self.path)
-        with self._lock:
+        with self._lock, self._writing():
             ds = self._file.create_dataset(hdf5_path, data=np.asarray(array))
             for key, value in attrs.items():
                 ds.attrs[key] = value
