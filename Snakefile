@@ -17,14 +17,26 @@ import shlex
 configfile: "configs/workflow.yaml"
 
 
+if not config.get("model") and not config.get("samples"):
+    # Nothing of the user's: the bundled demo. It is never merged into a run
+    # that names its own model or samples.
+    import yaml
+
+    with open("configs/demo-workflow.yaml") as _handle:
+        config.update(yaml.safe_load(_handle))
+if not config.get("model"):
+    raise ValueError("configs: give `model:` (the model YAML) for your samples")
+if not config.get("samples"):
+    raise ValueError("configs: give `samples:` (each with `tracks:` and/or `bam:`) for your model")
+
 OUT = config["outdir"]
 MODEL = config["model"]
-FASTA = config["fasta"]
+FASTA = config.get("fasta") or None
 SAMPLES = config["samples"] or {}
 COV = config.get("coverage") or {}
 DEC = config.get("decode") or {}
 GATHER = config.get("gather") or {}
-FAI = f"{FASTA}.fai"
+FAI = f"{FASTA}.fai" if FASTA else None
 CONDA_ENV = "configs/envs/flashseg.yaml"
 N_SAMPLES = int(DEC.get("samples") or 0)
 N_GPU = int(DEC.get("gpu") or 0)
@@ -100,6 +112,15 @@ def per_contig(kind):
     return inputs
 
 
+def genome():
+    """The FASTA and its index as named inputs (none without a FASTA)."""
+    return {"fasta": FASTA, "fai": FAI} if FASTA else {}
+
+
+def fasta_option(wildcards, input):
+    return f"--fasta {shlex.quote(input.fasta)}" if FASTA else ""
+
+
 def decode_resources():
     resources = {"mem_mb": int(DEC.get("mem_mb", 4000)), "runtime": int(DEC.get("runtime", 60))}
     if N_GPU:
@@ -118,28 +139,29 @@ rule all:
         expand(f"{OUT}/{{sample}}.samples.bed", sample=SAMPLES) if N_SAMPLES else [],
 
 
-rule faidx:
-    input:
-        FASTA,
-    output:
-        FAI,
-    log:
-        f"{OUT}/logs/faidx.log",
-    conda:
-        CONDA_ENV
-    threads: 1
-    resources:
-        mem_mb=1000,
-        runtime=10,
-    shell:
-        "python -c 'import sys, pyfaidx; pyfaidx.Faidx(sys.argv[1]).close()' {input:q} > {log:q} 2>&1"
+if FASTA:
+
+    rule faidx:
+        input:
+            FASTA,
+        output:
+            FAI,
+        log:
+            f"{OUT}/logs/faidx.log",
+        conda:
+            CONDA_ENV
+        threads: 1
+        resources:
+            mem_mb=1000,
+            runtime=10,
+        shell:
+            "python -c 'import sys, pyfaidx; pyfaidx.Faidx(sys.argv[1]).close()' {input:q} > {log:q} 2>&1"
 
 
 rule coverage:
     input:
+        unpack(lambda wildcards: genome()),
         bam=lambda wildcards: SAMPLES[wildcards.sample]["bam"],
-        fasta=FASTA,
-        fai=FAI,
         model=MODEL,
     output:
         f"{OUT}/{{sample}}/coverage.h5",
@@ -147,6 +169,7 @@ rule coverage:
         f"{OUT}/logs/{{sample}}/coverage.log",
     params:
         options=coverage_options(),
+        fasta=fasta_option,
     conda:
         CONDA_ENV
     threads: int(COV.get("threads", 2))
@@ -154,15 +177,14 @@ rule coverage:
         mem_mb=int(COV.get("mem_mb", 4000)),
         runtime=int(COV.get("runtime", 60)),
     shell:
-        "flashseg -v tracks coverage --bam {input.bam:q} --fasta {input.fasta:q} -m {input.model:q}"
+        "flashseg -v tracks coverage --bam {input.bam:q} {params.fasta} -m {input.model:q}"
         " -o {output:q} --threads {threads} {params.options} > {log:q} 2>&1"
 
 
 checkpoint contigs:
     input:
+        unpack(lambda wildcards: genome()),
         tracks=track_files,
-        fasta=FASTA,
-        fai=FAI,
         model=MODEL,
     output:
         f"{OUT}/{{sample}}/contigs.txt",
@@ -170,6 +192,7 @@ checkpoint contigs:
         f"{OUT}/logs/{{sample}}/contigs.log",
     params:
         tracks=track_args,
+        fasta=fasta_option,
     conda:
         CONDA_ENV
     threads: 1
@@ -177,15 +200,14 @@ checkpoint contigs:
         mem_mb=1000,
         runtime=10,
     shell:
-        "flashseg info --contigs -m {input.model:q} {params.tracks} --fasta {input.fasta:q}"
+        "flashseg info --contigs -m {input.model:q} {params.tracks} {params.fasta}"
         " > {output:q} 2> {log:q}"
 
 
 rule decode_contig:
     input:
+        unpack(lambda wildcards: genome()),
         tracks=track_files,
-        fasta=FASTA,
-        fai=FAI,
         model=MODEL,
         listing=f"{OUT}/{{sample}}/contigs.txt",
     output:
@@ -195,13 +217,14 @@ rule decode_contig:
     params:
         tracks=track_args,
         options=decode_options(),
+        fasta=fasta_option,
     conda:
         CONDA_ENV
     threads: int(DEC.get("threads", 1))
     resources:
         **decode_resources(),
     shell:
-        "flashseg decode -m {input.model:q} {params.tracks} --fasta {input.fasta:q} --contig {wildcards.contig:q}"
+        "flashseg decode -m {input.model:q} {params.tracks} {params.fasta} --contig {wildcards.contig:q}"
         " -o {output.bed:q} --threads {threads} {params.options} " + (
             f"--samples {N_SAMPLES} --samples-out {{output.samples:q}}" if N_SAMPLES else ""
         ) + " 2> {log:q}"
@@ -209,14 +232,15 @@ rule decode_contig:
 
 rule gather:
     input:
+        unpack(lambda wildcards: genome()),
         beds=per_contig("contigs"),
-        fasta=FASTA,
-        fai=FAI,
     output:
         bed=f"{OUT}/{{sample}}.bed.gz",
         tbi=f"{OUT}/{{sample}}.bed.gz.tbi",
     log:
         f"{OUT}/logs/{{sample}}/gather.log",
+    params:
+        fasta=fasta_option,
     conda:
         CONDA_ENV
     threads: 1
@@ -224,19 +248,20 @@ rule gather:
         mem_mb=int(GATHER.get("mem_mb", 2000)),
         runtime=int(GATHER.get("runtime", 30)),
     shell:
-        "flashseg gather {input.beds:q} --fasta {input.fasta:q} -o {output.bed:q} 2> {log:q}"
+        "flashseg gather {input.beds:q} {params.fasta} -o {output.bed:q} 2> {log:q}"
 
 
 rule gather_samples:
     input:
+        unpack(lambda wildcards: genome()),
         beds=per_contig("samples"),
-        fasta=FASTA,
-        fai=FAI,
     output:
         # plain text: samples are ordered by sample, then position, which tabix cannot index
         bed=f"{OUT}/{{sample}}.samples.bed",
     log:
         f"{OUT}/logs/{{sample}}/gather_samples.log",
+    params:
+        fasta=fasta_option,
     conda:
         CONDA_ENV
     threads: 1
@@ -244,4 +269,4 @@ rule gather_samples:
         mem_mb=int(GATHER.get("mem_mb", 2000)),
         runtime=int(GATHER.get("runtime", 30)),
     shell:
-        "flashseg gather {input.beds:q} --fasta {input.fasta:q} -o {output.bed:q} 2> {log:q}"
+        "flashseg gather {input.beds:q} {params.fasta} -o {output.bed:q} 2> {log:q}"

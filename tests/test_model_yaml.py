@@ -66,7 +66,9 @@ def test_example_configs_load(path):
     assert np.all(spec.mean_durations >= 1)
     rows = spec.transition_probabilities.sum(axis=1)
     assert np.allclose(rows[rows > 0], 1.0)
-    assert spec.model.tail_log_rho is not None  # all examples use the geometric tail
+    # every example but the plain HMM uses the geometric tail
+    assert (spec.model.tail_log_rho is None) == (path.stem == "hmm-4")
+    assert spec.model.is_plain_hmm == (path.stem == "hmm-4")
 
 
 def test_example_config_contents():

@@ -106,3 +106,27 @@ def test_real_run_equals_whole_genome_decode(workdir):
 @pytest.mark.slow
 def test_real_run_samples_equal_whole_genome_samples(workdir):
     _run_and_compare(workdir, 3)
+
+
+def test_a_run_of_your_own_never_runs_the_bundled_demo_and_needs_no_fasta(workdir):
+    """--configfile with a model and a tracks sample and no FASTA: the demo's BAM
+    sample (which needs a coverage model) is not merged in, and no faidx runs."""
+    made = subprocess.run([sys.executable, "-m", "flashseg", "simulate", "-m", "configs/models/demo.yaml",
+                           "--contig", "chrA:60000", "--contig", "chrB:40000", "-o", "sim"],
+                          cwd=workdir, env=env(), capture_output=True, text=True, timeout=300)
+    assert made.returncode == 0, made.stderr
+    (workdir / "mine.yaml").write_text("model: configs/models/demo.yaml\nfasta: null\n"
+                                       "samples:\n  mine:\n    tracks: [sim/tracks.h5]\n")
+    result = snakemake(workdir, "--cores", "2", "--configfile", "mine.yaml")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    out = workdir / "results"
+    assert sorted(p.name for p in out.iterdir()) == ["logs", "mine", "mine.bed.gz", "mine.bed.gz.tbi"]
+    assert not (workdir / TINY / "genome.fa.fai").exists()
+    gathered = _body(out / "mine.bed.gz")
+    assert {line.split("\t")[0] for line in gathered[1:]} == {"chrA", "chrB"}
+
+
+def test_a_config_with_samples_but_no_model_is_an_error(workdir):
+    (workdir / "half.yaml").write_text("samples:\n  mine:\n    tracks: [x.h5]\n")
+    result = snakemake(workdir, "-n", "--configfile", "half.yaml")
+    assert result.returncode != 0 and "give `model:`" in result.stdout + result.stderr

@@ -46,7 +46,31 @@ class LazyGroup(click.Group):
         if name not in COMMANDS or not self._available(name):
             return None
         module, attr = COMMANDS[name]
-        return getattr(importlib.import_module(module), attr)
+        return _with_verbosity(getattr(importlib.import_module(module), attr))
+
+
+def _with_verbosity(command):
+    """-v and -q after the subcommand too (``flashseg decode ... -q | ...``):
+    they add to those given before it."""
+    if getattr(command, "_takes_verbosity", False):
+        return command
+    for key, flags, text in (("verbose", ("-v", "--verbose"), "More messages on stderr (repeatable)."),
+                             ("quiet", ("-q", "--quiet"), "Fewer messages on stderr (repeatable).")):
+        command.params.append(click.Option(flags, count=True, expose_value=False, is_eager=True,
+                                           callback=_more(key), help=text))
+    for sub in getattr(command, "commands", {}).values():
+        _with_verbosity(sub)
+    command._takes_verbosity = True
+    return command
+
+
+def _more(key):
+    def callback(ctx, param, value):
+        if value:
+            counts = ctx.find_root().ensure_object(dict).setdefault("verbosity", {"verbose": 0, "quiet": 0})
+            counts[key] += value
+            configure_logging(counts["verbose"], counts["quiet"])
+    return callback
 
 
 def configure_logging(verbose: int, quiet: int) -> None:
@@ -74,6 +98,7 @@ def cli(ctx, verbose, quiet, debug):
     """
     ctx.ensure_object(dict)
     ctx.obj["debug"] = debug
+    ctx.obj["verbosity"] = {"verbose": verbose, "quiet": quiet}
     configure_logging(verbose, quiet)
 
 

@@ -1,6 +1,7 @@
 """Option types and helpers shared by the subcommands (no heavy imports here)."""
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import sys
@@ -201,3 +202,23 @@ def progress_enabled(flag: bool | None) -> bool:
         return sys.stderr.isatty()
     except (AttributeError, ValueError):
         return False
+
+
+@contextlib.contextmanager
+def compile_notice(after: float = 3.0):
+    """A one-line note on stderr if the block runs longer than ``after`` seconds:
+    the first run on a machine compiles the kernels, later runs load them."""
+    import logging
+
+    def note():
+        logging.getLogger(__name__).warning(
+            "compiling the inference kernels for this machine (first run only: later runs load them "
+            "from the cache)")
+
+    timer = threading.Timer(after, note)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()

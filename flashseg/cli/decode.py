@@ -9,8 +9,8 @@ from dataclasses import dataclass
 
 import click
 
-from ._common import (READ_OPTION_NAMES, Progress, TrackSpec, default_threads, existing_file, load_model_spec,
-                      output_path, progress_enabled, provenance, read_options, resolve_device)
+from ._common import (READ_OPTION_NAMES, Progress, TrackSpec, compile_notice, default_threads, existing_file,
+                      load_model_spec, output_path, progress_enabled, provenance, read_options, resolve_device)
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +25,11 @@ def _check_outputs(paths: dict) -> None:
     stdout = [opt for opt, p in paths.items() if p == "-"]
     if len(stdout) > 1:
         raise click.UsageError(f"only one output can go to stdout ('-'): {', '.join(stdout)}")
+
+
+def _merge_adjacent(o: "DecodeOptions", spec) -> bool:
+    """--merge-adjacent as given, else on for a plain HMM (one BED line per bin otherwise)."""
+    return o.merge_adjacent if o.merge_adjacent is not None else spec.model.is_plain_hmm
 
 
 def _claim_files(o: "DecodeOptions", spec) -> None:
@@ -61,7 +66,9 @@ def _claim_files(o: "DecodeOptions", spec) -> None:
 @click.option("--stats", "stats_path", type=output_path(), help="Per-contig run summary TSV.")
 @click.option("--method", type=click.Choice(["viterbi", "posterior"]), default="viterbi", show_default=True,
               help="MAP segments (viterbi) or per-bin argmax of the posterior, runs merged.")
-@click.option("--merge-adjacent", is_flag=True, help="Merge adjacent segments of one label.")
+@click.option("--merge-adjacent/--no-merge-adjacent", default=None,
+              help="Merge adjacent MAP segments of one label into runs [default: only for a plain HMM "
+                   "(max_duration 1, no tail), whose segments are single bins].")
 @click.option("--boundaries", "boundaries_path", type=output_path(), help="bedGraph of the boundary posterior b.")
 @click.option("--changes", "changes_path", type=output_path(), help="bedGraph of the label-change posterior chg.")
 @click.option("--min-posterior", type=click.FloatRange(0.0, 1.0), default=1e-4, show_default=True,
@@ -224,7 +231,7 @@ class DecodeOptions:
     samples_path: str | None = None
     # inference
     method: str = "viterbi"
-    merge_adjacent: bool = False
+    merge_adjacent: bool | None = None   # None: only for a plain HMM (SemiMarkovModel.is_plain_hmm)
     n_samples: int = 0
     seed: int = 0
     device: str = "auto"
@@ -323,9 +330,14 @@ def _decode(o: DecodeOptions, spec) -> None:
                 entry["per_bin"] = per_bin
             jobs.append(entry)
 
+        if device == "cpu":
+            from ..core.api import warm_up
+
+            with compile_notice():
+                warm_up(o.method, o.n_samples)
         decode_contigs = _decode_contigs()
         results = decode_contigs(spec.model, jobs, threads=o.threads, method=o.method,
-                                 merge_adjacent=o.merge_adjacent, n_samples=o.n_samples, seed=o.seed,
+                                 merge_adjacent=_merge_adjacent(o, spec), n_samples=o.n_samples, seed=o.seed,
                                  chunk_size=o.chunk_size, device=device)
         rows = {}
         for job, per_bin in zip(plan.jobs, per_bins):

@@ -28,7 +28,7 @@ import zlib
 
 import click
 
-from ._common import existing_file, load_model_spec
+from ._common import compile_notice, existing_file, load_model_spec
 
 _CHUNK_BINS = 1 << 16
 _FASTA_LINE = 60
@@ -129,6 +129,10 @@ def simulate(model_path, contigs, signal, n_gap, seed, dtype, compression, reads
         raise UsageError(f"-o/--outdir {outdir} is not empty: simulate writes only into a new or empty "
                          "directory (--force writes into it, replacing its " + ", ".join(files) + ")")
     os.makedirs(outdir, exist_ok=True)
+    from ..core.api import warm_up
+
+    with compile_notice():
+        warm_up("posterior", n_samples=1)
     with publishing():
         drawn = simulate_genome(spec, parsed, outdir, signal=signal, n_gap=n_gap, seed=seed, dtype=dtype,
                                 compression=compression, copy_model="model.yaml" in targets)

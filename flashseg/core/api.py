@@ -313,3 +313,14 @@ def _decode_contigs(model, jobs, threads, **kwargs):
             stop.set()
             for fut in futures:
                 fut.cancel()
+
+
+def warm_up(method: str = "viterbi", n_samples: int = 0) -> None:
+    """Compile (or load from the cache) the CPU kernels a decode of ``method``
+    with ``n_samples`` samples uses, on a tiny contig: the first run on a
+    machine compiles them (seconds), every later run loads them."""
+    import numpy as np
+
+    two = np.log([0.5, 0.5])
+    model = SemiMarkovModel(np.zeros((2, 2)), two, np.zeros((2, 2)), np.zeros(2), np.zeros(2))
+    decode_contig(model, np.zeros((8, 2)), 8, method=method, n_samples=n_samples)

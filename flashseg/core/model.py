@@ -67,6 +67,12 @@ class SemiMarkovModel:
     def has_tail(self) -> bool:
         return self.tail_log_rho is not None and bool(np.isfinite(self.tail_log_rho).any())
 
+    @property
+    def is_plain_hmm(self) -> bool:
+        """K = 1 and no tail: every segment is one bin (an ordinary HMM), so a
+        called "segment" is a bin and its runs are the calls worth reporting."""
+        return self.max_duration == 1 and not self.has_tail
+
     def tail_or_none(self) -> np.ndarray:
         """log rho with ``-inf`` for every label that has no tail."""
         if self.tail_log_rho is None:
