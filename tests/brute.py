@@ -21,7 +21,8 @@ from flashseg.core.model import SemiMarkovModel
 
 __all__ = [
     "log_duration", "score_segmentation", "enumerate_segmentations", "BruteForce",
-    "random_model", "random_emissions", "random_case", "integer_case", "late_kill_case", "flushed_by_both_case", "model_strategy", "case_strategy",
+    "random_model", "random_emissions", "random_case", "integer_case", "late_kill_case", "flushed_by_both_case",
+    "lost_minority_case", "model_strategy", "case_strategy",
     "n_segmentations",
 ]
 
@@ -293,6 +294,27 @@ def flushed_by_both_case():
     trans = np.array([[-np.inf, 0.0], [0.0, -np.inf]])
     model = SemiMarkovModel(np.zeros((1, 2)), None, trans, np.zeros(2), np.zeros(2))
     return model, x, a_label
+
+
+def lost_minority_case():
+    """(model, x, share): four labels in two lanes (0 <-> 1 and 2 <-> 3, K = 1,
+    alternating). In lane one, the path B falls e^600 behind early and ends
+    e^600 behind from the right, so both linear passes flush it; lane two's
+    path C is never flushed and is the MAP by e^0.4. B still carries ``share``
+    (about 40%) of Z: neither the MAP check nor either pass's certificate alone
+    sees it."""
+    T = 36
+    d = np.concatenate([np.full(10, -60.0), np.full(16, 100.0), np.full(10, -60.0)])
+    x = np.full((T, 4), -np.inf)
+    a_label = np.arange(T) % 2
+    x[np.arange(T), a_label] = 0.0
+    x[np.arange(T), 1 - a_label] = d
+    x[np.arange(T), 2 + np.arange(T) % 2] = 400.4 / T
+    trans = np.full((4, 4), -np.inf)
+    trans[0, 1] = trans[1, 0] = trans[2, 3] = trans[3, 2] = 0.0
+    model = SemiMarkovModel(np.zeros((1, 4)), None, trans, np.zeros(4), np.zeros(4))
+    share = 1.0 / (1.0 + math.exp(0.4) + math.exp(-400.0))
+    return model, x, share
 
 
 @st.composite

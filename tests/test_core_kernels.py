@@ -1,5 +1,6 @@
 """Compiled kernels + chunk driver against the plain reference and brute force."""
 import math
+import os
 
 import numpy as np
 import pytest
@@ -10,7 +11,8 @@ from flashseg.core import SemiMarkovModel, Segments, api
 from flashseg.core import reference as ref
 from flashseg.errors import NoValidSegmentation
 
-from brute import BruteForce, case_strategy, flushed_by_both_case, integer_case, late_kill_case, random_case, random_emissions, random_model
+from brute import (BruteForce, case_strategy, flushed_by_both_case, integer_case, late_kill_case, lost_minority_case,
+                   random_case, random_emissions, random_model)
 from consumers import Collect
 
 SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -250,8 +252,8 @@ def test_path_flushed_by_both_passes_is_caught():
     """Two forced paths (K = 1, labels must alternate). The winner B falls
     e^600 behind early (the forward flushes it) and ends e^600 behind from the
     right (the backward flushes it), yet wins by e^400 overall. Each pass's
-    certificate multiplies its losses by the other pass's (also wrong)
-    values, so only the exact MAP score can reveal it."""
+    losses meet the other pass's (also wrong) values; the certificate's
+    factor for paths lost by both passes catches it."""
     model, x, a_label = flushed_by_both_case()
     want = ref.log_partition(model, x)
     assert want == pytest.approx(400.0, rel=1e-12)
@@ -261,6 +263,39 @@ def test_path_flushed_by_both_passes_is_caught():
     assert res.log_partition == pytest.approx(want, rel=1e-12)
     g, _, _ = col.arrays()
     np.testing.assert_allclose(g[:, 0], a_label, atol=1e-12)   # B has label 1 - a_label
+
+
+def test_a_lost_path_that_is_not_the_map_is_caught():
+    """A path both passes flush that is not the MAP but carries 40% of Z (the
+    MAP check of the old certificate passed it, and log Z came out 0.51 low)."""
+    model, x, share = lost_minority_case()
+    want = ref.log_partition(model, x)
+    assert share == pytest.approx(0.4013, abs=1e-4)
+    col = Collect()
+    res = api.posterior(model, x, consumer=col, chunk_size=7)
+    assert res.exact_fallback
+    assert res.log_partition == pytest.approx(want, rel=1e-12)
+    g, b, c = col.arrays()
+    rg, rb, rc = ref.posteriors(model, x)
+    close(g, rg, abs_=1e-12)
+    close(b[1:], rb[1:])
+
+
+def test_the_certificate_passes_where_both_passes_flush_harmlessly():
+    """The bundled demo flushes in both passes (long segments of other labels),
+    and nothing it lost matters: no exact recomputation."""
+    from flashseg.core.cpu import CpuBackend
+    from flashseg.core.driver import ContigRun
+    from flashseg.io.model import load_model
+    from flashseg.io.tracks import open_track_set
+    import flashseg
+
+    demo = os.path.join(os.path.dirname(flashseg.__file__), "data", "demo")
+    spec = load_model(os.path.join(demo, "model.yaml"))
+    with open_track_set([(os.path.join(demo, "tracks.h5"), 1.0)], spec.label_names) as tracks:
+        run = ContigRun(CpuBackend(spec.model), tracks.emissions("chr1"), tracks.n_bins("chr1"), 300, "chr1")
+        run.posterior_pass()
+    assert run.lost == (True, True)
 
 
 def test_sampling_frequencies_match_enumeration():

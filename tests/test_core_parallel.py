@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from flashseg.core import SemiMarkovModel, api
 from flashseg.core import reference as ref
 from flashseg.core.cpu import CpuBackend
-from flashseg.core.driver import ContigRun
+from flashseg.core.driver import ContigRun, UncertifiedError
 from flashseg.core.parallel import junction_offset, normalise, shift_partition, unscale_partition
 from flashseg.errors import DataError, NoValidSegmentation
 
@@ -285,8 +285,8 @@ def test_junction_offset():
     scaled.A *= 1.5
     scaled.tail *= 1.5
     scaled.P *= 1.5
-    k, r, charge = junction_offset(exact, scaled)
-    assert charge is None
+    k, r, charge, spread = junction_offset(exact, scaled)
+    assert charge is None and 0 <= spread <= 2e-12
     assert k + r / math.log(2.0) == pytest.approx(5 + math.log2(1.5), abs=1e-12)
     scaled.E[0] *= 1.0 + 1e-9        # one value off by a billionth
     assert junction_offset(exact, scaled) is None
@@ -384,3 +384,77 @@ def test_reruns_stop_where_the_chains_meet(exact):
     seq = everything(model, x, chunk)
     par = everything(model, x, chunk, threads=2, burn_in=0)
     assert_same(par, seq, model, x)
+
+
+def _all_outputs(model, x, chunk, threads, burn_in):
+    """logZ, per-bin posteriors, decoded runs and the MAP of one contig, with
+    each pass's junction band (docs/algorithms.md, "Chunk-parallel passes")."""
+    col = Collect()
+    pool = ThreadPoolExecutor(threads) if threads > 1 else None
+    try:
+        backend = CpuBackend(model)
+        run = ContigRun(backend, api.ArrayEmissions(x), len(x), chunk, pool=pool, workers=threads,
+                        burn_in=burn_in)
+        from flashseg.core.trackers import SegmentTracker
+
+        tracker = SegmentTracker(backend.fwd, len(x), "run", decode=True)
+        try:
+            log_z, _ = run.posterior_pass(col, [tracker])
+        except UncertifiedError:
+            return None
+        score, segs = run.viterbi()
+        band = {kind: stats.band for kind, stats in getattr(run, "pass_stats", {}).items()}
+    finally:
+        if pool is not None:
+            pool.shutdown()
+    return dict(log_z=log_z, per_bin=col.arrays(), runs=tracker.calls, score=score, segs=segs.tuples(),
+                band=band)
+
+
+@settings(max_examples=40, **SETTINGS)
+@given(seed=st.integers(0, 2**32 - 1), T=st.integers(200, 1500), C=st.integers(1, 5),
+       K=st.integers(1, 12), loops=st.booleans(), chunk=st.sampled_from([7, 31, 200]),
+       threads=st.sampled_from([2, 4]), burn_in=st.sampled_from([None, 40, 200]))
+def test_threads_and_chunk_sizes_move_results_only_within_the_stated_bound(seed, T, C, K, loops, chunk,
+                                                                              threads, burn_in):
+    """docs/algorithms.md, "What threads and chunk sizes change": one thread
+    gives the same bits at every chunk size; chunk-parallel passes stay
+    within their junctions' band (beta, each pass's sum of accepted
+    half-spreads, at most 1e-12 per junction): |d log Z| <= beta_backward,
+    per-bin posteriors within 4 (beta_forward + beta_backward) + 1e-13,
+    segment posteriors within that plus 8 eps |log Z|, the MAP score within
+    beta_viterbi plus the rounding of its logs."""
+    rng = np.random.default_rng(seed)
+    model = random_model(rng, C, K, "geometric", loops, 0.0)
+    truth = np.repeat(rng.integers(0, C, size=T // 10 + 1), 10)[:T]
+    x = rng.normal(size=(T, C)) + 2.0 * (np.arange(C)[None, :] == truth[:, None])
+    one = _all_outputs(model, x, 1 << 20, 1, None)
+    if one is None:
+        return   # the fast path fell back: exact log space, checked elsewhere
+    seq = _all_outputs(model, x, chunk, 1, None)
+    assert seq["log_z"] == one["log_z"] and seq["score"] == one["score"] and seq["segs"] == one["segs"]
+    for a, b in zip(seq["per_bin"], one["per_bin"]):
+        np.testing.assert_array_equal(a, b)
+    assert seq["runs"].tuples() == one["runs"].tuples()
+    np.testing.assert_array_equal(seq["runs"].seg_post, one["runs"].seg_post)
+
+    par = _all_outputs(model, x, chunk, threads, burn_in)
+    assert par is not None, "the certificate failed with threads only"
+    n_junctions = -(-T // chunk) - 1
+    beta_f, beta_b, beta_v = (par["band"].get(k, 0.0) for k in ("forward", "backward", "viterbi"))
+    assert max(beta_f, beta_b, beta_v) <= n_junctions * 1e-12 + 1e-15
+    eps = np.finfo(np.float64).eps
+    assert abs(par["log_z"] - one["log_z"]) <= beta_b + 4 * eps * abs(one["log_z"])
+    bound = 4 * (beta_f + beta_b) + 1e-13
+    for a, b in zip(par["per_bin"], one["per_bin"]):
+        assert np.abs(a - b).max() <= bound
+    # Max-plus values are logs: each bin's addition rounds at their magnitude.
+    assert abs(par["score"] - one["score"]) <= beta_v + T * eps * abs(one["score"])
+    if par["segs"] != one["segs"]:
+        # Only a tie within the band may change the path: it must score the MAP.
+        assert score_segmentation(model, x, par["segs"]) == pytest.approx(one["score"], abs=2 * beta_v + 1e-9)
+    if par["runs"].tuples() == one["runs"].tuples():
+        # Segment posteriors are exp(log numerator - log Z), logs at the contig's
+        # scale: their rounding is eps |log Z|, however the rows were scaled.
+        seg_bound = bound + 8 * eps * abs(one["log_z"])
+        assert np.abs(par["runs"].seg_post - one["runs"].seg_post).max(initial=0.0) <= seg_bound

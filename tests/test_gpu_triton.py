@@ -198,7 +198,7 @@ def test_posterior_combination_kernel_matches_cpu_and_reference(monkeypatch, exa
 
     args = (rows(fstore), rows(bstore), torch.tensor(np.diag(be.fwd.Tr).copy()), torch.tensor([T]),
             torch.tensor([0]))
-    logs = dict(log_z=log_z, trans=torch.tensor(model.transition)) if exact else {}
+    logs = dict(log_rows=True, trans=torch.tensor(model.transition)) if exact else {}
     carry_k = torch.zeros((1, C), dtype=torch.float64)
     g, b, c = posterior_combine(*args, carry_k, 1.0 / zm, zexp, b_reversed=True, block_n=16, **logs)
     carry_r = torch.zeros((1, C), dtype=torch.float64)
@@ -443,7 +443,7 @@ def test_linear_and_logspace_kernels_match_torch_reference(min_duration):
     for mk, run, ref, args in (
             (be.forward_state, kt.linear_forward, kt.linear_forward_reference, (x, f, k, n)),
             (lambda: gpu.GpuLogSpaceState(be.dev_fwd), kt.logspace_forward, kt.logspace_forward_reference,
-             (x, n))):
+             (x, k, n))):
         st = mk()
         s_kernel, s_ref = _states(st, 2), _states(st, 2)
         model_t = be.dev_fwd.linear if run is linear_forward else be.dev_fwd.log
@@ -458,11 +458,12 @@ def test_linear_and_logspace_kernels_match_torch_reference(min_duration):
         assert torch.equal(st0, st1)
         for b in range(2):
             rows = int(n[b]) + 1
+            # Log-space values sit near 0 (relative to 2**sexp): absolute rounding too.
             for key in ("E", "A", "L", "ghost"):
-                torch.testing.assert_close(so0[key][b, :rows], so1[key][b, :rows], rtol=1e-12, atol=0)
+                torch.testing.assert_close(so0[key][b, :rows], so1[key][b, :rows], rtol=1e-12, atol=1e-13)
             assert torch.equal(so0["sexp"][b, :rows], so1["sexp"][b, :rows])
         for key in sa0:
-            torch.testing.assert_close(sa0[key], sa1[key], rtol=1e-12, atol=0)
+            torch.testing.assert_close(sa0[key], sa1[key], rtol=1e-12, atol=1e-13)
 
 
 @pytest.mark.parametrize("ties", [False, True])
@@ -601,22 +602,29 @@ def test_batched_passes_equal_one_chunk_per_launch_and_cpu(burn_in):
     assert many[3][1].tuples() == v0[1].tuples()
 
 
-def certificate_terms(fstore, bstore, max_weight, log_z, rows) -> float:
-    """The certificate's sum over a chunk's rows on the host, from the stores'
-    host arrays (as cpu_kernels.posterior_chunk sums it)."""
-    total = 0.0
-    for lost, other in ((fstore, bstore), (bstore, fstore)):
-        flagged = np.flatnonzero(lost.ghost_flag[:rows])
-        if flagged.size == 0:
-            continue
-        ghost = lost.ghost[flagged]
-        cont = other.E[flagged]
-        ok = np.isfinite(ghost) & (cont > 0.0)
-        with np.errstate(divide="ignore"):
-            terms = max_weight[None, :] * np.exp(ghost + np.log(cont) + other.sexp[flagged][:, None] * math.log(2.0)
-                                         - log_z)
-        total += float(terms[ok].sum())
-    return total
+def certificate_terms(fstore, bstore, max_weight, tr_up, log_z, rows):
+    """The certificate's terms and log ratio of a chunk on the host, from the
+    stores' host arrays, straight from docs/algorithms.md's formulas (tr_up:
+    the transition weights' upper bound, PreparedModel.tr_up)."""
+    from scipy.special import logsumexp
+
+    ln2 = math.log(2.0)
+    rows_f = {key: getattr(fstore, key)[:rows] for key in ("E", "sexp", "ghost")}
+    rows_b = {key: getattr(bstore, key)[:rows] for key in ("E", "sexp", "ghost")}
+    total, ratio = 0.0, -math.inf
+    with np.errstate(divide="ignore", invalid="ignore"):
+        trans = np.log(tr_up)
+        for lost, other, links in ((rows_f, rows_b, trans), (rows_b, rows_f, trans.T)):
+            log_other = np.log(other["E"]) + other["sexp"][:, None] * ln2
+            total += float(np.nansum(max_weight[None, :] * np.exp(lost["ghost"] + log_other - log_z)))
+            inflow = logsumexp(lost["ghost"][:, :, None] + np.log(max_weight)[None, :, None] + links[None], axis=1)
+            own = np.log(lost["E"]) + lost["sexp"][:, None] * ln2
+            r = np.where(np.isfinite(inflow), np.where(lost["E"] > 0, inflow - own, np.inf), -np.inf)
+            ratio = max(ratio, float(r.max()))
+        both = np.isfinite(rows_f["ghost"]) & np.isfinite(rows_b["ghost"])
+        meet = np.where(both, rows_f["ghost"] + rows_b["ghost"] - log_z, -np.inf)
+        total += 2.0 * float((max_weight[None, :] * np.exp(meet)).sum())
+    return total, ratio
 
 
 def test_batched_passes_carry_ghosts_and_certify_on_the_device():
@@ -633,11 +641,11 @@ def test_batched_passes_carry_ghosts_and_certify_on_the_device():
     host_sums, device_sums = [], []
     real = g.device_certificate
 
-    def both(fstore, bstore, max_weight, log_z, rows):
-        out = real(fstore, bstore, max_weight, log_z, rows)
-        host_sums.append(certificate_terms(fstore, bstore, np.asarray(max_weight), log_z, rows))
-        device_sums.append(float(out[0]))
-        assert bool(out[1]) == fstore.ghost_flag.any() and bool(out[2]) == bstore.ghost_flag.any()
+    def both(fstore, bstore, max_weight, tr_up, log_z, rows):
+        out = real(fstore, bstore, max_weight, tr_up, log_z, rows)
+        host_sums.append(certificate_terms(fstore, bstore, np.asarray(max_weight), np.asarray(tr_up), log_z, rows))
+        device_sums.append((float(out[0]), float(out[1])))
+        assert bool(out[2]) == fstore.ghost_flag.any() and bool(out[3]) == bstore.ghost_flag.any()
         return out
 
     g.device_certificate = both
@@ -645,7 +653,8 @@ def test_batched_passes_carry_ghosts_and_certify_on_the_device():
         lz, (gam, bnd, chg), *_ = _gpu_run(model, x, chunk, 6, 20)
     finally:
         g.device_certificate = real
-    assert len(device_sums) == T // chunk and max(device_sums) > 0.0, "the early loss must reach later chunks"
+    assert len(device_sums) == T // chunk and max(d[0] for d in device_sums) > 0.0, \
+        "the early loss must reach later chunks"
     # The ghost rows of guessed chunks (rows kept by the pass) are the sequential pass's.
     from concurrent.futures import ThreadPoolExecutor
 
@@ -668,7 +677,9 @@ def test_batched_passes_carry_ghosts_and_certify_on_the_device():
         assert np.array_equal(np.isfinite(got), np.isfinite(want)), j
         live = np.isfinite(want)
         np.testing.assert_allclose(got[live], want[live], rtol=0, atol=math.log(4.0))
-    np.testing.assert_allclose(device_sums, host_sums, rtol=1e-9, atol=0)
+    np.testing.assert_allclose([d[0] for d in device_sums], [h[0] for h in host_sums], rtol=1e-9, atol=0)
+    for (_, got), (_, want) in zip(device_sums, host_sums):
+        assert got == want or abs(got - want) <= 1e-9 * max(1.0, abs(want)), (got, want)
     ref = api.posterior(model, x, chunk_size=chunk)
     assert not ref.exact_fallback
     np.testing.assert_allclose(lz, ref.log_partition, rtol=REL)
@@ -736,3 +747,17 @@ def test_gpu_store_reads_rows_from_the_device():
         np.testing.assert_array_equal(s.E, h.E)
         np.testing.assert_array_equal(s.sexp, h.sexp)
     assert store.any_loss() == host.any_loss()
+
+
+@pytest.mark.parametrize("which", ["winner", "minority"])
+def test_paths_lost_by_both_passes_are_caught_on_the_device(which):
+    """The certificate's worst cases (tests/brute.py) on the Triton kernels:
+    a path both linear passes flush, the winner or a 40% minority that is not
+    the MAP, makes the contig fall back to exact log space."""
+    from brute import flushed_by_both_case, lost_minority_case
+    from flashseg.core import reference as ref
+
+    model, x = (flushed_by_both_case() if which == "winner" else lost_minority_case())[:2]
+    res = api.posterior(model, x, chunk_size=7, device="cuda")
+    assert res.exact_fallback
+    np.testing.assert_allclose(res.log_partition, ref.log_partition(model, x), rtol=1e-12)

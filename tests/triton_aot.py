@@ -177,12 +177,12 @@ def standard_launches(shapes=((3, 5), (8, 64), (8, 512), (16, 256), (32, 256)), 
                    lambda: linear.linear_forward(dc.x, dc.f, dc.k, nn, gpu.GpuLinearState(dm).dev,
                                                  dm.linear, fstore))
             yield (logspace, "logspace_forward_kernel", C, K, store,
-                   lambda: logspace.logspace_forward(dc.x, nn, gpu.GpuLogSpaceState(dm).dev, dm.log, fstore))
+                   lambda: logspace.logspace_forward(dc.x, dc.k, nn, gpu.GpuLogSpaceState(dm).dev, dm.log, fstore))
             yield (viterbi, "viterbi_forward_kernel", C, K, store,
                    lambda: viterbi.viterbi_forward(dc.x, nn, gpu.GpuViterbiState(dm).dev, dm.log, vstore))
             if store:   # the combination reads stored rows only: linear, then log space
                 rows = {key: fstore[key] for key in ("E", "A", "sexp")}
-                for logs in ({}, {"log_z": 0.0, "trans": dm.log["transT"]}):
+                for logs in ({}, {"log_rows": True, "trans": dm.log["transT"]}):
                     yield (posterior, "posterior_combine_kernel", C, K, store,
                            lambda logs=logs: posterior.posterior_combine(
                                rows, rows, torch.zeros(C, dtype=torch.float64), nn, torch.tensor([0]),

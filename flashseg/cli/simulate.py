@@ -25,10 +25,14 @@ import math
 import os
 import shutil
 import zlib
+from typing import TYPE_CHECKING
 
 import click
 
 from ._common import compile_notice, existing_file, load_model_spec
+
+if TYPE_CHECKING:   # annotations only: numpy is imported where it is used
+    import numpy as np
 
 _CHUNK_BINS = 1 << 16
 _FASTA_LINE = 60
@@ -53,8 +57,6 @@ def contig_rng(seed: int, name: str) -> np.random.Generator:
 
 def observations_log_likelihood(y: np.ndarray, levels: np.ndarray) -> np.ndarray:
     """log N(y; level_c, 1) for every label: (n, C)."""
-    import numpy as np
-
     return -0.5 * (y[:, None] - levels[None, :]) ** 2 - 0.5 * math.log(2 * math.pi)
 
 

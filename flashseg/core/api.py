@@ -228,7 +228,6 @@ def decode_contig(model: SemiMarkovModel, emissions, n_bins: int, *, name: str =
 
         def go(backend):
             run = parallel.run(backend, src, n_bins, chunk_size, name, cancel=cancel)
-            run.know_viterbi_score(score)   # the posterior pass's MAP guard need not recompute it
             if method == "posterior":
                 tracker = SegmentTracker(backend.fwd, n_bins, "run", decode=True)
             else:

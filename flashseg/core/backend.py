@@ -25,7 +25,8 @@ A backend provides:
 with_last, gamma, boundary, change)``
     The per-bin posteriors of one chunk from its forward rows and its
     (flipped) backward rows, into ``gamma``, ``boundary`` and ``change``,
-    ``carry`` updated; returns the chunk's certificate terms (0 when exact).
+    ``carry`` updated; returns the chunk's certificate terms and largest
+    loss-inflow log ratio (``(0, -inf)`` when exact; see the driver).
 ``sample_rows(store)``, ``walk_chunk(walks, rngs, a, b, chunk, rows, ring_log)``
     The posterior sampler's view of a chunk's forward rows, and every
     sample's walk back through that chunk (``sampling.py``).
@@ -72,7 +73,7 @@ class Backend:
         raise NotImplementedError
 
     def posterior_chunk(self, fstore, bstore, log_z, zm, zexp, carry, first_boundary, n,
-                        with_last, gamma, boundary, change) -> float:
+                        with_last, gamma, boundary, change) -> tuple[float, float]:
         raise NotImplementedError
 
     def sample_rows(self, store):

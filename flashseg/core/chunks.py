@@ -55,7 +55,8 @@ class ForwardStore:
     """Per-boundary forward values of one chunk: rows 0..n for boundaries t0..t0+n.
 
     Values are mantissas with one binary exponent per boundary:
-    true E[t, c] = E[r, c] * 2**sexp[r]. ``ghost`` is the natural log of the
+    true E[t, c] = E[r, c] * 2**sexp[r]; log-space stores (``is_log``) hold
+    log E[r, c] relative to that: true log E = E[r, c] + sexp[r] ln 2. ``ghost`` is the natural log of the
     mass flushed so far (an upper bound, -inf when nothing was lost).
     """
 
@@ -69,7 +70,7 @@ class ForwardStore:
         self.ghost = np.empty((n_rows, C))
         self.ghost_flag = np.zeros(n_rows, dtype=np.uint8)
         self.rows = n_rows
-        self.is_log = is_log   # E, A, L hold natural logs (exact backend)
+        self.is_log = is_log   # E, A, L hold natural logs relative to 2**sexp (exact backend)
         self.with_tail = with_tail
         # (k, r): rows of a chunk-parallel pass hold the true values times 2**k * e**r.
         self.log_offset = (0, 0.0)
@@ -112,7 +113,7 @@ class ForwardStore:
     def _log(self, values, rows):
         k, r = self.log_offset
         if self.is_log:
-            return values - (k * LN2_HI + k * LN2_LO + r) if k or r else values
+            return values + ((self.sexp[rows] - k) * LN2_HI + (self.sexp[rows] - k) * LN2_LO - r)
         with np.errstate(divide="ignore"):
             return np.log(values) + (self.sexp[rows] - k) * math.log(2.0) - r
 

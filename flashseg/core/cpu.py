@@ -124,15 +124,15 @@ class LogSpaceState(_KernelState):
         self.t_sexp = np.array([0, 0], dtype=np.int64)
 
     def junction_view(self):
-        """(every log value the recursion carries, 0, None)."""
-        return np.concatenate([self.ring.ravel(), self.tail, self.A, self.E]), 0, None
+        """(every log value the recursion carries, in units of 2**sexp; sexp; None)."""
+        return np.concatenate([self.ring.ravel(), self.tail, self.A, self.E]), int(self.t_sexp[1]), None
 
     def advance(self, chunk: EmissionChunk, store: ForwardStore | None = None) -> int:
         pm = self.pm
         dummy2 = np.empty((0, pm.C))
         s = store
         return int(_kernels().forward_logspace(
-            chunk.x, chunk.reverse, self.ring, self.tail, self.A, self.E, self.t_sexp,
+            chunk.x, chunk.k, chunk.reverse, self.ring, self.tail, self.A, self.E, self.t_sexp,
             pm.phicirc, pm.phiK, pm.lrho, pm.trans, s is not None, s is not None and s.with_tail,
             s.E if s else dummy2, s.A if s else dummy2, s.L if s else dummy2,
             s.sexp if s else np.empty(0, dtype=np.int64)))
@@ -144,10 +144,10 @@ class LogSpaceState(_KernelState):
             return -math.inf, 0.0, 0
         k = int(math.floor(m / math.log(2.0)))
         zm = float(np.sum(np.exp(v - k * math.log(2.0))))
-        return split_partition(zm, k)
+        return split_partition(zm, k + int(self.t_sexp[1]))
 
     def log_ring_entry(self, c: int, slot: int) -> float:
-        return float(self.ring[c, slot])
+        return float(self.ring[c, slot]) + int(self.t_sexp[1]) * math.log(2.0)
 
     def lost_at_end(self, log_z: float) -> float:
         return 0.0
@@ -227,14 +227,16 @@ class CpuBackend(Backend):
         walk_chunk_on_host(self.fwd, walks, rngs, a, b, chunk, rows, ring_log)
 
     def posterior_chunk(self, fstore, bstore, log_z, zm, zexp, carry, first_boundary, n,
-                        with_last, gamma, boundary, change) -> float:
+                        with_last, gamma, boundary, change) -> tuple[float, float]:
         pm = self.fwd
         if self.exact:
-            _kernels().posterior_chunk_log(fstore.E, fstore.A, bstore.E, bstore.A, pm.trans,
-                                           log_z, carry, first_boundary, n, gamma, boundary, change)
-            return 0.0
-        return float(_kernels().posterior_chunk(
+            _kernels().posterior_chunk_log(fstore.E, fstore.A, fstore.sexp, bstore.E, bstore.A, bstore.sexp,
+                                           pm.trans, math.log(zm), zexp, carry, first_boundary, n,
+                                           gamma, boundary, change)
+            return 0.0, -math.inf
+        terms, log_ratio = _kernels().posterior_chunk(
             fstore.E, fstore.A, fstore.sexp, fstore.ghost, fstore.ghost_flag,
             bstore.E, bstore.A, bstore.sexp, bstore.ghost, bstore.ghost_flag,
-            pm.Tr, pm.max_weight, 1.0 / zm, zexp, log_z, carry, first_boundary, n, with_last,
-            gamma, boundary, change))
+            pm.Tr, pm.tr_up, pm.max_weight, 1.0 / zm, zexp, log_z, carry, first_boundary, n, with_last,
+            gamma, boundary, change)
+        return float(terms), float(log_ratio)

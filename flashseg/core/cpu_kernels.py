@@ -29,7 +29,7 @@ import numpy as np
 from numba import njit
 
 from .host_kernels import _logaddexp
-from .numeric import (FLOOR, LN2, LOG_FLOOR, P_HI, P_LO, RESCALE_HI, RESCALE_LO, WALK_CHUNK_DONE,  # noqa: F401
+from .numeric import (FLOOR, LN2, LN2_HI, LN2_LO, LOG_FLOOR, LOG_RENORM, P_HI, P_LO, RESCALE_HI, RESCALE_LO, WALK_CHUNK_DONE,  # noqa: F401
                       WALK_NEED_RING, WALK_NEED_SPACE, WALK_NEED_UNIFORMS, WALK_ZERO)
 
 # Linear-space kernels may reassociate sums (vectorised dot products) but must
@@ -362,31 +362,69 @@ def forward_linear(x, f, kexp, reverse, ring, P, umax, tail, A, E, ghost, t_sexp
 
 
 @njit(nogil=True, cache=True)
-def forward_logspace(x, reverse, ring, tail, A, E, t_sexp, phicirc, phiK, lrho, trans,
+def _shift_logs(v, k):
+    """v - k ln 2 for the finite entries of v, as (v - k LN2_HI) - k LN2_LO."""
+    hi = k * LN2_HI
+    lo = k * LN2_LO
+    for j in range(v.shape[0]):
+        if v[j] > -np.inf:
+            v[j] = (v[j] - hi) - lo
+
+
+@njit(nogil=True, cache=True)
+def forward_logspace(x, kexp, reverse, ring, tail, A, E, t_sexp, phicirc, phiK, lrho, trans,
                      do_store, store_tail, sE, sA, sL, sS):
     """Exact log-space forward over one chunk (the certificate's fallback).
 
-    Same ring layout as :func:`forward_linear`; its stores hold natural logs
-    (sS = 0, ghosts -inf): one shared exponent per boundary could not hold
-    values far below that boundary's maximum, which may still matter.
+    Same ring layout as :func:`forward_linear`. Every log value is relative
+    to ``2**sexp`` (t_sexp[1], an integer like the linear path's exponent),
+    moved two ways. Each bin's scores lose ``kexp[i] ln 2``, the chunk's
+    per-bin ``round(max_c x / ln 2)``: a function of the bin alone, so the
+    forward and backward passes add identical shifted scores and their
+    rounding cancels in E B / Z (a shift that depended on the state would
+    round differently in the two passes, and on data with recurring values,
+    such as binarized marks, the difference adds up bin after bin). And when
+    the largest of E and A leaves [-RENORM, RENORM], every carried value
+    loses the nearest multiple of ln 2, so the values that matter stay near
+    0 and round at eps rather than at eps * |log Z| (absolute logs drifted
+    by ~1e-7 over 10**5 bins). Stores hold these logs (values far below a
+    boundary's maximum may still matter, which one shared exponent of
+    mantissas could not hold) with sexp per row, no ghosts.
     Returns -1, or the chunk-local bin at which all mass vanished.
     """
     n, C = x.shape
     K = ring.shape[1]
     t = t_sexp[0]
+    sexp = t_sexp[1]
+    flat = ring.reshape(C * K)
     if do_store:
         sE[0, :] = E
         sA[0, :] = A
         if store_tail:
             sL[0, :] = tail
-        sS[0] = 0
+        sS[0] = sexp
     for step in range(n):
         i = n - 1 - step if reverse else step
+        top = -np.inf
+        for c in range(C):
+            top = max(top, A[c], E[c])
+        if top > -np.inf and abs(top) > LOG_RENORM:
+            j = int(math.floor(top / LN2 + 0.5))
+            _shift_logs(flat, j)
+            _shift_logs(tail, j)
+            _shift_logs(E, j)
+            _shift_logs(A, j)
+            sexp += j
+        k = kexp[i]
+        sexp += k
+        hi = k * LN2_HI
+        lo = k * LN2_LO
         h = (t + 1) % K
         slot = (K - t % K) % K
         any_alive = False
         for c in range(C):
-            xc = x[i, c]
+            # As emission_factors shifts the linear path's scores.
+            xc = (x[i, c] - hi) - lo
             old = ring[c, slot]
             tl = -np.inf
             if lrho[c] > -np.inf:
@@ -402,6 +440,8 @@ def forward_logspace(x, reverse, ring, tail, A, E, t_sexp, phicirc, phiK, lrho, 
                 m = max(m, v + phicirc[c, j + h])
             a = -np.inf
             if m > -np.inf:
+                # A plain log of the sum: it mostly holds several comparable
+                # terms (E's, below, usually one dominant term: log1p).
                 s = 0.0
                 for j in range(K):
                     s += math.exp(ring[c, j] + phicirc[c, j + h] - m)
@@ -420,22 +460,32 @@ def forward_logspace(x, reverse, ring, tail, A, E, t_sexp, phicirc, phiK, lrho, 
                 m = max(m, A[cp] + trans[cp, c])
             e = -np.inf
             if m > -np.inf:
-                s = 0.0
+                # The largest term (and any tie) is exactly 1: log1p of the
+                # rest, as 1 + rest would round at eps the same way bin after
+                # bin on recurring data (a drift; ChromHMM's binarized marks).
+                rest = 0.0
+                ties = 0.0
                 for cp in range(C):
-                    s += math.exp(A[cp] + trans[cp, c] - m)
-                e = m + math.log(s)
+                    w = A[cp] + trans[cp, c]
+                    if w < m:
+                        rest += math.exp(w - m)
+                    else:
+                        ties += 1.0
+                e = m + math.log1p(rest + (ties - 1.0))
             E[c] = e
         t += 1
         if not any_alive:
             t_sexp[0] = t
+            t_sexp[1] = sexp
             return step
         if do_store:
             sE[step + 1, :] = E
             sA[step + 1, :] = A
             if store_tail:
                 sL[step + 1, :] = tail
-            sS[step + 1] = 0
+            sS[step + 1] = sexp
     t_sexp[0] = t
+    t_sexp[1] = sexp
     return -1
 
 
@@ -570,19 +620,72 @@ def _viterbi_prev_row(row, t, A, E, trans, e_prev):
 
 
 @njit(nogil=True, cache=True)
-def posterior_chunk(Ef, Af, sf, gf, gf_flag, Bb, Gb, sb, gb, gb_flag, Tr, max_weight, inv_zm, zexp, log_z,
-                    carry, first_boundary, n, with_last, gamma, boundary, change):
-    """Per-bin posteriors for boundaries 0..n-1 of a chunk, and its certificate term.
+def _ghost_inflow_log_ratio(g, log_mw, tr_up, tr_max, transpose, M, s, w):
+    """max over labels c2 of log(sum_c mw_c e^g[c] Tr[c, c2] / (M[c2] 2**s)):
+    how the losses of one boundary, entering the next segments, compare with
+    the entering messages M computed there (Tr transposed for the reversed
+    model; ``tr_up`` an upper bound of exp(trans), ``w`` scratch). +inf where
+    losses enter a label whose computed message is 0."""
+    C = g.shape[0]
+    top = -np.inf
+    low = np.inf
+    for c in range(C):
+        v = g[c] + log_mw[c]
+        if v > top:
+            top = v
+        if M[c] < low:
+            low = M[c]
+    if top == -np.inf:
+        return -np.inf
+    # A cheap bound first (every inflow is at most C e^top tr_max, every
+    # message at least the smallest): when it is already negligible, it is
+    # the answer; most rows stop here.
+    if low > 0.0 and tr_max > 0.0:
+        crude = top + math.log(C * tr_max) - math.log(low) - s * LN2
+        if crude < -200.0:
+            return crude
+    for c in range(C):
+        v = g[c] + log_mw[c]
+        w[c] = math.exp(v - top) if v > -np.inf else 0.0
+    worst = -np.inf
+    for c2 in range(C):
+        acc = 0.0
+        for c in range(C):
+            acc += w[c] * (tr_up[c2, c] if transpose else tr_up[c, c2])
+        if acc <= 0.0:
+            continue
+        if M[c2] <= 0.0:
+            return np.inf
+        r = top + math.log(acc) - math.log(M[c2]) - s * LN2
+        if r > worst:
+            worst = r
+    return worst
+
+
+@njit(nogil=True, cache=True)
+def posterior_chunk(Ef, Af, sf, gf, gf_flag, Bb, Gb, sb, gb, gb_flag, Tr, tr_up, max_weight, inv_zm, zexp,
+                    log_z, carry, first_boundary, n, with_last, gamma, boundary, change):
+    """Per-bin posteriors for boundaries 0..n-1 of a chunk, and its certificate terms.
 
     Forward rows (E, A, sexp, ghost) and backward rows (B, G, sexp, ghost) are
     aligned on the same boundaries. Each boundary's factor
     2**(sf + sb - zexp) / zm is exact: the scales cancel as integers, so the
     running gamma sum does not random-walk on rounding of large logs.
     ``carry`` holds gamma of the previous bin and is updated in place.
-    Returns the certificate term: an upper bound on (mass lost to flushes)/Z.
+
+    Returns (terms, log_ratio) of docs/algorithms.md, "Linear fast path and
+    its certificate": the chunk's sum of losses times the other pass's
+    computed continuations, plus twice the losses met by losses at one
+    boundary; and the largest log ratio of losses entering a label to the
+    entering message computed there (either pass), which the driver turns
+    into the factor that covers paths both passes lost.
     """
     C = Ef.shape[1]
     cert = 0.0
+    log_ratio = -np.inf
+    log_mw = np.log(max_weight)
+    w = np.empty(C)
+    tr_max = tr_up.max()
     rows = n + 1 if with_last else n
     for i in range(rows):
         # Forward losses continue at most like B; backward losses like E.
@@ -590,10 +693,22 @@ def posterior_chunk(Ef, Af, sf, gf, gf_flag, Bb, Gb, sb, gb, gb_flag, Tr, max_we
             for c in range(C):
                 if gf[i, c] > -np.inf and Bb[i, c] > 0.0:
                     cert += max_weight[c] * math.exp(gf[i, c] + math.log(Bb[i, c]) + sb[i] * LN2 - log_z)
+            r = _ghost_inflow_log_ratio(gf[i], log_mw, tr_up, tr_max, False, Ef[i], sf[i], w)
+            if r > log_ratio:
+                log_ratio = r
         if gb_flag[i]:
             for c in range(C):
                 if gb[i, c] > -np.inf and Ef[i, c] > 0.0:
                     cert += max_weight[c] * math.exp(gb[i, c] + math.log(Ef[i, c]) + sf[i] * LN2 - log_z)
+            r = _ghost_inflow_log_ratio(gb[i], log_mw, tr_up, tr_max, True, Bb[i], sb[i], w)
+            if r > log_ratio:
+                log_ratio = r
+            if gf_flag[i]:
+                # Losses of both passes at one boundary: the part of E (and of
+                # B) that the other side flushed right here.
+                for c in range(C):
+                    if gf[i, c] > -np.inf and gb[i, c] > -np.inf:
+                        cert += 2.0 * max_weight[c] * math.exp(gf[i, c] + gb[i, c] - log_z)
         if i == n:
             break
         k = int(sf[i] + sb[i] - zexp)
@@ -639,27 +754,30 @@ def posterior_chunk(Ef, Af, sf, gf, gf_flag, Bb, Gb, sb, gb, gb_flag, Tr, max_we
         else:
             boundary[i] = min(bsum, 1.0)
             change[i] = min(chg, 1.0)
-    return cert
+    return cert, log_ratio
 
 
 @njit(nogil=True, cache=True)
-def posterior_chunk_log(lE, lA, lB, lG, trans, log_z, carry, first_boundary, n,
+def posterior_chunk_log(lE, lA, sf, lB, lG, sb, trans, log_zm, zexp, carry, first_boundary, n,
                         gamma, boundary, change):
-    """:func:`posterior_chunk` for log-space stores (the exact fallback)."""
+    """:func:`posterior_chunk` for log-space stores (the exact fallback): logs
+    relative to 2**sexp per row, Z = exp(log_zm) * 2**zexp; the exponents
+    cancel as integers, as in the linear combination."""
     C = lE.shape[1]
     for i in range(n):
+        base = (sf[i] + sb[i] - zexp) * LN2 - log_zm
         bsum = 0.0
         chg = 0.0
         for c in range(C):
-            p_start = math.exp(lE[i, c] + lG[i, c] - log_z) if lE[i, c] + lG[i, c] > -np.inf else 0.0
-            p_end = math.exp(lA[i, c] + lB[i, c] - log_z) if lA[i, c] + lB[i, c] > -np.inf else 0.0
+            p_start = math.exp(lE[i, c] + lG[i, c] + base) if lE[i, c] + lG[i, c] > -np.inf else 0.0
+            p_end = math.exp(lA[i, c] + lB[i, c] + base) if lA[i, c] + lB[i, c] > -np.inf else 0.0
             carry[c] += p_start - p_end
             bsum += p_start
             for cp in range(C):
                 if cp != c:
                     v = lA[i, cp] + trans[cp, c] + lG[i, c]
                     if v > -np.inf:
-                        chg += math.exp(v - log_z)
+                        chg += math.exp(v + base)
         tot = 0.0
         for c in range(C):
             v = min(max(carry[c], 0.0), 1.0)

@@ -15,14 +15,10 @@ Pass plan per contig (docs/algorithms.md, "Chunks and output order"):
   exact log space (consumers get ``restart()``).
 
   The certificate (docs/algorithms.md, "Linear fast path and its certificate")
-  charges each pass's flushed mass against
-  the other pass's *computed* continuation. A path flushed by both passes
-  is missing from both and escapes it; when both passes flushed anything,
-  logZ is therefore also checked against the exact max-plus MAP score
-  (Z >= exp(MAP) always), which catches the case where the lost path is the
-  dominant one. A lost path that is neither the MAP nor negligible is not
-  caught; it needs a flush on both sides (2**-736 below the running scale
-  on each) and must still carry >= 1e-13 of Z.
+  charges each pass's flushed mass against the other pass's computed
+  continuation, adds the losses that meet at one boundary, and covers the
+  paths both passes lost with a factor from the largest ratio of losses
+  entering a label to the entering message computed there (``_certified``).
 * Sampling: forward checkpoints from the posterior pass; chunks recomputed
   right to left while every sample walks back through them.
 """
@@ -75,7 +71,8 @@ class ContigRun:
         self.name = name
         self.C = backend.fwd.C
         self.bounds = [(a, min(a + self.chunk, self.T)) for a in range(0, self.T, self.chunk)]
-        self._viterbi_score = None
+        self.lost = None
+        self.certificate = None
         self.cancel = cancel
         if pool is not None and len(self.bounds) > 1:
             self.schedule = ChunkParallelSchedule(self, pool, workers, burn_in)
@@ -174,18 +171,6 @@ class ContigRun:
                                   contig=self.name or None, bin=self.bounds[j][0] + local)
 
     # -- Viterbi -------------------------------------------------------------
-    def viterbi_score(self) -> float:
-        """The MAP score alone (one max-plus pass, no checkpoints), unless known."""
-        if self._viterbi_score is None:
-            with self.reading():
-                self._viterbi_score = _best_final(self.schedule.end_state("viterbi"))[0]
-        return self._viterbi_score
-
-    def know_viterbi_score(self, score: float | None) -> None:
-        """The MAP score from an earlier Viterbi pass over the same contig and
-        model (the posterior pass's guard then needs no max-plus pass)."""
-        self._viterbi_score = score
-
     def forward_log_partition(self) -> float:
         """log Z from the linear forward pass alone, uncertified (no backward pass)."""
         with self.reading():
@@ -203,7 +188,6 @@ class ContigRun:
             if not score > -math.inf:
                 raise NoValidSegmentation("no valid segmentation (every path has score -inf)",
                                           contig=self.name or None)
-            self._viterbi_score = score
 
             def pointers(js):
                 stores = [ViterbiStore(b - a + 1, self.C) for a, b in (self.bounds[j] for j in js)]
@@ -280,6 +264,7 @@ class ContigRun:
     def _emit(self, rows, log_z, zm, zexp, bend, consumer, trackers, keep_forward_checkpoints):
         # Losses of the backward pass flushed before reaching boundary 0.
         cert = _lost_at_end(bend, log_z)
+        log_ratio = -math.inf
         carry = np.zeros(self.C)
         nb = len(self.bounds)
         lost_fwd = lost_bwd = False
@@ -296,9 +281,12 @@ class ContigRun:
             last = j == nb - 1
             # Rows of chunk-parallel passes are scaled: Z takes both scales.
             scaled = shift_partition(log_z, zm, zexp, add_offsets(fstore.log_offset, bstore.log_offset))
-            cert += self.backend.posterior_chunk(fstore, bstore, *scaled, carry, a, n,
-                                                 last, gamma, boundary, change)
-            if not self.backend.exact and cert > CERTIFICATE_TOLERANCE:
+            terms, ratio = self.backend.posterior_chunk(fstore, bstore, *scaled, carry, a, n,
+                                                        last, gamma, boundary, change)
+            cert += terms
+            log_ratio = max(log_ratio, ratio)
+            self.certificate = (cert, log_ratio)
+            if not self.backend.exact and not _certified(cert, log_ratio, self.T):
                 raise UncertifiedError()
             if not self.backend.exact:
                 lost_fwd = lost_fwd or fstore.any_loss()
@@ -309,20 +297,15 @@ class ContigRun:
                 consumer.chunk(a, gamma, boundary, change)
         fstate, forward_checkpoints = next(rows)
         cert += _lost_at_end(fstate, log_z)
-        if not self.backend.exact and cert > CERTIFICATE_TOLERANCE:
+        self.certificate = (cert, log_ratio)
+        if not self.backend.exact and not _certified(cert, log_ratio, self.T):
             raise UncertifiedError()
         log_zf, _, _ = _partition(fstate)
         if not abs(log_zf - log_z) <= 1e-9 * max(1.0, abs(log_z)):
             if not self.backend.exact:
                 raise UncertifiedError()
             raise AssertionError(f"forward and backward disagree: {log_zf} vs {log_z}")
-        if lost_fwd and lost_bwd:
-            # The certificate multiplies each pass's losses by the other pass's
-            # computed values, so a path flushed by both passes escapes it.
-            # Z can never be below the exact (log-space) MAP score: if it is,
-            # the dominant path was lost on both sides.
-            if log_z < self.viterbi_score() - 1e-9 * max(1.0, abs(log_z)):
-                raise UncertifiedError()
+        self.lost = (lost_fwd, lost_bwd)   # which linear passes flushed anything (diagnostics)
         for tr in trackers:
             tr.finish(log_z, zm, zexp)
         return log_z, (forward_checkpoints if keep_forward_checkpoints else None)
@@ -362,6 +345,19 @@ class ContigRun:
 
                 self.backend.walk_chunk(walks, rngs, a, b, chunk, rows_j, ring_log)
         return [walk.segments() for walk in walks]
+
+
+def _certified(terms: float, log_ratio: float, T: int) -> bool:
+    """The fast path's certificate (docs/algorithms.md, "Linear fast path and its
+    certificate"): the losses' terms, times 1 / (1 - (T + 1) * ratio) for the
+    paths both passes lost, at most CERTIFICATE_TOLERANCE; the factor must be
+    at most 2 (else the bound is not worth having)."""
+    if log_ratio > -math.inf:
+        spread = math.log(T + 1) + log_ratio
+        if not spread <= -math.log(2.0):
+            return False
+        terms /= 1.0 - math.exp(spread)
+    return terms <= CERTIFICATE_TOLERANCE
 
 
 def _best_final(state) -> tuple[float, int]:

@@ -263,8 +263,8 @@ class _DeviceState:
         return [self.ring.ravel(), self.tail, self.A, self.E]
 
     def junction_view(self):
-        """As the CPU states' junction_view (log values; exponent or 0; tail starts or None)."""
-        return np.concatenate(self._carried()), 0, None
+        """As the CPU states' junction_view (log values in units of 2**sexp; sexp; tail starts or None)."""
+        return np.concatenate(self._carried()), int(self.t_sexp[1]), None
 
     def copy(self):
         """An independent copy (a checkpoint): the device tensors are cloned."""
@@ -486,7 +486,7 @@ class GpuLogSpaceState(_DeviceState):
 
         dstore = _row_stores(dc, self.dm, stores)
         with _launch_turn:
-            status = logspace_forward(dc.x, n, self.dev, self.dm.log, dstore)
+            status = logspace_forward(dc.x, dc.k, n, self.dev, self.dm.log, dstore)
         self._host = {}
         status = status.cpu().numpy()
         _hand_rows(dstore, stores, dc)
@@ -498,10 +498,10 @@ class GpuLogSpaceState(_DeviceState):
         if not np.isfinite(m):
             return -math.inf, 0.0, 0
         k = int(math.floor(m / math.log(2.0)))
-        return split_partition(float(np.sum(np.exp(v - k * math.log(2.0)))), k)
+        return split_partition(float(np.sum(np.exp(v - k * math.log(2.0)))), k + int(self.t_sexp[1]))
 
     def log_ring_entry(self, c: int, slot: int) -> float:
-        return float(self.ring[c, slot])
+        return float(self.ring[c, slot]) + int(self.t_sexp[1]) * math.log(2.0)
 
     def lost_at_end(self, log_z: float) -> float:
         return 0.0
@@ -684,10 +684,11 @@ class GpuStore(ForwardStore):
 
     def _log(self, values, rows):
         k, r = self.log_offset
+        exponent = self._gather("sexp", rows) - k
         if self.is_log:
-            return values - (k * LN2_HI + k * LN2_LO + r) if k or r else values
+            return values + (exponent * LN2_HI + exponent * LN2_LO - r)
         with np.errstate(divide="ignore"):
-            return np.log(values) + (self._gather("sexp", rows) - k) * math.log(2.0) - r
+            return np.log(values) + exponent * math.log(2.0) - r
 
     def log_E(self, rows, cols):
         return self._log(self._gather("E", rows, cols), rows)
@@ -716,26 +717,50 @@ class GpuStore(ForwardStore):
         self._cache.pop("any_loss", None)
 
 
-def device_certificate(fstore: GpuStore, bstore: GpuStore, max_weight, log_z: float, rows: int):
-    """The certificate's terms of one chunk (as ``cpu_kernels.posterior_chunk``
-    sums them: forward losses continue at most like B, backward losses like E)
-    on the device rows, with whether each store lost anything: a (3,) tensor
-    [sum, any forward loss, any backward loss]."""
+def device_certificate(fstore: GpuStore, bstore: GpuStore, max_weight, tr_up, log_z: float, rows: int):
+    """The certificate's terms of one chunk on the device rows, as
+    ``cpu_kernels.posterior_chunk`` computes them (forward losses continue at
+    most like B, backward losses like E, twice the losses that meet at one
+    boundary; the largest log ratio of losses entering a label to the entering
+    message computed there), with whether each store lost anything: a (4,)
+    tensor [terms, log ratio, any forward loss, any backward loss]."""
     import torch
 
+    ln2 = math.log(2.0)
+    log_mw = torch.log(max_weight)
     total = None
-    for lost, other in ((fstore, bstore), (bstore, fstore)):
+    ratio = None
+    ghosts = []
+    for lost, other, links in ((fstore, bstore, tr_up), (bstore, fstore, tr_up.T)):
         ghost = lost._oriented("ghost")[:rows]
+        ghosts.append(ghost)
         cont = other._oriented("E")[:rows]
         sexp = other._oriented("sexp")[:rows]
         ok = torch.isfinite(ghost) & (cont > 0.0)
-        expo = torch.where(ok, ghost + torch.log(cont) + sexp[:, None].to(ghost.dtype) * math.log(2.0) - log_z,
-                           -math.inf)
+        expo = torch.where(ok, ghost + torch.log(cont) + sexp[:, None].to(ghost.dtype) * ln2 - log_z, -math.inf)
         part = (max_weight[None, :] * torch.exp(expo)).sum()
         total = part if total is None else total + part
+        # Losses entering each label (through the pass's own transitions, tr_up
+        # the PreparedModel's upper bound) against the entering message that pass
+        # computed there: a (rows, C) product, scaled by each row's largest loss.
+        weighted = ghost + log_mw[None, :]
+        top = weighted.max(dim=1).values
+        top_safe = torch.where(torch.isfinite(top), top, torch.zeros_like(top))
+        acc = torch.exp(weighted - top_safe[:, None]) @ links
+        inflow = torch.where(acc > 0.0, top_safe[:, None] + torch.log(acc), torch.full_like(acc, -math.inf))
+        own = lost._oriented("E")[:rows]
+        own_log = torch.log(own) + lost._oriented("sexp")[:rows][:, None].to(own.dtype) * ln2
+        r = torch.where(torch.isfinite(inflow),
+                        torch.where(own > 0.0, inflow - own_log, torch.full_like(inflow, math.inf)),
+                        torch.full_like(inflow, -math.inf))
+        worst = r.max() if r.numel() else torch.tensor(-math.inf, dtype=ghost.dtype, device=ghost.device)
+        ratio = worst if ratio is None else torch.maximum(ratio, worst)
+    both = torch.isfinite(ghosts[0]) & torch.isfinite(ghosts[1])
+    meet = torch.where(both, ghosts[0] + ghosts[1] - log_z, -math.inf)
+    total = total + 2.0 * (max_weight[None, :] * torch.exp(meet)).sum()
     anyf = torch.isfinite(fstore.device_rows["ghost"]).any().to(total.dtype)
     anyb = torch.isfinite(bstore.device_rows["ghost"]).any().to(total.dtype)
-    return torch.stack([total, anyf, anyb])
+    return torch.stack([total, ratio.to(total.dtype), anyf, anyb])
 
 
 class GpuBackend(Backend):
@@ -806,11 +831,9 @@ class GpuBackend(Backend):
         rows = {}
         for key in ("E", "A", "L"):
             v = store.device_rows[key][0]
-            if store.is_log:
-                rows["l" + key] = (v - (k * LN2_HI + k * LN2_LO + r)).contiguous() if k or r else v
-            else:
-                scale = (store.device_rows["sexp"][0] - k).to(v.dtype) * math.log(2.0) - r
-                rows["l" + key] = (v.log() + scale[:, None]).contiguous()
+            exponent = (store.device_rows["sexp"][0] - k).to(v.dtype)
+            scale = exponent * LN2_HI + exponent * LN2_LO - r
+            rows["l" + key] = ((v if store.is_log else v.log()) + scale[:, None]).contiguous()
         return rows
 
     def walk_chunk(self, walks, rngs, a, b, chunk, rows, ring_log) -> None:
@@ -899,7 +922,7 @@ class GpuBackend(Backend):
         brings gamma, b, chg, the carry and the certificate back.
         """
         if n == 0:
-            return 0.0
+            return 0.0, -math.inf
         dev_f, dev_b = fstore.device_rows, bstore.device_rows
         import torch
 
@@ -909,6 +932,7 @@ class GpuBackend(Backend):
         if not hasattr(self, "_tr_diag"):
             self._tr_diag = torch.tensor(np.ascontiguousarray(np.diag(self.fwd.Tr)), device=dev)
             self._trans = torch.tensor(np.ascontiguousarray(self.fwd.trans), device=dev)
+            self._tr_up = torch.tensor(self.fwd.tr_up, device=dev)
             self._max_weight = torch.tensor(np.ascontiguousarray(self.fwd.max_weight, dtype=np.float64), device=dev)
         C = self.fwd.C
         carry_dev = torch.tensor(carry, dtype=torch.float64, device=dev)[None].contiguous()
@@ -917,20 +941,21 @@ class GpuBackend(Backend):
         with _launch_turn:
             g, b, c = posterior_combine(dev_f, dev_b, self._tr_diag, n_dev, first_dev, carry_dev,
                                         1.0 / zm if zm > 0 else 0.0, zexp, b_reversed=bstore.device_reversed,
-                                        log_z=log_z if self.exact else None, trans=self._trans, nmax=n)
+                                        log_rows=self.exact, trans=self._trans, nmax=n)
         parts = [g[0].reshape(-1), b[0], c[0], carry_dev[0]]
         if not self.exact:
-            parts.append(device_certificate(fstore, bstore, self._max_weight, log_z, n + 1 if with_last else n))
+            parts.append(device_certificate(fstore, bstore, self._max_weight, self._tr_up, log_z,
+                                            n + 1 if with_last else n))
         out = _to_host(torch.cat(parts), pinned=True)
         gamma[:] = out[:n * C].reshape(n, C)
         boundary[:] = out[n * C:n * C + n]
         change[:] = out[n * C + n:n * C + 2 * n]
         carry[:] = out[n * (C + 2):n * (C + 2) + C]
         if self.exact:
-            return 0.0
-        cert, anyf, anyb = out[-3:]
+            return 0.0, -math.inf
+        cert, log_ratio, anyf, anyb = out[-4:]
         fstore._cache["any_loss"], bstore._cache["any_loss"] = bool(anyf), bool(anyb)
-        return float(cert)
+        return float(cert), float(log_ratio)
 
 
 __all__ = ["gpu_available", "gpu_backend", "resolve_device", "interpreting", "GpuBackend", "contig_stream",

@@ -118,3 +118,28 @@ def run_inner_logweight(n_max, phi, lrho, log_self):
             F[m] = best + math.log(s)
         out[m] = F[m]
     return out
+
+
+@njit(nogil=True, cache=True)
+def piece_sums(x, gamma, bin_label, cut, carry_x, carry_g):
+    """Sums of x and gamma over each piece [cut[p], cut[p + 1]) of a chunk, in
+    each bin's own label column, added one bin at a time from left to right;
+    piece 0 starts from (carry_x, carry_g), the running sums of the segment it
+    continues. A segment's sums then have the same bits however the chunks
+    cut it (numpy's pairwise sums would not)."""
+    n_pieces = cut.shape[0]
+    xs = np.empty(n_pieces)
+    gs = np.empty(n_pieces)
+    n = x.shape[0]
+    for p in range(n_pieces):
+        lo = cut[p]
+        hi = cut[p + 1] if p + 1 < n_pieces else n
+        ax = carry_x if p == 0 else 0.0
+        ag = carry_g if p == 0 else 0.0
+        for i in range(lo, hi):
+            c = bin_label[i]
+            ax += x[i, c]
+            ag += gamma[i, c]
+        xs[p] = ax
+        gs[p] = ag
+    return xs, gs

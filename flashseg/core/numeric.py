@@ -29,6 +29,10 @@ RESCALE_LO = 2.0 ** -64
 P_LO = 2.0 ** -200
 P_HI = 2.0 ** 200
 
+# The exact log-space path keeps the largest of E and A inside [-LOG_RENORM,
+# LOG_RENORM] (natural log) by moving multiples of ln 2 into the exponent.
+LOG_RENORM = 4.0
+
 # Finite model log-scores beyond this make the linear kernel's bounds invalid
 # (a weight could overflow); such models run in exact log space instead.
 LINEAR_MAX_MODEL_SCORE = 50.0

@@ -23,8 +23,10 @@ tolerance. The constant is kept as the state's ``scale_offset`` ``(k, r)``
 (values = true values x 2**k x e**r, ``|r| <= ln 2 / 2``); the driver
 removes it where absolute values matter (logZ, posteriors, the MAP score,
 the certificate). A rejected guess costs a sequential re-run of its chunk
-from the previous chunk's end state, which is exact: results never depend on
-whether the data mix, only the speed does. The re-run stops early where it
+from the previous chunk's end state, which is exact: a rejection changes no
+number, only the speed. Accepted guesses move results within the band their
+junctions measured (``PassStats.band``; docs/algorithms.md, "What threads
+and chunk sizes change"). The re-run stops early where it
 meets the guess's own chain at an inner boundary of the chunk (a junction
 test there; chunks whose rows are not kept), and the burn-in of later chunks
 doubles. Flushes of the linear fast path stay certified: a guess starts its
@@ -39,13 +41,14 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
 from .numeric import LN2_HI, LN2_LO
 
 # Accepted guesses match the true state to this relative error in every value
-# (errors add up over the junctions of a contig: 1e4 junctions give 1e-8).
+# (errors add up over the junctions of a contig: PassStats.band).
 JUNCTION_TOLERANCE = 1e-12
 # Log-space values carry absolute rounding of their own magnitude: this many
 # units in the last place of the largest value are allowed on top.
@@ -102,14 +105,21 @@ def shift_partition(log_z: float, zm: float, zexp: int, offset) -> tuple[float, 
 NEGLIGIBLE_LOG = -500.0 * math.log(2.0)
 
 
-def junction_offset(exact, guess, tolerance: float = JUNCTION_TOLERANCE):
-    """(k, r, charge) with guess = exact x 2**k e**r in every carried value, or None.
+class Junction(NamedTuple):
+    """An accepted junction: guess = exact x 2**k e**r in every carried value,
+    each within ``spread / 2`` in log; ``charge`` (linear states, else None)
+    the per-label log mass, in the guess's scale, to add to the guess's
+    ghosts for negligible values the two chains do not share."""
 
-    ``exact`` and ``guess`` stand at the same boundary; see the module
-    docstring. ``charge`` (linear states, else None) is the per-label log
-    mass, in the guess's scale, to add to the guess's ghosts for negligible
-    values the two chains do not share.
-    """
+    k: int
+    r: float
+    charge: np.ndarray | None
+    spread: float
+
+
+def junction_offset(exact, guess, tolerance: float = JUNCTION_TOLERANCE) -> Junction | None:
+    """The :class:`Junction` of two states at the same boundary, or None (see
+    the module docstring)."""
     if exact.t != guess.t:
         raise AssertionError(f"junction at boundaries {exact.t} and {guess.t}")
     ve, ee, te = exact.junction_view()
@@ -149,10 +159,10 @@ def junction_offset(exact, guess, tolerance: float = JUNCTION_TOLERANCE):
             value = np.fmax(vg, ve + mid)[owed] + eg * (LN2_HI + LN2_LO) + math.log(K + C + 2)
             charge = np.full(C, -np.inf)
             np.logaddexp.at(charge, labels[owed], value)
-    if not linear:
-        return 0, mid, None    # log space: one added constant, kept as it is (exact ties stay exact)
+    if not linear and eg == ee:
+        return Junction(0, mid, None, hi - lo)   # log space: one added constant, kept (exact ties stay exact)
     k, r = normalise(eg - ee, mid)
-    return k, r, charge
+    return Junction(k, r, charge, hi - lo)
 
 
 @dataclass
@@ -162,6 +172,9 @@ class PassStats:
     accepted: int = 0
     rerun: int = 0
     rerun_bins: int = 0   # bins the re-runs advanced in sequence before their chain met the guess's
+    # Sum of the accepted junctions' half-spreads: every value of the pass is
+    # within this (in log, plus rounding) of the one-thread pass's value.
+    band: float = 0.0
 
 
 # A chunk whose rows are not kept is advanced in this many parts, its guess's
@@ -359,6 +372,7 @@ class ChunkPass:
             if i > 0 and i - 1 < len(piece.inner):
                 junction = junction_offset(exact, piece.inner[i - 1])
                 if junction is not None:
+                    self.stats.band += junction.spread / 2
                     ahead = chunk.x[:n - before] if self.kind == "backward" else chunk.x[before:]
                     return piece.end, piece.status, (exact, junction, ahead)
             status = exact.advance(part)
@@ -371,7 +385,7 @@ class ChunkPass:
     def _adopt_guess_end(end, exact, junction, ahead) -> None:
         """The guess's chain met the exact one inside the chunk: its end state,
         on the exact scale, with the exact chain's ghosts carried to the end."""
-        k, r, charge = junction
+        k, r, charge, _ = junction
         end.scale_offset = add_offsets(exact.scale_offset, (k, r))
         if hasattr(end, "set_ghost"):
             carried = exact.ghost + offset_log((k, r)) + ahead.sum(axis=0)
@@ -440,8 +454,9 @@ class ChunkPass:
                             self._adopt_guess_end(end, *meeting)
                     else:
                         self.stats.accepted += 1
+                        self.stats.band += junction.spread / 2
                         start, end, status = piece.guess, piece.end, piece.status
-                        k, r, charge = junction
+                        k, r, charge, _ = junction
                         start.scale_offset = add_offsets(prev.scale_offset, (k, r))
                         if hasattr(start, "set_ghost"):
                             ghost = prev.ghost + offset_log((k, r))

@@ -45,6 +45,11 @@ class PreparedModel:
         self.Tr = np.ascontiguousarray(lin(model.transition))
         self.TrT = np.ascontiguousarray(self.Tr.T)   # column reads made contiguous
         self.trpos = np.ascontiguousarray(np.isfinite(model.transition))
+        # An upper bound of every transition weight, none lost to underflow: the
+        # certificate bounds how losses spread with it (kept off zero where finite).
+        with np.errstate(under="ignore"):
+            self.tr_up = np.ascontiguousarray(np.where(np.isfinite(model.transition),
+                                                       np.maximum(np.exp(model.transition), 1e-300), 0.0))
         # Bound on how much any duration weight can multiply a lost value.
         wmax = np.where(np.isfinite(phi), phi, -np.inf).max(axis=1)
         self.max_weight = np.maximum(1.0, np.exp(np.minimum(wmax, 700.0)))

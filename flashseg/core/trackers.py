@@ -103,12 +103,13 @@ class SegmentTracker:
         piece_labels = np.concatenate([[self.open["label"]], labels]) if lead else labels
         lengths = np.diff(np.append(cut, b - a))
         bin_label = np.repeat(piece_labels, lengths)
-        bins = np.arange(b - a)
-        xs = np.add.reduceat(x[bins, bin_label], cut) if len(cut) else np.zeros(0)
-        gs = np.add.reduceat(gamma[bins, bin_label], cut) if len(cut) else np.zeros(0)
+        from .host_kernels import piece_sums
+
+        carry = (self.open["S"], self.open["G"]) if lead else (0.0, 0.0)
+        xs, gs = piece_sums(np.ascontiguousarray(x), np.ascontiguousarray(gamma),
+                            bin_label.astype(np.int64), cut.astype(np.int64), *carry)
         if lead:
-            self.open["S"] += xs[0]
-            self.open["G"] += gs[0]
+            self.open["S"], self.open["G"] = float(xs[0]), float(gs[0])
             xs, gs = xs[1:], gs[1:]
         k = len(starts)
         if k:
@@ -231,10 +232,15 @@ class SegmentListTracker(SegmentTracker):
             self.right[ending] = self._right_log(en[ending] - a, lab[ending], en[ending], bstore)
         at_end = np.flatnonzero((en >= a) & (en < b))      # end boundaries inside this chunk
         self.end_post[at_end] = post[en[at_end] - a]
+        from .host_kernels import piece_sums
+
+        x, gamma = np.ascontiguousarray(x), np.ascontiguousarray(gamma)
         for i in np.flatnonzero((st < b) & (en > a)).tolist():
             lo, hi, c = max(st[i], a) - a, min(en[i], b) - a, lab[i]
-            self.S[i] += x[lo:hi, c].sum()
-            self.G[i] += gamma[lo:hi, c].sum()
+            # Bin by bin from the segment's running sums, as SegmentTracker.
+            xs, gs = piece_sums(x[lo:hi], gamma[lo:hi], np.full(hi - lo, c, dtype=np.int64),
+                                np.zeros(1, dtype=np.int64), self.S[i], self.G[i])
+            self.S[i], self.G[i] = xs[0], gs[0]
 
     def finish(self, log_z, zm, zexp):
         log_num = self.left + self.right + self.S + self._log_weight(self.label, self.end - self.start)

@@ -11,7 +11,7 @@ import os
 import triton
 import triton.language as tl
 
-from ..numeric import FLOOR, LN2, LOG_FLOOR, RESCALE_HI, RESCALE_LO
+from ..numeric import FLOOR, LN2, LN2_HI, LN2_LO, LOG_FLOOR, LOG_RENORM, RESCALE_HI, RESCALE_LO
 
 NEG_INF = float("-inf")
 
@@ -23,6 +23,9 @@ LOG_FLOOR_C = tl.constexpr(LOG_FLOOR)
 RESCALE_HI_C = tl.constexpr(RESCALE_HI)
 RESCALE_LO_C = tl.constexpr(RESCALE_LO)
 LN2_C = tl.constexpr(LN2)
+LN2_HI_C = tl.constexpr(LN2_HI)
+LN2_LO_C = tl.constexpr(LN2_LO)
+LOG_RENORM_C = tl.constexpr(LOG_RENORM)
 
 
 def block_sizes(C: int, K: int) -> tuple[int, int]:
@@ -181,17 +184,24 @@ def log_ring_step(ring, E, xc, phi, is_slot, ROWS_AXIS: tl.constexpr):
 
 
 @triton.jit
-def logaddexp(a, b):
-    """log(exp a + exp b) with -inf handled (no NaN from -inf - -inf).
+def log1p(u):
+    """log(1 + u) for u >= 0 to a few ulps of the result (Goldberg's form:
+    log(w) u / (w - 1) with w = 1 + u rounded), as math.log1p. A plain
+    log(1 + u) is off by up to half an ulp of 1, and on data with recurring
+    values the same way bin after bin: the exact pass would drift."""
+    w = 1.0 + u
+    d = w - 1.0
+    return tl.where(d == 0.0, u, tl.log(w) * (u / tl.where(d == 0.0, 1.0, d)))
 
-    log(1 + u) instead of log1p(u): the difference is below one ulp of the
-    result for every u in [0, 1].
-    """
+
+@triton.jit
+def logaddexp(a, b):
+    """log(exp a + exp b) with -inf handled (no NaN from -inf - -inf)."""
     mx = tl.maximum(a, b)
     mn = tl.minimum(a, b)
     dead = mn == float("-inf")
     gap = tl.where(dead, 0.0, mn - tl.where(dead, 0.0, mx))
-    return tl.where(dead, mx, mx + tl.log(1.0 + tl.exp(gap)))
+    return tl.where(dead, mx, mx + log1p(tl.exp(gap)))
 
 
 @triton.jit

@@ -20,11 +20,13 @@ for chunk-parallel passes); see ``gpu.GpuBackend.posterior_chunk``.
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import triton
 import triton.language as tl
 
-from .common import check_contiguous, exp2_int
+from .common import LN2_C, check_contiguous, exp2_int
 
 
 @triton.jit
@@ -48,14 +50,14 @@ def posterior_combine_kernel(
         Ef_ptr, Af_ptr, sf_ptr, Bb_ptr, Gb_ptr, sb_ptr,
         trdiag_ptr, trans_ptr, n_ptr, first_ptr, carry_ptr,
         gamma_ptr, boundary_ptr, change_ptr,
-        inv_zm_ptr, zexp_ptr, log_z_ptr,
+        inv_zm_ptr, zexp_ptr, log_zm_ptr,
         C, F_ROWS, B_ROWS, NMAX,
         B_REVERSED: tl.constexpr, LOG: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr):
     b = tl.program_id(0)
     # fp64 and int64 scalars come as one-element tensors (Triton passes Python floats as fp32).
     inv_zm = tl.load(inv_zm_ptr)
     zexp = tl.load(zexp_ptr)
-    log_z = tl.load(log_z_ptr)
+    log_zm = tl.load(log_zm_ptr)
     n = tl.load(n_ptr + b)
     first = tl.load(first_ptr + b)
     cc = tl.arange(0, BLOCK_C)
@@ -73,20 +75,21 @@ def posterior_combine_kernel(
         af = tl.load(Af_ptr + frow[:, None] * C + cc[None, :], mask=m2, other=empty)
         bb = tl.load(Bb_ptr + brow[:, None] * C + cc[None, :], mask=m2, other=empty)
         gb = tl.load(Gb_ptr + brow[:, None] * C + cc[None, :], mask=m2, other=empty)
+        sf = tl.load(sf_ptr + frow, mask=rmask, other=0)
+        sb = tl.load(sb_ptr + brow, mask=rmask, other=0)
         if LOG:
             # Log-space rows (the exact fallback), as cpu_kernels.posterior_chunk_log:
-            # every term is a log sum minus log Z, exponentiated once.
-            p_start = tl.exp(ef + gb - log_z)
-            p_end = tl.exp(af + bb - log_z)
+            # logs relative to 2**sexp per row, the exponents cancelling as integers.
+            base = ((sf + sb - zexp).to(tl.float64) * LN2_C - log_zm)[:, None]
+            p_start = tl.exp(ef + gb + base)
+            p_end = tl.exp(af + bb + base)
             chg_terms = tl.zeros((BLOCK_N, BLOCK_C), dtype=tl.float64)
             for cp in range(0, C):
                 a_cp = tl.load(Af_ptr + frow * C + cp, mask=rmask, other=float("-inf"))
                 t_cp = tl.load(trans_ptr + cp * C + cc, mask=cmask, other=float("-inf"))
-                term = tl.exp(a_cp[:, None] + t_cp[None, :] + gb - log_z)
+                term = tl.exp(a_cp[:, None] + t_cp[None, :] + gb + base)
                 chg_terms += tl.where((cc[None, :] != cp) & m2, term, 0.0)
         else:
-            sf = tl.load(sf_ptr + frow, mask=rmask, other=0)
-            sb = tl.load(sb_ptr + brow, mask=rmask, other=0)
             # As the CPU kernel: the scales cancel as integers; a large exponent
             # is split between the two factors so neither leaves the fp64 range.
             k = sf + sb - zexp
@@ -116,7 +119,7 @@ def posterior_combine_kernel(
 
 
 def posterior_combine(fwd, bwd, tr_diag, n, first, carry, inv_zm, zexp, b_reversed=False, block_n=128,
-                      log_z=None, trans=None, nmax=None):
+                      log_rows=False, trans=None, nmax=None):
     """Launch the combination for B chunks (one program each).
 
     fwd, bwd: dicts E, A (B, ROWS, C) fp64 and sexp (B, ROWS) int64: forward
@@ -124,8 +127,9 @@ def posterior_combine(fwd, bwd, tr_diag, n, first, carry, inv_zm, zexp, b_revers
     the backward pass writes them); tr_diag (C,) the self-transition weights;
     n (B,) bins; first (B,) the chunks' first boundaries; carry (B, C) gamma
     before each chunk, updated in place; Z = zm * 2**zexp, zm = 1 / inv_zm.
-    Log-space rows (the exact fallback): ``log_z`` and the (C, C) log
-    transitions ``trans`` instead (tr_diag, inv_zm and zexp unused).
+    Log-space rows (the exact fallback, ``log_rows``): E and A hold logs
+    relative to 2**sexp, and the (C, C) log transitions ``trans`` replace
+    tr_diag.
     Returns gamma (B, NMAX, C), boundary and change (B, NMAX), NMAX = n.max()
     (``nmax``, when the caller knows it, spares a device round trip).
     """
@@ -140,13 +144,13 @@ def posterior_combine(fwd, bwd, tr_diag, n, first, carry, inv_zm, zexp, b_revers
     if nmax == 0:
         return gamma, boundary, change
     block_c = max(2, triton.next_power_of_2(C))
-    is_log = log_z is not None
+    is_log = bool(log_rows)
     posterior_combine_kernel[(Bsz,)](
         fwd["E"], fwd["A"], fwd["sexp"], bwd["E"], bwd["A"], bwd["sexp"],
         tr_diag, trans if is_log else tr_diag, n, first, carry, gamma, boundary, change,
         torch.tensor([float(inv_zm)], dtype=torch.float64, device=dev),
         torch.tensor([int(zexp)], dtype=torch.int64, device=dev),
-        torch.tensor([float(log_z) if is_log else 0.0], dtype=torch.float64, device=dev),
+        torch.tensor([-math.log(float(inv_zm)) if is_log and inv_zm > 0 else 0.0], dtype=torch.float64, device=dev),
         C, f_rows, b_rows, nmax,
         B_REVERSED=bool(b_reversed), LOG=is_log, BLOCK_N=block_n if not is_log else min(block_n, 64),
         BLOCK_C=block_c)
@@ -154,10 +158,8 @@ def posterior_combine(fwd, bwd, tr_diag, n, first, carry, inv_zm, zexp, b_revers
 
 
 def posterior_combine_reference(fwd, bwd, tr_diag, n, first, carry, inv_zm, zexp, b_reversed=False,
-                                log_z=None, trans=None):
+                                log_rows=False, trans=None):
     """Plain torch version of :func:`posterior_combine`, bin by bin (as the CPU kernels)."""
-    import math
-
     Bsz, _, C = fwd["E"].shape
     nmax = int(n.max().item())
     gamma = torch.zeros((Bsz, nmax, C), dtype=torch.float64)
@@ -169,10 +171,11 @@ def posterior_combine_reference(fwd, bwd, tr_diag, n, first, carry, inv_zm, zexp
             Bb, Gb, sb = Bb.flip(0), Gb.flip(0), sb.flip(0)
         for i in range(int(n[b])):
             ef, af = fwd["E"][b, i], fwd["A"][b, i]
-            if log_z is not None:
-                p_start = torch.exp(ef + Gb[i] - log_z)
-                p_end = torch.exp(af + Bb[i] - log_z)
-                terms = torch.exp(af[:, None] + trans + Gb[i][None, :] - log_z)
+            if log_rows:
+                base = (int(fwd["sexp"][b, i] + sb[i]) - int(zexp)) * math.log(2.0) + math.log(float(inv_zm))
+                p_start = torch.exp(ef + Gb[i] + base)
+                p_end = torch.exp(af + Bb[i] + base)
+                terms = torch.exp(af[:, None] + trans + Gb[i][None, :] + base)
                 chg = (terms.sum() - terms.diagonal().sum())
             else:
                 k = int(fwd["sexp"][b, i] + sb[i]) - int(zexp)
