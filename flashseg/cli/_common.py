@@ -44,12 +44,16 @@ def output_path():
     return click.Path(dir_okay=False, writable=False, allow_dash=True)
 
 
-def read_options(command):
-    """Which reads count and how depth is set (docs/model.md, "Coverage"): shared by ``tracks coverage`` and ``decode --bam``.
+def read_options(command=None, *, depth: bool = True, blacklist_help: str | None = None):
+    """Which reads count and how depth is set (docs/model.md, "Coverage"): shared by ``tracks coverage``,
+    ``decode --bam`` and (``depth=False``: no --depth) ``tracks counts``.
 
-    One definition, so both commands filter reads alike and a ``decode --bam``
+    One definition, so the commands filter reads alike and a ``decode --bam``
     equals ``tracks coverage`` with the same options followed by ``decode -t``.
+    Use as ``@read_options`` or ``@read_options(depth=False, blacklist_help=...)``.
     """
+    if command is None:
+        return lambda cmd: read_options(cmd, depth=depth, blacklist_help=blacklist_help)
     options = [
         click.option("--min-mapq", default=20, show_default=True, type=click.IntRange(min=0),
                      help="Drop reads with a lower mapping quality."),
@@ -58,11 +62,13 @@ def read_options(command):
         click.option("--max-fragment", default=1000, show_default=True, type=click.IntRange(min=1),
                      help="With --fragments: drop fragments longer than this (bp)."),
         click.option("--blacklist", type=existing_file(),
-                     help="BED of regions to ignore: bins overlapping them get log-likelihood 0 for every "
-                          "label and stay out of the depth estimate."),
-        click.option("--depth", type=click.FloatRange(min=0, min_open=True),
-                     help="Filtered reads per bin at copy ratio 1 [default: median over bins with any coverage]."),
+                     help=blacklist_help or "BED of regions to ignore: bins overlapping them get log-likelihood 0 "
+                                            "for every label and stay out of the depth estimate."),
     ]
+    if depth:
+        options.append(click.option(
+            "--depth", type=click.FloatRange(min=0, min_open=True),
+            help="Filtered reads per bin at copy ratio 1 [default: median over bins with any coverage]."))
     for option in reversed(options):  # decorators apply bottom-up: keep the listed order in --help
         command = option(command)
     return command

@@ -1,4 +1,5 @@
-"""``flashseg decode``: tracks (+ model, + FASTA) -> BED9+4 segment calls and per-bin posteriors."""
+"""``flashseg decode``: tracks, observations or reads (+ model, + FASTA) -> BED9+4 segment calls and
+per-bin posteriors."""
 from __future__ import annotations
 
 import contextlib
@@ -38,6 +39,7 @@ def _claim_files(o: "DecodeOptions", spec) -> None:
 
     inputs = [("-m/--model", path, []) for path in getattr(spec, "input_files", [o.model_path])]
     inputs += [("-t/--tracks", path, []) for path, _ in o.track_specs]
+    inputs += [("--observations", path, []) for path in o.observations]
     inputs += [("--bam", o.bam_path, index_companions(o.bam_path, "alignments") if o.bam_path else []),
                ("--fasta", o.fasta_path, index_companions(o.fasta_path, "fasta") if o.fasta_path else []),
                ("--blacklist", o.blacklist_path, [])]
@@ -54,6 +56,9 @@ def _claim_files(o: "DecodeOptions", spec) -> None:
               help="Model YAML (docs/model.md).")
 @click.option("-t", "--tracks", "track_specs", multiple=True, type=TrackSpec(),
               help="Emission tracks HDF5, optionally with a weight: -t file.h5:0.5 (repeatable; scores add).")
+@click.option("--observations", "observations", multiple=True, type=existing_file(),
+              help="Raw observations HDF5, scored with the model's emissions section chunk by chunk "
+                   "(repeatable; scores add to the tracks').")
 @click.option("--bam", "bam_path", type=existing_file(),
               help="Reads (BAM/CRAM + index) scored with the model's coverage section, as `tracks coverage` "
                    "does; the read options below apply to them.")
@@ -92,12 +97,14 @@ def _claim_files(o: "DecodeOptions", spec) -> None:
               help="Bins per streaming chunk.")
 @click.option("--progress/--no-progress", "progress", default=None,
               help="Progress on stderr [default: only on a terminal].")
-def decode(model_path, track_specs, bam_path, min_mapq, fragments, max_fragment, blacklist, depth, fasta_path,
+def decode(model_path, track_specs, observations, bam_path, min_mapq, fragments, max_fragment, blacklist, depth, fasta_path,
            contigs, region, output, stats_path, method, merge_adjacent, boundaries_path, changes_path,
            min_posterior, posteriors_path, posteriors_dtype, n_samples, samples_path, seed, gap_min,
            nan_as_missing, device, threads, chunk_size, progress):
     """Segment contigs: BED9+4 calls with segment and boundary posteriors.
 
+    Scores come from -t tracks, from --observations scored with the model's
+    emissions section, and from --bam reads, alone or added together.
     With --bam, reads are counted per bin and scored on the fly exactly as
     `flashseg tracks coverage` with the same read options would (same
     filters, blacklist and depth), alone or added to the -t tracks;
@@ -105,8 +112,8 @@ def decode(model_path, track_specs, bam_path, min_mapq, fragments, max_fragment,
     """
     from ..plan import Region
 
-    if not track_specs and not bam_path:
-        raise click.UsageError("give at least one of -t/--tracks and --bam")
+    if not track_specs and not observations and not bam_path:
+        raise click.UsageError("give at least one of -t/--tracks, --observations and --bam")
     if not bam_path:
         ctx = click.get_current_context()
         given = [f"--{name.replace('_', '-')}" for name in READ_OPTION_NAMES
@@ -136,7 +143,7 @@ def decode(model_path, track_specs, bam_path, min_mapq, fragments, max_fragment,
     if threads is None:
         threads = default_threads()
     run_decode(DecodeOptions(
-        model_path=model_path, track_specs=track_specs, fasta_path=fasta_path, contigs=contigs,
+        model_path=model_path, track_specs=track_specs, observations=observations, fasta_path=fasta_path, contigs=contigs,
         region=parsed_region, gap_min=gap_min, nan_as_missing=nan_as_missing,
         bam_path=bam_path, min_mapq=min_mapq, fragments=fragments, max_fragment=max_fragment,
         blacklist_path=blacklist, depth=depth,
@@ -147,17 +154,18 @@ def decode(model_path, track_specs, bam_path, min_mapq, fragments, max_fragment,
         threads=threads, chunk_size=chunk_size, show_progress=progress_enabled(progress)))
 
 
-def _open_sources(spec, track_specs, bam_path, fasta_path, nan_as_missing, threads):
-    """The emission sources: a TrackSet, optionally plus reads."""
+def _open_sources(spec, track_specs, observations, bam_path, fasta_path, nan_as_missing):
+    """The emission sources: a TrackSet of tracks and observations, or the BAM's contigs."""
     from ..errors import DataError
     from ..io.tracks import open_track_set
 
-    if not track_specs:
+    if not track_specs and not observations:
         # --bam alone: the BAM (or FASTA) gives the contigs; coverage is added by _bam_adder.
         from ..io.coverage import BamContigs
 
         return BamContigs(bam_path, spec, reference=fasta_path, fasta=fasta_path)
-    tracks = open_track_set(track_specs, spec.label_names, nan_as_missing=nan_as_missing)
+    tracks = open_track_set(track_specs, spec.label_names, nan_as_missing=nan_as_missing,
+                            observations=observations, spec=spec)
     if tracks.bin_size != spec.bin_size:
         tracks.close()
         raise DataError(f"bin_size {tracks.bin_size} differs from the model's bin_size {spec.bin_size} "
@@ -208,6 +216,7 @@ class DecodeOptions:
     # inputs
     model_path: str
     track_specs: tuple = ()
+    observations: tuple = ()             # paths of observation files
     fasta_path: str | None = None
     contigs: tuple = ()
     region: object = None                # plan.Region
@@ -264,7 +273,7 @@ def _decode(o: DecodeOptions, spec) -> None:
     from ..io.posteriors import PosteriorsWriter
     from ..plan import plan_contigs
 
-    tracks = _open_sources(spec, o.track_specs, o.bam_path, o.fasta_path, o.nan_as_missing, o.threads)
+    tracks = _open_sources(spec, o.track_specs, o.observations, o.bam_path, o.fasta_path, o.nan_as_missing)
     with contextlib.ExitStack() as stack:
         stack.callback(tracks.close)
         genome = None

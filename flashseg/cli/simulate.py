@@ -1,12 +1,15 @@
 """``flashseg simulate``: a synthetic genome drawn from a model, with its truth.
 
 For each ``--contig NAME:LENGTH`` (bp): a segmentation is drawn exactly from
-the model's prior (``flashseg.core.sample`` with zero emissions), each bin
-gets an observation ``y ~ Normal(level[label], 1)`` with levels ``--signal``
-apart (``level[c] = c * signal``), and the tracks store the Gaussian
+the model's prior (``flashseg.core.sample`` with zero emissions). A model
+with an ``emissions:`` section gets each bin's features drawn from it
+(``observations.h5``). Otherwise each bin gets an observation
+``y ~ Normal(level[label], 1)`` with levels ``--signal`` apart
+(``level[c] = c * signal``), and the tracks store the Gaussian
 log-likelihood of ``y`` under every label. Written to ``-o DIR``:
 
-- ``tracks.h5``  emission tracks (score log_likelihood; docs/formats.md, "Emission tracks");
+- ``tracks.h5``  emission tracks (score log_likelihood; docs/formats.md, "Emission tracks"), or
+- ``observations.h5`` with an emissions section (docs/formats.md, "Observations");
 - ``truth.bed``  the drawn segments, ``#chrom start end name``;
 - ``genome.fa``  random ACGT of each length (+ ``.fai``), with an N run of
   ``--n-gap`` bp in the middle of each contig if asked;
@@ -95,7 +98,8 @@ def write_fasta_contig(handle, name: str, length: int, rng: np.random.Generator,
 @click.option("--contig", "contigs", multiple=True, required=True, metavar="NAME:LENGTH",
               help="A contig of LENGTH bp (repeatable).")
 @click.option("--signal", type=click.FloatRange(min=0.0), default=2.0, show_default=True,
-              help="Distance between adjacent labels' observation levels (in units of the noise sd).")
+              help="Distance between adjacent labels' observation levels (in units of the noise sd); "
+                   "models without an emissions section only.")
 @click.option("--n-gap", type=click.IntRange(min=0), default=0, show_default=True,
               help="Put a run of this many N in the middle of each contig's sequence.")
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -109,7 +113,7 @@ def write_fasta_contig(handle, name: str, length: int, rng: np.random.Generator,
               help="Output directory: new or empty, unless --force.")
 @click.option("--force", is_flag=True, help="Write into a directory that holds other files (ours are replaced).")
 def simulate(model_path, contigs, signal, n_gap, seed, dtype, compression, reads_depth, read_length, outdir, force):
-    """Draw a genome from MODEL: tracks.h5, truth.bed, genome.fa (reproducible by --seed)."""
+    """Draw a genome from MODEL: tracks.h5 (or observations.h5), truth.bed, genome.fa (reproducible by --seed)."""
     from ..errors import DataError, UsageError
     from ..io.output import claim, publishing, resolved
 
@@ -118,9 +122,17 @@ def simulate(model_path, contigs, signal, n_gap, seed, dtype, compression, reads
     if len(set(names)) != len(names):
         raise click.BadParameter("contig names must be distinct", param_hint="--contig")
     spec = load_model_spec(model_path)
+    if spec.emissions is not None:
+        ctx = click.get_current_context()
+        given = [f"--{name}" for name in ("signal", "dtype") if ctx.get_parameter_source(name)
+                 is click.core.ParameterSource.COMMANDLINE]
+        if given:
+            raise click.UsageError(f"{' and '.join(given)} shape tracks.h5; this model has an emissions section, "
+                                   "so simulate draws observations.h5 from it")
     if reads_depth is not None and spec.coverage is None:
         raise DataError("--reads-depth needs a model with a coverage section", file=model_path)
-    files = ["tracks.h5", "truth.bed", "genome.fa", "model.yaml"] + (["reads.bam"] if reads_depth else [])
+    evidence = "observations.h5" if spec.emissions is not None else "tracks.h5"
+    files = [evidence, "truth.bed", "genome.fa", "model.yaml"] + (["reads.bam"] if reads_depth else [])
     targets = {name: os.path.join(outdir, name) for name in files}
     if resolved(targets["model.yaml"]) == resolved(spec.path):
         del targets["model.yaml"]      # the model is already there: nothing to copy
@@ -147,7 +159,7 @@ def simulate(model_path, contigs, signal, n_gap, seed, dtype, compression, reads
     from ..io.fasta import open_genome
 
     open_genome(targets["genome.fa"]).close()
-    click.echo(f"wrote {os.path.join(outdir, 'tracks.h5')}, truth.bed, genome.fa, model.yaml"
+    click.echo(f"wrote {os.path.join(outdir, evidence)}, truth.bed, genome.fa, model.yaml"
                f"{', reads.bam' if reads_depth is not None else ''} ({len(parsed)} contigs)", err=True)
 
 
@@ -173,6 +185,7 @@ def simulate_genome(spec, contigs, outdir, *, signal=2.0, n_gap=0, seed=0, dtype
     from ..errors import DataError
     from ..io.bed import provenance_lines
     from ..io.output import atomic_path, open_text_output
+    from ..io.observations import ObservationsWriter
     from ..io.tracks import TracksWriter
     from .._version import __version__
 
@@ -181,8 +194,14 @@ def simulate_genome(spec, contigs, outdir, *, signal=2.0, n_gap=0, seed=0, dtype
     levels = np.arange(C, dtype=np.float64) * float(signal)
     fasta_target = os.path.join(outdir, "genome.fa")
     drawn = {}
-    with TracksWriter(os.path.join(outdir, "tracks.h5"), labels=spec.label_names, bin_size=bin_size,
-                      score="log_likelihood", dtype=dtype, compression=compression) as tracks, \
+    emissions = spec.emissions
+    if emissions is not None:
+        evidence = ObservationsWriter(os.path.join(outdir, "observations.h5"), features=emissions.features,
+                                      kind=emissions.kind, bin_size=bin_size, compression=compression)
+    else:
+        evidence = TracksWriter(os.path.join(outdir, "tracks.h5"), labels=spec.label_names, bin_size=bin_size,
+                                score="log_likelihood", dtype=dtype, compression=compression)
+    with evidence as tracks, \
             open_text_output(os.path.join(outdir, "truth.bed"), tabix_preset=None) as truth, \
             atomic_path(fasta_target) as fasta_temp:
         for line in provenance_lines(version=__version__, model_path=spec.path, model_sha256=spec.sha256,
@@ -203,8 +222,11 @@ def simulate_genome(spec, contigs, outdir, *, signal=2.0, n_gap=0, seed=0, dtype
                 for a in range(0, n_bins, chunk_bins):
                     b = min(n_bins, a + chunk_bins)
                     lab = labels_of_bins(segments, a, b)
-                    y = levels[lab] + rng.standard_normal(b - a)
-                    tracks.write(name, a, observations_log_likelihood(y, levels))
+                    if emissions is not None:
+                        tracks.write(name, a, emissions.sample(lab, rng))
+                    else:
+                        y = levels[lab] + rng.standard_normal(b - a)
+                        tracks.write(name, a, observations_log_likelihood(y, levels))
                 starts = bins.to_bp(segments.start, bin_size, length)
                 ends = bins.to_bp(segments.end, bin_size, length)
                 truth.write("".join(f"{name}\t{s}\t{e}\t{spec.label_names[c]}\n" for s, e, c in

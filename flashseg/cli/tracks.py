@@ -1,4 +1,5 @@
-"""``flashseg tracks``: make emission tracks from other data (docs/formats.md, "Emission tracks")."""
+"""``flashseg tracks``: make emission tracks or observations from other data (docs/formats.md,
+"Emission tracks" and "Observations")."""
 from __future__ import annotations
 
 import logging
@@ -15,7 +16,7 @@ _WRITE_ROWS = 65536
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def tracks():
-    """Make emission tracks (HDF5) from other data."""
+    """Make emission tracks or observations (HDF5) from other data."""
 
 
 @tracks.command("coverage")
@@ -112,3 +113,196 @@ def _count_and_write(spec, bam_path, fasta, output, bin_size, min_mapq, blacklis
     n_masked = sum(int(m.sum()) for m in masks.values())
     if n_masked:
         log.info("%d bins overlap the blacklist and carry no coverage evidence", n_masked)
+
+
+@tracks.command("chromhmm")
+@click.argument("binary_dir", metavar="BINARY_DIR", type=click.Path(exists=True, file_okay=False))
+@click.option("-o", "--outdir", required=True, type=click.Path(file_okay=False),
+              help="Output directory (created if missing): <cell>.h5 per cell, and model.yaml.")
+@click.option("--bin-size", type=click.IntRange(min=1), default=200, show_default=True,
+              help="bp per bin of the binarized files (ChromHMM's -b).")
+@click.option("--chromsizes", type=click.Path(exists=True, dir_okay=False),
+              help="name<TAB>length per line (a UCSC chrom.sizes): contig order and lengths, checked against "
+                   "the rows [default: natural order, length = rows x bin size].")
+@click.option("--chromhmm-model", "model_path", type=click.Path(exists=True, dir_okay=False),
+              help="ChromHMM's model_N.txt: also write OUT_DIR/model.yaml, the same HMM with a bernoulli "
+                   "emissions section over the marks (matched by name).")
+@click.option("--force", is_flag=True, help="Replace output files that already exist in OUT_DIR.")
+def chromhmm(binary_dir, outdir, bin_size, chromsizes, model_path, force):
+    """ChromHMM binarized marks as observations files, one per cell.
+
+    Reads every <cell>_<chrom>_binary.txt[.gz] of BINARY_DIR (a line
+    cell<TAB>chrom, a line of mark names, then 0/1/2 per mark and bin, 2 =
+    missing) and writes OUT_DIR/<cell>.h5 (observations, kind binary; a
+    contig per chromosome, in natural order or --chromsizes order). Marks
+    are matched by name: the cell's first file in that order sets the
+    feature order, and a cell's files must hold the same marks. Decode with `flashseg decode -m OUT_DIR/model.yaml
+    --observations OUT_DIR/<cell>.h5`.
+    """
+    import os
+
+    from ..errors import DataError, UsageError
+    from ..io import chromhmm as fmt
+    from ..io.output import claim, publishing
+
+    cells = fmt.find_binarized(binary_dir)
+    sizes = fmt.read_chromsizes(chromsizes) if chromsizes else None
+    model = fmt.read_model(model_path) if model_path else None
+    for cell, files in cells.items():
+        if sizes is not None:
+            absent = [f for f in files if f.chrom not in sizes]
+            if absent:
+                raise DataError(f"chromosome {absent[0].chrom} is not in --chromsizes {chromsizes}",
+                                file=absent[0].path)
+            order = list(sizes)
+            files.sort(key=lambda f: order.index(f.chrom))
+        if model is not None:
+            missing = [m for m in model.marks if m not in files[0].marks]
+            if missing:
+                raise DataError(f"cell {cell} lacks mark {missing[0]} of the model {model_path} (its marks: "
+                                f"{', '.join(files[0].marks)})", file=files[0].path)
+            extra = [m for m in files[0].marks if m not in model.marks]
+            if extra:
+                log.warning("cell %s: mark(s) %s are not in the model %s: decoding ignores them", cell,
+                            ", ".join(extra), model_path)
+    targets = {cell: os.path.join(outdir, f"{cell}.h5") for cell in cells}
+    yaml_target = os.path.join(outdir, "model.yaml") if model is not None else None
+    outputs = list(targets.values()) + ([yaml_target] if yaml_target else [])
+    claim([("-o/--outdir", path, []) for path in outputs],
+          [("BINARY_DIR", f.path, []) for files in cells.values() for f in files]
+          + [("--chromsizes", chromsizes, []), ("--chromhmm-model", model_path, [])])
+    existing = [path for path in outputs if os.path.lexists(path)]
+    if existing and not force:
+        raise UsageError(f"{', '.join(existing)} already exist{'s' if len(existing) == 1 else ''}: "
+                         "--force replaces them")
+    os.makedirs(outdir, exist_ok=True)
+    with publishing():
+        for cell, files in cells.items():
+            _chromhmm_cell(fmt, files, targets[cell], bin_size, sizes, chromsizes)
+        if model is not None:
+            _chromhmm_model(fmt, model, cells[next(iter(cells))][0].marks, yaml_target, bin_size)
+    click.echo(f"wrote {', '.join(outputs)}", err=True)
+
+
+def _chromhmm_cell(fmt, files, target, bin_size, sizes, chromsizes_path):
+    from .. import bins
+    from ..errors import DataError
+    from ..io.observations import ObservationsWriter
+
+    features = files[0].marks
+    with ObservationsWriter(target, features=features, kind="binary", bin_size=bin_size) as writer:
+        for f in files:
+            x = fmt.read_binarized(f, features)
+            length = sizes[f.chrom] if sizes is not None else None
+            if length is not None:
+                allowed = sorted({bins.full_bins(length, bin_size), bins.n_bins(length, bin_size)})
+                if len(x) not in allowed:
+                    raise DataError(f"{len(x)} rows do not fit {f.chrom}'s {length} bp in {chromsizes_path} at "
+                                    f"bin size {bin_size} (expected {' or '.join(map(str, allowed))})",
+                                    file=f.path)
+            writer.add_contig(f.chrom, len(x), length_bp=length)
+            for a in range(0, len(x), _WRITE_ROWS):
+                writer.write(f.chrom, a, x[a:a + _WRITE_ROWS])
+            log.info("%s: %s, %d bins", target, f.chrom, len(x))
+
+
+def _chromhmm_model(fmt, model, features, target, bin_size):
+    import yaml
+
+    from ..errors import DataError
+    from ..io.model import parse_model
+    from ..io.output import atomic_path, write_error
+
+    text = fmt.model_yaml(model, features, bin_size=bin_size)
+    try:
+        parse_model(yaml.safe_load(text))
+    except DataError as exc:        # the model's numbers are not a valid flashseg model
+        raise exc.located(file=model.path) from None
+    with atomic_path(target) as temp:
+        try:
+            with open(temp, "w", encoding="utf-8") as handle:
+                handle.write(text)
+        except OSError as exc:
+            raise write_error(exc, target) from None
+
+
+@tracks.command("counts")
+@click.option("--bam", "bam_paths", multiple=True, required=True, type=click.Path(exists=True, dir_okay=False),
+              help="Coordinate-sorted, indexed BAM or CRAM (repeatable: one feature each).")
+@click.option("--name", "names", multiple=True,
+              help="Feature name of each --bam, in order [default: the file names without .bam/.cram].")
+@click.option("--fasta", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="Genome FASTA: contig order and lengths (checked against every BAM); the CRAM reference.")
+@click.option("--bin-size", required=True, type=click.IntRange(min=1), help="bp per bin.")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+              help="Observations file to write (.h5).")
+@read_options(depth=False, blacklist_help="BED of regions to ignore: bins overlapping them are missing (-1).")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="Worker processes counting reads [default: the CPUs this process may use].")
+def counts(bam_paths, names, fasta, bin_size, output, min_mapq, fragments, max_fragment, blacklist, threads):
+    """Reads per bin of each BAM, as a count observations file (int32, -1 = missing).
+
+    The reads that count, and where, are those of `tracks coverage` with the
+    same read options: each --bam's column equals the /depth/<contig> that
+    `tracks coverage --raw` stores. Contigs follow the FASTA, with their
+    lengths. Score them with a poisson or negative_binomial emissions section
+    (`decode --observations`).
+    """
+    import os
+    import re
+
+    from ..io.output import claim, index_companions, publishing
+
+    if names and len(names) != len(bam_paths):
+        raise click.UsageError(f"give one --name per --bam ({len(bam_paths)}), or none; got {len(names)}")
+    features = list(names) if names else [re.sub(r"\.(bam|cram)$", "", os.path.basename(p), flags=re.IGNORECASE)
+                                          for p in bam_paths]
+    dup = next((n for i, n in enumerate(features) if n in features[:i]), None)
+    if dup is not None:
+        raise click.UsageError(f"feature name {dup} is given twice" + ("" if names else " (use --name)"))
+    claim([("-o/--output", output, [])],
+          [("--bam", p, index_companions(p, "alignments")) for p in bam_paths]
+          + [("--fasta", fasta, index_companions(fasta, "fasta")), ("--blacklist", blacklist, [])])
+    with publishing():
+        _count_observations(bam_paths, features, fasta, bin_size, output, min_mapq, fragments, max_fragment,
+                            blacklist, threads)
+
+
+def _count_observations(bam_paths, features, fasta, bin_size, output, min_mapq, fragments, max_fragment,
+                        blacklist, threads):
+    import numpy as np
+
+    from .. import bins
+    from ..errors import DataError
+    from ..io.alignments import bam_contigs, check_contigs, count_contigs, fasta_contigs
+    from ..io.bed import read_intervals
+    from ..io.observations import MISSING_COUNT, ObservationsWriter
+    from ..io.reads import ReadFilter
+
+    threads = threads or default_threads()
+    read_filter = ReadFilter(min_mapq=min_mapq, fragments=fragments, max_fragment=max_fragment)
+    in_fasta = fasta_contigs(fasta)
+    for path in bam_paths:
+        check_contigs(path, bam_contigs(path, fasta), fasta, in_fasta)
+    contigs = [(name, length) for name, length in in_fasta if length > 0]
+    if not contigs:
+        raise DataError("no contigs to count", file=fasta)
+    black = read_intervals(blacklist) if blacklist else {}
+    per_bam = []
+    for path in bam_paths:
+        log.info("counting reads of %s on %d contigs (up to %d processes)", path, len(contigs), threads)
+        per_bam.append(count_contigs(path, contigs, bin_size, read_filter, reference=fasta, threads=threads))
+    n_masked = 0
+    with ObservationsWriter(output, features=features, kind="count", bin_size=bin_size) as writer:
+        for name, length in contigs:
+            n_bins = bins.n_bins(length, bin_size)
+            writer.add_contig(name, n_bins, length_bp=length)
+            mask = bins.mask(black.get(name), length, bin_size)
+            n_masked += int(mask.sum())
+            for a in range(0, n_bins, _WRITE_ROWS):
+                b = min(n_bins, a + _WRITE_ROWS)
+                rows = np.stack([c[name][a:b] for c in per_bam], axis=1).astype(np.int32, copy=False)
+                rows[mask[a:b]] = MISSING_COUNT
+                writer.write(name, a, rows)
+    if n_masked:
+        log.info("%d bins overlap the blacklist: missing (-1) in every feature", n_masked)

@@ -475,6 +475,17 @@ def duration_table(law: DurationLaw, max_duration: int, tail: str = "geometric")
                 warnings.append(
                     f"{key}: tail: none forbids durations > max_duration={K}, "
                     f"which carry {math.exp(lost):.3g} of this law's probability{where}")
+    elif tail == "geometric" and law.family == "table" and law.tail_rho is not None:
+        # An explicit tail_rho on a table is the tail as given (what `flashseg fit`
+        # writes): dur(d) = dur(K) + (d - K) log rho for every d > K, even where the
+        # table ends at K, and an empty tail (not an error) where dur(K) = -inf.
+        log_rho = math.log(law.tail_rho)
+        if law.support_end > K and not math.isinf(law.max):
+            warnings.append(f"{key}.max: the geometric tail beyond max_duration={K} "
+                            f"does not stop at max={int(law.max)}{where}")
+        elif law.support_end > K:
+            warnings.append(f"{key}: the geometric tail beyond max_duration={K} replaces the table's "
+                            f"entries beyond it{where}")
     elif tail == "geometric":
         if not continues:
             if law.tail_rho is not None:

@@ -86,6 +86,23 @@ class SemiMarkovModel:
             return self.duration[d - 1].copy()
         return self.duration[K - 1] + (d - K) * self.tail_or_none()
 
+    def mean_durations(self) -> np.ndarray:
+        """(C,) mean segment length in bins of each label's duration law as the
+        model uses it: the table for d <= K and its geometric tail, normalised
+        together (NaN for a label with no possible duration)."""
+        K = self.max_duration
+        d = np.arange(1, K + 1, dtype=np.float64)[:, None]
+        top = self.duration.max(axis=0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            w = np.exp(self.duration - np.where(np.isfinite(top), top, 0.0))
+            mass, first = w.sum(axis=0), (d * w).sum(axis=0)
+            rho = np.exp(self.tail_or_none())
+            w_k = w[K - 1]
+            # sum_{j>=1} rho^j = rho/(1-rho);  sum_{j>=1} (K+j) rho^j = K rho/(1-rho) + rho/(1-rho)^2
+            mass = mass + w_k * rho / (1 - rho)
+            first = first + w_k * (K * rho / (1 - rho) + rho / (1 - rho) ** 2)
+            return first / mass
+
     def reversed(self) -> "SemiMarkovModel":
         """The same model read right to left: init and final swap, transitions transpose.
 

@@ -18,6 +18,7 @@ from typing import Any, Mapping
 import numpy as np
 import yaml
 
+from ..core.emissions import FAMILIES, EmissionModel, check_parameter
 from ..core.model import SemiMarkovModel
 from ..errors import DataError
 from .durations import DurationLaw, DurationTable, duration_table, parse_duration
@@ -27,7 +28,7 @@ __all__ = ["load_model", "parse_model", "ModelSpec", "LabelSpec", "CoverageSpec"
 
 NEG_INF = -math.inf
 TOP_KEYS = ("name", "description", "bin_size", "max_duration", "tail", "labels",
-            "initial", "final", "transitions", "coverage")
+            "initial", "final", "transitions", "coverage", "emissions")
 LABEL_KEYS = ("name", "color", "strand", "duration")
 COVERAGE_KEYS = ("model", "dispersion", "mean")
 STRANDS = (".", "+", "-")
@@ -72,6 +73,7 @@ class ModelSpec:
     sha256: str
     warnings: list[str]
     description: str = ""
+    emissions: EmissionModel | None = None   # docs/model.md, "Emissions"
 
     @property
     def label_names(self) -> list[str]:
@@ -318,6 +320,54 @@ def _coverage(obj: Any, names: list[str]) -> CoverageSpec | None:
     return CoverageSpec(model, dispersion, mean)
 
 
+def _emissions(obj: Any, names: list[str]) -> EmissionModel | None:
+    if obj is None:
+        return None
+    if not isinstance(obj, Mapping):
+        raise _err("emissions", "must be a mapping with family, features and the family's parameters")
+    family = obj.get("family")
+    if family not in FAMILIES:
+        raise _err("emissions.family", f"must be one of {', '.join(FAMILIES)}, got {family!r}")
+    allowed = ("family", "features") + FAMILIES[family]
+    for k in obj:
+        if k not in allowed:
+            raise _err(f"emissions.{k}", f"unknown key for family {family} (allowed: {', '.join(allowed)})")
+    features = obj.get("features")
+    if not isinstance(features, list) or not features:
+        raise _err("emissions.features", "must be a non-empty list of feature names")
+    for j, feature in enumerate(features):
+        if isinstance(feature, bool) or not isinstance(feature, (str, int)) or not str(feature).strip():
+            raise _err(f"emissions.features[{j}]", f"must be a name, got {feature!r}")
+    features = [str(f) for f in features]
+    for j, feature in enumerate(features):
+        if feature in features[:j]:
+            raise _err(f"emissions.features[{j}]", f"duplicate feature {feature!r}")
+    M = len(features)
+    params = {}
+    for pname in FAMILIES[family]:
+        table = obj.get(pname)
+        path = f"emissions.{pname}"
+        if not isinstance(table, Mapping):
+            raise _err(path, f"missing or not a mapping {{label: [one value per feature ({M})]}}")
+        values = np.full((len(names), M), np.nan)
+        for key, row in table.items():
+            name = _label_key(key, path, names)
+            if not isinstance(row, list) or len(row) != M:
+                raise _err(f"{path}.{name}", f"must be a list of {M} numbers, one per feature")
+            for j, v in enumerate(row):
+                x = _number(v, f"{path}.{name}[{j}]", None)
+                why = check_parameter(family, pname, x)
+                if why:
+                    raise _err(f"{path}.{name}[{j}]", f"{why}, got {_fmt(x)} (feature {features[j]})")
+                values[names.index(name), j] = x
+        missing = [n for n, row in zip(names, values) if np.isnan(row).any()]
+        if missing:
+            raise _err(f"{path}.{missing[0]}", "missing (every label needs one"
+                       + (f"; also missing: {', '.join(missing[1:])})" if len(missing) > 1 else ")"))
+        params[pname] = values
+    return EmissionModel(family, tuple(features), params)
+
+
 def parse_model(data: Any, *, base_dir: str | Path = ".", path: str = "<model>",
                 sha256: str = "") -> ModelSpec:
     """Build a :class:`ModelSpec` from already-loaded YAML data.
@@ -366,6 +416,7 @@ def parse_model(data: Any, *, base_dir: str | Path = ".", path: str = "<model>",
     final = _endpoint(data.get("final"), "final", names, "free")
     transition = _transitions(data["transitions"], names)
     coverage = _coverage(data.get("coverage"), names)
+    emissions = _emissions(data.get("emissions"), names)
 
     duration = np.stack([t.log_prob for t in tables], axis=1)
     log_rho = np.array([t.log_rho for t in tables])
@@ -381,7 +432,7 @@ def parse_model(data: Any, *, base_dir: str | Path = ".", path: str = "<model>",
     return ModelSpec(name=str(name), bin_size=bin_size, max_duration=K, tail=tail, labels=labels,
                      model=model, durations=tuple(tables), mean_durations=mean_durations,
                      tail_rho=tail_rho, coverage=coverage, path=str(path), sha256=sha256,
-                     warnings=warnings, description=description)
+                     warnings=warnings, description=description, emissions=emissions)
 
 
 def load_model(path: str | Path) -> ModelSpec:
