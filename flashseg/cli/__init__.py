@@ -23,6 +23,7 @@ from .._version import __version__
 COMMANDS = {
     "decode": ("flashseg.cli.decode", "decode"),
     "tracks": ("flashseg.cli.tracks", "tracks"),
+    "fit": ("flashseg.cli.fit", "fit"),
     "simulate": ("flashseg.cli.simulate", "simulate"),
     "gather": ("flashseg.cli.gather", "gather"),
     "validate": ("flashseg.cli.validate", "validate"),

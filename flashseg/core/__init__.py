@@ -12,6 +12,8 @@ source and the number of bins T of one contig):
 * :func:`posterior` -> per-bin gamma, b, chg streamed to a consumer in
   ascending order, plus posteriors of given segments
 * :func:`sample` -> exact posterior samples
+* :func:`expected_counts` -> expected first labels, transitions, durations
+  and tails (EM's statistics; with gamma, the gradient of log Z)
 * :func:`decode_contig` / :func:`decode_contigs` -> everything the CLI needs
   (:class:`ContigResult`), contigs in parallel on worker threads.
 
@@ -28,7 +30,7 @@ from .results import ContigResult, SegmentCalls, Segments
 
 __all__ = [
     "SemiMarkovModel", "Segments", "SegmentCalls", "ContigResult",
-    "ArrayEmissions", "log_partition", "viterbi", "posterior", "sample",
+    "ArrayEmissions", "log_partition", "viterbi", "posterior", "sample", "expected_counts",
     "decode_contig", "decode_contigs", "ViterbiResult", "PosteriorResult",
     "DEFAULT_CHUNK_SIZE",
 ]
@@ -39,6 +41,7 @@ _LAZY = {
     "viterbi": "flashseg.core.api",
     "posterior": "flashseg.core.api",
     "sample": "flashseg.core.api",
+    "expected_counts": "flashseg.core.api",
     "decode_contig": "flashseg.core.api",
     "decode_contigs": "flashseg.core.api",
     "ViterbiResult": "flashseg.core.api",

@@ -184,6 +184,28 @@ def posterior(model: SemiMarkovModel, emissions, n_bins: int | None = None, *,
     return PosteriorResult(log_z, calls, fell_back)
 
 
+def expected_counts(model: SemiMarkovModel, emissions, n_bins: int | None = None, *, consumer=None,
+                    chunk_size: int = DEFAULT_CHUNK_SIZE, device: str = "cpu", threads: int = 1,
+                    burn_in: int | None = None):
+    """Expected counts of one contig (:class:`flashseg.core.expected.ExpectedCounts`):
+    first labels, transitions, durations and tails, with log Z; per-bin gamma
+    (the counts of the emission scores) goes to ``consumer`` as in :func:`posterior`.
+    Together they are the gradient of log Z with respect to every log score."""
+    from .expected import ExpectedCountsTracker
+
+    src = _as_source(emissions)
+    T = len(src) if n_bins is None else n_bins
+
+    def go(backend):
+        run = par.run(backend, src, T, chunk_size)
+        tracker = ExpectedCountsTracker(backend.fwd, T)
+        run.posterior_pass(consumer, [tracker])
+        return tracker.counts
+
+    with chunk_threads(threads, burn_in) as par:
+        return _with_fallback(model, device, go, consumer)[0]
+
+
 def sample(model: SemiMarkovModel, emissions, n_bins: int | None = None, n: int = 1, *,
            seed: int = 0, name: str = "", chunk_size: int = DEFAULT_CHUNK_SIZE,
            device: str = "cpu", threads: int = 1, burn_in: int | None = None) -> list[Segments]:

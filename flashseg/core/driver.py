@@ -269,6 +269,9 @@ class ContigRun:
         nb = len(self.bounds)
         lost_fwd = lost_bwd = False
         width = self.bounds[0][1] - self.bounds[0][0]
+        for tr in trackers:
+            if hasattr(tr, "begin"):   # trackers that need Z while they are fed
+                tr.begin(log_z, zm, zexp)
         gamma_buf = np.empty((width, self.C))
         boundary_buf = np.empty(width)
         change_buf = np.empty(width)

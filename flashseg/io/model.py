@@ -458,3 +458,44 @@ def load_model(path: str | Path) -> ModelSpec:
                            sha256=hashlib.sha256(raw).hexdigest())
     except DataError as exc:
         raise exc.located(file=str(path)) from None
+
+
+# --------------------------------------------------------------------------
+# writing
+
+
+def model_text(*, name: str, description: str, bin_size: int, labels, colors, model: SemiMarkovModel,
+               emissions: EmissionModel | None = None, comments=()) -> str:
+    """A model YAML holding ``model`` exactly (up to float repr): duration tables
+    as ``log:`` lists of K entries with their ``tail_rho`` (which the loader
+    honours on tables), transitions and initial as probabilities, ``final: free``
+    unless the model's final scores say otherwise. ``comments`` become ``#``
+    lines at the top (provenance)."""
+    names = list(labels)
+    K = model.max_duration
+    tail = "none" if model.tail_log_rho is None else "geometric"
+    rho = model.tail_or_none()
+    out_labels = []
+    for c, label in enumerate(names):
+        duration = {"family": "table", "log": [float(v) for v in model.duration[:, c]]}
+        if tail == "geometric" and np.isfinite(rho[c]):
+            duration["tail_rho"] = float(math.exp(rho[c]))
+        out_labels.append({"name": label, "color": colors[c], "duration": duration})
+
+    def probabilities(row):
+        p = np.exp(row - np.max(row)) if np.isfinite(row).any() else np.zeros_like(row)
+        p = p / p.sum() if p.sum() > 0 else p
+        return {names[j]: float(p[j]) for j in range(len(names)) if p[j] > 0}
+
+    doc = {"name": name, "description": description, "bin_size": int(bin_size), "max_duration": int(K),
+           "tail": tail, "labels": out_labels, "initial": probabilities(model.initial)}
+    if np.all(model.final == 0):
+        doc["final"] = "free"
+    else:
+        doc["final"] = {"log": {n: float(v) for n, v in zip(names, model.final)}}
+    doc["transitions"] = {n: (probabilities(model.transition[c]) or None) for c, n in enumerate(names)}
+    if emissions is not None:
+        doc["emissions"] = emissions.as_yaml(names)
+    body = yaml.safe_dump(doc, sort_keys=False, default_flow_style=None, width=100, allow_unicode=True)
+    head = "".join(f"# {line}\n" for line in comments)
+    return head + body

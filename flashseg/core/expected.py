@@ -1,0 +1,126 @@
+"""Expected sufficient statistics of a contig under the posterior
+(docs/algorithms.md, "Expected counts"): what EM's M-step needs, and the
+exact gradient of log Z with respect to the model's log scores.
+
+For a model with log scores init, trans, phi (durations) and emissions x,
+
+    d log Z / d init[c]        = initial[c]        expected first labels
+    d log Z / d trans[c, c2]   = transitions[c, c2] expected c -> c2 boundaries
+    d log Z / d phi_c(d)       = durations[d-1, c]  expected label-c segments of d <= K bins
+    d log Z / d x[t, c]        = gamma[t, c]        (per bin, to the consumer)
+
+and for the geometric tail, ``tail_segments[c]`` (expected label-c segments
+longer than K) and ``tail_excess[c]`` (their expected total length beyond
+K), so that d log Z / d log rho_c = tail_excess[c].
+
+:class:`ExpectedCountsTracker` is fed by the emit pass like the segment
+trackers (the forward and backward rows of every chunk, in order), keeps
+O(K C) state between chunks and adds each term once, in the order of the
+boundaries, so chunk sizes change nothing beyond rounding. Its terms are
+posteriors of events, so the fast path's certificate bounds each of them
+as it bounds gamma (an expected count over T boundaries by T times it).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class ExpectedCounts:
+    """Expected counts of one or more contigs (sums over contigs add)."""
+
+    log_partition: float
+    initial: np.ndarray          # (C,)
+    transitions: np.ndarray      # (C, C) row = from
+    durations: np.ndarray        # (K, C) durations[d - 1, c]
+    tail_segments: np.ndarray    # (C,)
+    tail_excess: np.ndarray      # (C,)
+    n_bins: int = 0
+
+    @classmethod
+    def zeros(cls, K: int, C: int) -> "ExpectedCounts":
+        return cls(0.0, np.zeros(C), np.zeros((C, C)), np.zeros((K, C)), np.zeros(C), np.zeros(C), 0)
+
+    def __add__(self, other: "ExpectedCounts") -> "ExpectedCounts":
+        return ExpectedCounts(self.log_partition + other.log_partition, self.initial + other.initial,
+                              self.transitions + other.transitions, self.durations + other.durations,
+                              self.tail_segments + other.tail_segments, self.tail_excess + other.tail_excess,
+                              self.n_bins + other.n_bins)
+
+    @property
+    def segments(self) -> np.ndarray:
+        """(C,) expected segments per label."""
+        return self.durations.sum(axis=0) + self.tail_segments
+
+
+def _mantissas(store, rows, logs_of_second: bool):
+    """(log of the store's E (first), log of its A (second) or None, the linear
+    mantissas of A (None for log stores), integer exponents), offsets removed:
+    true log value = log mantissa + exponent * ln 2. The fast path's linear
+    stores hand A over linearly, so the kernel needs no log of it."""
+    k, r = store.log_offset
+    exps = np.ascontiguousarray(store.sexp[:rows] - k, dtype=np.int64)
+    if store.is_log:
+        first, second = store.E[:rows], store.A[:rows]
+        if r:
+            first, second = first - r, second - r
+        return np.ascontiguousarray(first), np.ascontiguousarray(second), None, exps
+    with np.errstate(divide="ignore"):
+        first = np.log(store.E[:rows])
+    if r:
+        first = first - r
+    linear = store.A[:rows] * math.exp(-r) if r else store.A[:rows]
+    second = None
+    if logs_of_second:
+        with np.errstate(divide="ignore"):
+            second = np.log(linear)
+    return np.ascontiguousarray(first), second, np.ascontiguousarray(linear), exps
+
+
+class ExpectedCountsTracker:
+    """Accumulates :class:`ExpectedCounts` over the emit pass of one contig."""
+
+    def __init__(self, pm, T: int):
+        self.pm = pm
+        self.T = int(T)
+        K, C = pm.K, pm.C
+        self.phi = np.ascontiguousarray(pm.model.duration)
+        self.ring = np.full((K + 1, C), -np.inf)
+        self.ring_exp = np.zeros(K + 1, dtype=np.int64)
+        self.mirror = np.zeros((C, 2 * (K + 1)))   # each entry twice: K in a row from any start
+        self.ref = np.full(C, -np.inf)
+        self.tail_u = np.full(C, -np.inf)
+        self.tail_v = np.full(C, -np.inf)
+        self.tail_exp = np.zeros(C, dtype=np.int64)
+        self.counts = ExpectedCounts.zeros(K, C)
+        self._z = None
+
+    def begin(self, log_z: float, zm: float, zexp: int) -> None:
+        self._z = (math.log(zm), int(zexp))
+
+    def feed(self, a, b, x, gamma, boundary, change, fstore, bstore):
+        from . import expected_kernels
+
+        rows = b - a + (1 if b == self.T else 0)
+        lE, lA, mA, xf = _mantissas(fstore, rows, False)
+        lB, lG, mG, xb = _mantissas(bstore, rows, False)   # the backward store's E is B, its A is G
+        linear = mA is not None
+        if linear:
+            k, r = bstore.log_offset
+            mB = np.ascontiguousarray(bstore.E[:rows] * math.exp(-r) if r else bstore.E[:rows])
+            lA = lG = np.zeros((0, 0))
+        else:
+            mA = mB = mG = np.zeros((0, 0))
+        c = self.counts
+        expected_kernels.expected_chunk(
+            np.ascontiguousarray(x, dtype=np.float64), a, rows, self.T, lE, lA, xf, lB, lG, xb,
+            linear, mA, mB, mG, self.phi, self.pm.lrho, self.pm.trans, self._z[0], self._z[1],
+            self.ring, self.ring_exp, self.mirror, self.ref, self.tail_u, self.tail_v, self.tail_exp,
+            c.initial, c.transitions, c.durations, c.tail_segments, c.tail_excess)
+
+    def finish(self, log_z, zm, zexp):
+        self.counts.log_partition = float(log_z)
+        self.counts.n_bins = self.T
