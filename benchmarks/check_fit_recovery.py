@@ -73,6 +73,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--scale", type=float, default=1.0)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--fit-args", default="", help="extra `flashseg fit` options, e.g. \"--tol 1e-6\"")
     args = ap.parse_args()
     from flashseg.io.model import load_model
 
@@ -88,7 +89,8 @@ def main():
         fitted = os.path.join(work, "fitted.yaml")
         t0 = time.perf_counter()
         subprocess.run([sys.executable, "-m", "flashseg", "fit", "--observations", os.path.join(sim, "observations.h5"),
-                        "--states", "5", "--max-duration", "128", "-o", fitted, "--threads", str(args.threads)],
+                        "--states", "5", "--max-duration", "128", "-o", fitted, "--threads", str(args.threads),
+                        *args.fit_args.split()],
                        check=True)
         seconds = time.perf_counter() - t0
         truth, fit = load_model(model_path), load_model(fitted)

@@ -13,6 +13,8 @@ import math
 import numpy as np
 from numba import njit
 
+from .host_kernels import _logaddexp
+
 LN2 = math.log(2.0)
 # exp() of anything below this is 0 in float64: terms bounded by it are skipped.
 _UNDERFLOW = -746.0
@@ -20,17 +22,6 @@ _UNDERFLOW = -746.0
 # and rebased when an entry would exceed e^_MIRROR_MAX_LOG_R times its reference.
 _MIRROR_MAX_LOG_F = 600.0
 _MIRROR_MAX_LOG_R = 300.0
-
-
-@njit(nogil=True, cache=True, inline="always")
-def _logaddexp(a, b):
-    if a == -np.inf:
-        return b
-    if b == -np.inf:
-        return a
-    if a > b:
-        return a + math.log1p(math.exp(b - a))
-    return b + math.log1p(math.exp(a - b))
 
 
 @njit(nogil=True, cache=True)

@@ -111,10 +111,17 @@ def fit_emissions(stats: EmissionStats, current: EmissionModel, pooled_sd: np.nd
     if stats.family == "negative_binomial":
         mu = np.where(seen, np.maximum(mean, MEAN_FLOOR), old["mean"])
         r = old["dispersion"].copy()
+        from .emission_kernels import nb_profile
+
         for c in range(r.shape[0]):
             for m in range(r.shape[1]):
                 if seen[c, m]:
-                    r[c, m] = nb_dispersion(stats.histogram[c][m], mu[c, m])
+                    h = stats.histogram[c][m]
+                    new = nb_dispersion(h, mu[c, m])
+                    v = np.flatnonzero(h > 0).astype(np.float64)
+                    # the search is approximate: never step to a worse value than the old one
+                    if nb_profile(v, h[h > 0], mu[c, m], new) >= nb_profile(v, h[h > 0], mu[c, m], r[c, m]):
+                        r[c, m] = new
         return EmissionModel("negative_binomial", current.features, {"mean": mu, "dispersion": r})
     var = np.where(seen, stats.second / np.where(seen, stats.weight, 1.0) - np.nan_to_num(mean) ** 2, np.nan)
     floor = np.maximum(SD_FLOOR * (pooled_sd if pooled_sd is not None else 1.0), 1e-9)
