@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import numpy as np
 
+#: Largest bin size (bp) of a model, a tracks or observations file or a --bin-size:
+#: bin boundaries (bins x bin size) then stay far inside int64.
+MAX_BIN_SIZE = 2**31 - 1
+
 
 def n_bins(length: int, bin_size: int) -> int:
     """Bins of a contig of ``length`` bp, the partial last one included."""

@@ -27,9 +27,9 @@ class FlashsegError(Exception):
     def format(self) -> str:
         where = []
         if self.file is not None:
-            where.append(str(self.file))
+            where.append(_one_line(str(self.file)))
         if self.contig is not None:
-            where.append(f"contig {self.contig}")
+            where.append(f"contig {_one_line(str(self.contig))}")
         if self.bin is not None:
             where.append(f"bin {self.bin}")
         return f"{': '.join(where)}: {self.message}" if where else self.message
@@ -44,6 +44,12 @@ class FlashsegError(Exception):
             self.bin = bin
         self.args = (self.format(),)
         return self
+
+
+def _one_line(text: str) -> str:
+    """A file or contig name as given, or escaped (repr) when it holds a tab, newline or other
+    unprintable character: the command line prints every error as one line."""
+    return text if text.isprintable() else repr(text)
 
 
 class DataError(FlashsegError):

@@ -2,7 +2,7 @@
 
 Commands stay thin: they parse options, call the library, and map
 ``FlashsegError`` to a one-line ``flashseg: error: ...`` with exit code 1.
-Click's usage errors keep click's message and exit code 2.
+Usage errors (click's included) are one ``flashseg: error: ...`` line too, exit code 2.
 """
 from __future__ import annotations
 
@@ -101,6 +101,10 @@ def cli(ctx, verbose, quiet, debug):
     ctx.obj["debug"] = debug
     ctx.obj["verbosity"] = {"verbose": verbose, "quiet": quiet}
     configure_logging(verbose, quiet)
+    from ..kernel_cache import NOTICE
+
+    if NOTICE:          # no writable cache for numba's kernels (see flashseg/kernel_cache.py)
+        log.warning("%s", NOTICE)
 
 
 def _terminate(signum, frame):
@@ -152,8 +156,17 @@ def _main(argv=None) -> None:
     except click.exceptions.Abort:
         click.echo("flashseg: interrupted", err=True)
         sys.exit(130)
-    except click.ClickException as exc:
+    except click.exceptions.NoArgsIsHelpError as exc:   # `flashseg` alone: the help, exit 2
         exc.show()
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        # One line like every other error (not click's Usage/Try/Error block),
+        # then where to look for the options.
+        message = " ".join(exc.format_message().split())
+        click.echo(f"flashseg: error: {message}", err=True)
+        ctx = getattr(exc, "ctx", None)
+        if isinstance(exc, click.UsageError) and ctx is not None:
+            click.echo(f"(see '{ctx.command_path} --help')", err=True)
         sys.exit(exc.exit_code)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)

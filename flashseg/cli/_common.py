@@ -12,6 +12,15 @@ import click
 
 from .._version import __version__
 
+# Upper bounds of the integer options (a larger value is a usage error, exit 2,
+# never an overflow inside a compiled kernel; --help shows each range).
+INT32_MAX = 2**31 - 1      # --chunk-size, --threads, --samples, --bin-size (= bins.MAX_BIN_SIZE), ...
+INT64_MAX = 2**63 - 1      # --gap-min (bp)
+MAPQ_MAX = 255             # MAPQ is one byte in BAM
+BAM_CIGAR_MAX = 2**28 - 1  # simulate --read-length: a BAM CIGAR operation's length has 28 bits
+MAX_LABELS = 4096          # fit --states
+MAX_DURATION = 1_000_000   # fit --max-duration: io.model.MAX_DURATION, so the fitted model loads
+
 
 class TrackSpec(click.ParamType):
     """``TRACKS.h5`` or ``TRACKS.h5:WEIGHT``; the file must exist (else a usage error, exit 2)."""
@@ -35,6 +44,23 @@ class TrackSpec(click.ParamType):
         return (path, weight)
 
 
+class FiniteFloat(click.FloatRange):
+    """A float option: click's FloatRange, but NaN and infinities are usage errors (exit 2).
+
+    click's own range check lets NaN through (every comparison with NaN is
+    false), and an infinite depth, tolerance or signal makes no sense either.
+    Every float option of every command uses this type.
+    """
+
+    def convert(self, value, param, ctx):
+        import math
+
+        number = click.FLOAT.convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return super().convert(number, param, ctx)
+
+
 def existing_file(**kwargs):
     return click.Path(exists=True, dir_okay=False, readable=True, **kwargs)
 
@@ -55,11 +81,11 @@ def read_options(command=None, *, depth: bool = True, blacklist_help: str | None
     if command is None:
         return lambda cmd: read_options(cmd, depth=depth, blacklist_help=blacklist_help)
     options = [
-        click.option("--min-mapq", default=20, show_default=True, type=click.IntRange(min=0),
+        click.option("--min-mapq", default=20, show_default=True, type=click.IntRange(0, MAPQ_MAX),
                      help="Drop reads with a lower mapping quality."),
         click.option("--fragments", is_flag=True,
                      help="Count properly paired fragments at their midpoints instead of reads at their starts."),
-        click.option("--max-fragment", default=1000, show_default=True, type=click.IntRange(min=1),
+        click.option("--max-fragment", default=1000, show_default=True, type=click.IntRange(1, INT32_MAX),
                      help="With --fragments: drop fragments longer than this (bp)."),
         click.option("--blacklist", type=existing_file(),
                      help=blacklist_help or "BED of regions to ignore: bins overlapping them get log-likelihood 0 "
@@ -67,7 +93,7 @@ def read_options(command=None, *, depth: bool = True, blacklist_help: str | None
     ]
     if depth:
         options.append(click.option(
-            "--depth", type=click.FloatRange(min=0, min_open=True),
+            "--depth", type=FiniteFloat(min=0, min_open=True),
             help="Filtered reads per bin at copy ratio 1 [default: median over bins with any coverage]."))
     for option in reversed(options):  # decorators apply bottom-up: keep the listed order in --help
         command = option(command)
@@ -79,7 +105,7 @@ READ_OPTION_NAMES = ("min_mapq", "fragments", "max_fragment", "blacklist", "dept
 
 def default_threads() -> int:
     """--threads default: the CPUs this process may use (SLURM and taskset limits hold)."""
-    from ..cpus import usable_cpus
+    from ..resources import usable_cpus
 
     return usable_cpus()
 
@@ -228,3 +254,20 @@ def compile_notice(after: float = 3.0):
         yield
     finally:
         timer.cancel()
+
+
+def check_memory(model, chunk_size: int, threads: int, what: str = "this run") -> None:
+    """Refuse, with the numbers, a run whose working memory (the core's estimate
+    from K, C, --chunk-size and --threads) exceeds what this process may still
+    allocate, before anything is allocated."""
+    from ..core.api import working_memory
+    from ..errors import DataError
+    from ..resources import available_memory
+
+    need = working_memory(model, chunk_size, threads)
+    have = available_memory()
+    if have is not None and need > have:
+        raise DataError(f"{what} needs about {need / 2**30:.3g} GiB of memory (max_duration {model.max_duration}, "
+                        f"{model.n_labels} labels, --chunk-size {chunk_size}, --threads {threads}) but "
+                        f"{have / 2**30:.3g} GiB are available: use a smaller --chunk-size, fewer --threads "
+                        "or a smaller max_duration")

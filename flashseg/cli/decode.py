@@ -10,8 +10,10 @@ from dataclasses import dataclass
 
 import click
 
-from ._common import (READ_OPTION_NAMES, Progress, TrackSpec, compile_notice, default_threads, existing_file,
-                      load_model_spec, output_path, progress_enabled, provenance, read_options, resolve_device)
+from ._common import (READ_OPTION_NAMES, FiniteFloat, Progress, TrackSpec, check_memory, compile_notice,
+                      default_threads, existing_file, load_model_spec, output_path, progress_enabled, provenance,
+                      read_options, resolve_device)
+from ._common import INT32_MAX, INT64_MAX
 
 log = logging.getLogger(__name__)
 
@@ -76,24 +78,24 @@ def _claim_files(o: "DecodeOptions", spec) -> None:
                    "(max_duration 1, no tail), whose segments are single bins].")
 @click.option("--boundaries", "boundaries_path", type=output_path(), help="bedGraph of the boundary posterior b.")
 @click.option("--changes", "changes_path", type=output_path(), help="bedGraph of the label-change posterior chg.")
-@click.option("--min-posterior", type=click.FloatRange(0.0, 1.0), default=1e-4, show_default=True,
+@click.option("--min-posterior", type=FiniteFloat(0.0, 1.0), default=1e-4, show_default=True,
               help="bedGraph bins below this are left out (they mean 0).")
 @click.option("--posteriors", "posteriors_path", type=output_path(), help="HDF5 of gamma (tracks layout).")
 @click.option("--posteriors-dtype", type=click.Choice(["float32", "float16"]), default="float32", show_default=True)
-@click.option("--samples", "n_samples", type=click.IntRange(min=0), default=0, show_default=True,
+@click.option("--samples", "n_samples", type=click.IntRange(0, INT32_MAX), default=0, show_default=True,
               help="Draw N exact posterior samples per contig.")
 @click.option("--samples-out", "samples_path", type=output_path(),
               help="BED4+1 of the samples, ordered by contig, sample, position (.gz = BGZF, no index: "
                    "tabix needs position order).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Sampling seed (per contig: seed + name).")
-@click.option("--gap-min", type=click.IntRange(min=1), default=None,
+@click.option("--gap-min", type=click.IntRange(1, INT64_MAX), default=None,
               help="Mask runs of N of at least this many bp (needs --fasta): their bins score 0.")
 @click.option("--nan-as-missing", is_flag=True, help="NaN track bins contribute 0 instead of being an error.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-@click.option("--threads", type=click.IntRange(min=1), default=None,
+@click.option("--threads", type=click.IntRange(1, INT32_MAX), default=None,
               help="Threads [default: CPUs this process may use]: contigs in parallel; with more "
                    "threads than contigs (or on a GPU) each contig's chunks too.")
-@click.option("--chunk-size", type=click.IntRange(min=1), default=32768, show_default=True,
+@click.option("--chunk-size", type=click.IntRange(1, INT32_MAX), default=32768, show_default=True,
               help="Bins per streaming chunk.")
 @click.option("--progress/--no-progress", "progress", default=None,
               help="Progress on stderr [default: only on a terminal].")
@@ -262,6 +264,15 @@ def run_decode(opts: DecodeOptions) -> None:
         _decode(o, spec)
 
 
+def _sample_lines(writer, job):
+    """Where the core streams a contig's posterior samples: formatted into that
+    contig's buffer, which joins the samples file in contig order."""
+    def write(first, batch, buffer):
+        writer.write_samples(job.name, batch, length=job.length_bp, offset=job.offset, first=first, stream=buffer)
+
+    return write
+
+
 def _decode(o: DecodeOptions, spec) -> None:
     """run_decode's work, its outputs published together when it ends."""
     from ..errors import DataError
@@ -296,7 +307,7 @@ def _decode(o: DecodeOptions, spec) -> None:
                         label_colors=[lab.color for lab in labels],
                         label_strands=[lab.strand for lab in labels], provenance=prov, target=o.output)
         bed.write_header()
-        samples_writer = None
+        samples_writer = samples_stream = None
         if o.samples_path:
             # Samples restart at position 0 for every sample: a .gz is BGZF without a tabix index.
             samples_stream = stack.enter_context(open_text_output(o.samples_path, tabix_preset=None))
@@ -322,17 +333,22 @@ def _decode(o: DecodeOptions, spec) -> None:
                 emissions = add_bam(job, emissions, gaps)
             emissions = progress.wrap(job.name, job.n_bins, emissions)
             per_bin = None
-            if boundary_stream or change_stream or posteriors:
-                def sink(target):
+            if boundary_stream or change_stream or posteriors or samples_writer is not None:
+                def buffer_for(target):
                     beside = target if target != "-" else os.path.join(tempfile.gettempdir(), "flashseg-stdout")
-                    buffer = BufferedText(temp_path_for(beside, suffix=f".{len(jobs)}"), target)
+                    return BufferedText(temp_path_for(beside, suffix=f".{len(jobs)}"), target)
+
+                def sink(target):
+                    buffer = buffer_for(target)
                     return (BedGraphSink(buffer, contig=job.name, bin_size=spec.bin_size, length=job.length_bp,
                                          offset=job.offset, min_posterior=o.min_posterior), buffer)
                 per_bin = PerBinOutputs(
                     boundary=sink(o.boundaries_path) if boundary_stream else None,
                     change=sink(o.changes_path) if change_stream else None,
                     posteriors=(posteriors.add_contig(job.name, job.total_bins, job.length_bp,
-                                                      job.offset, job.n_bins) if posteriors else None))
+                                                      job.offset, job.n_bins) if posteriors else None),
+                    samples=(_sample_lines(samples_writer, job), buffer_for(o.samples_path))
+                    if samples_writer is not None else None)
             per_bins.append(per_bin)
             entry = {"name": job.name, "emissions": emissions, "n_bins": job.n_bins}
             if per_bin is not None:
@@ -341,6 +357,8 @@ def _decode(o: DecodeOptions, spec) -> None:
 
         if device == "cpu":
             from ..core.api import warm_up
+
+            check_memory(spec.model, o.chunk_size, o.threads)
 
             with compile_notice():
                 warm_up(o.method, o.n_samples)
@@ -357,10 +375,8 @@ def _decode(o: DecodeOptions, spec) -> None:
             if result.name != job.name:
                 raise RuntimeError(f"core returned {result.name!r} where {job.name!r} was expected")
             n_segments = bed.write_calls(job.name, result.calls, length=job.length_bp, offset=job.offset)
-            if samples_writer is not None:
-                samples_writer.write_samples(job.name, result.samples, length=job.length_bp, offset=job.offset)
             if per_bin is not None:
-                per_bin.finish(boundary_stream, change_stream)
+                per_bin.finish(boundary_stream, change_stream, samples_stream)
             viterbi = "NA" if result.viterbi_score is None else "%.12g" % result.viterbi_score
             rows[job.name] = (f"{job.name}\t{job.n_bins}\t{result.log_partition:.12g}\t{viterbi}\t"
                               f"{n_segments}\t{result.seconds:.3f}\tok\n")

@@ -9,7 +9,8 @@ import time
 
 import click
 
-from ._common import command_line, default_threads, existing_file, load_model_spec
+from ._common import FiniteFloat, command_line, default_threads, existing_file, load_model_spec
+from ._common import INT32_MAX, MAX_DURATION, MAX_LABELS
 
 log = logging.getLogger(__name__)
 
@@ -23,9 +24,9 @@ _WARM_ITERATIONS = 30
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--observations", "observations", multiple=True, required=True, type=existing_file(),
               help="Training observations HDF5 (repeatable: fitted jointly, statistics summed).")
-@click.option("--states", type=click.IntRange(min=1), help="Number of labels (E1..EN) [required without --init].")
+@click.option("--states", type=click.IntRange(1, MAX_LABELS), help="Number of labels (E1..EN) [required without --init].")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Model YAML to write.")
-@click.option("--max-duration", type=click.IntRange(min=1), default=None,
+@click.option("--max-duration", type=click.IntRange(1, MAX_DURATION), default=None,
               help="K: durations up to K bins as a table, a geometric tail beyond; 1 fits a plain HMM "
                    "[default: 64].")
 @click.option("--emission", type=click.Choice(["bernoulli", "poisson", "negative_binomial", "gaussian"]),
@@ -34,18 +35,18 @@ _WARM_ITERATIONS = 30
 @click.option("--init", "init_path", type=existing_file(),
               help="Start from this model (with an emissions section): its labels, K, tail and family.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the initialisation.")
-@click.option("--restarts", type=click.IntRange(min=1), default=1, show_default=True,
+@click.option("--restarts", type=click.IntRange(1, INT32_MAX), default=1, show_default=True,
               help="Fits from different seeds (seed, seed+1, ...); the best training log-likelihood wins.")
-@click.option("--max-iter", type=click.IntRange(min=1), default=200, show_default=True)
-@click.option("--tol", type=click.FloatRange(min=0), default=1e-4, show_default=True,
+@click.option("--max-iter", type=click.IntRange(1, INT32_MAX), default=200, show_default=True)
+@click.option("--tol", type=FiniteFloat(min=0), default=1e-4, show_default=True,
               help="Stop when the training log-likelihood changes by less than this, relative.")
 @click.option("--validation", "validation", multiple=True, type=existing_file(),
               help="Held-out observations: their log-likelihood is reported every iteration (repeatable).")
 @click.option("--log", "log_path", type=click.Path(dir_okay=False),
               help="TSV of every iteration: restart, iteration, training and validation log-likelihood, seconds.")
-@click.option("--threads", type=click.IntRange(min=1), default=None,
+@click.option("--threads", type=click.IntRange(1, INT32_MAX), default=None,
               help="Threads [default: CPUs this process may use]: contigs and files in parallel.")
-@click.option("--chunk-size", type=click.IntRange(min=1), default=32768, show_default=True,
+@click.option("--chunk-size", type=click.IntRange(1, INT32_MAX), default=32768, show_default=True,
               help="Bins per streaming chunk.")
 def fit(observations, states, output, max_duration, emission, init_path, seed, restarts, max_iter, tol,
         validation, log_path, threads, chunk_size):
@@ -158,8 +159,8 @@ def run_fit(*, observations, validation, output, log_path, states, max_duration,
     from ..errors import DataError
     from ..io.chromhmm import PALETTE
     from ..io.model import model_text
-    from ..io.output import atomic_path, open_text_output, write_error
-    from ._common import compile_notice
+    from ..io.output import open_text_output, write_text
+    from ._common import check_memory, compile_notice
 
     features = list(init.emissions.features) if init is not None else None
     files, sequences, features, kind, bin_size = _open_data(observations, features)
@@ -189,6 +190,10 @@ def run_fit(*, observations, validation, output, log_path, states, max_duration,
         if family not in KIND_FAMILIES[kind]:
             raise DataError(f"{kind} observations cannot be fitted with {family} emissions (use "
                             f"{' or '.join(KIND_FAMILIES[kind])})", file=observations[0])
+        from ..core.model import SemiMarkovModel
+
+        shape = SemiMarkovModel(np.zeros((K, C)), None, np.zeros((C, C)), np.zeros(C), np.zeros(C))
+        check_memory(shape, chunk_size, threads, "this fit")
         with compile_notice():
             warm_up("posterior")
         quiet = not log.isEnabledFor(logging.WARNING)
@@ -200,13 +205,14 @@ def run_fit(*, observations, validation, output, log_path, states, max_duration,
             t_start = time.perf_counter()
             for r in range(restarts):
                 report.restart = r + 1
+                run_seed = (seed + r) % 2**64   # any --seed, taken mod 2**64 as decode does
                 common = dict(threads=threads, chunk_size=chunk_size, validation=held, report=report, tol=tol)
                 if init is not None:
                     state = em.FitState(init.model, init.emissions)
-                    psd = em.pooled_sd(em.sample_rows(sequences, _SAMPLE_BINS, np.random.default_rng(seed + r)))
+                    psd = em.pooled_sd(em.sample_rows(sequences, _SAMPLE_BINS, np.random.default_rng(run_seed)))
                 else:
                     start, psd = em.initial_state(sequences, family, features, C, 1 if K > 1 else K,
-                                                  seed=seed + r,
+                                                  seed=run_seed,
                                                   allowed=np.ones((C, C), dtype=bool) if K > 1 else allowed,
                                                   sample_size=_SAMPLE_BINS)
                     state = start
@@ -245,12 +251,7 @@ def run_fit(*, observations, validation, output, log_path, states, max_duration,
                                       f" ({family} emissions, K = {K})",
                           bin_size=bin_size, labels=names, colors=colors, model=best.model,
                           emissions=best.emissions, comments=comments)
-        with atomic_path(output) as temp:
-            try:
-                with open(temp, "w", encoding="utf-8") as handle:
-                    handle.write(text)
-            except OSError as exc:
-                raise write_error(exc, output) from None
+        write_text(output, text)
         if not quiet:
             click.echo(f"wrote {output} ({C} labels, K = {K}; log-likelihood {last[1]:.10g} after {iterations} "
                        f"iterations, {seconds:.1f} s)", err=True)

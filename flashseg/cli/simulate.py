@@ -32,7 +32,8 @@ from typing import TYPE_CHECKING
 
 import click
 
-from ._common import compile_notice, existing_file, load_model_spec
+from ._common import FiniteFloat, compile_notice, existing_file, load_model_spec
+from ._common import BAM_CIGAR_MAX, INT64_MAX
 
 if TYPE_CHECKING:   # annotations only: numpy is imported where it is used
     import numpy as np
@@ -49,6 +50,11 @@ def parse_contig(text: str) -> tuple[str, int]:
         value = 0
     if not sep or not name or "/" in name or value < 1:
         raise click.BadParameter(f"{text!r}: expected NAME:LENGTH with LENGTH >= 1 bp", param_hint="--contig")
+    from ..io.names import name_problem
+
+    problem = name_problem(name)
+    if problem is not None:
+        raise click.BadParameter(problem, param_hint="--contig")
     return name, value
 
 
@@ -97,17 +103,17 @@ def write_fasta_contig(handle, name: str, length: int, rng: np.random.Generator,
 @click.option("-m", "--model", "model_path", required=True, type=existing_file(), help="Model YAML.")
 @click.option("--contig", "contigs", multiple=True, required=True, metavar="NAME:LENGTH",
               help="A contig of LENGTH bp (repeatable).")
-@click.option("--signal", type=click.FloatRange(min=0.0), default=2.0, show_default=True,
+@click.option("--signal", type=FiniteFloat(min=0.0), default=2.0, show_default=True,
               help="Distance between adjacent labels' observation levels (in units of the noise sd); "
                    "models without an emissions section only.")
-@click.option("--n-gap", type=click.IntRange(min=0), default=0, show_default=True,
+@click.option("--n-gap", type=click.IntRange(0, INT64_MAX), default=0, show_default=True,
               help="Put a run of this many N in the middle of each contig's sequence.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--dtype", type=click.Choice(["float16", "float32", "float64"]), default="float32", show_default=True)
 @click.option("--compression", type=click.Choice(["none", "lzf", "gzip"]), default="lzf", show_default=True)
-@click.option("--reads-depth", type=click.FloatRange(min=0, min_open=True), default=None,
+@click.option("--reads-depth", type=FiniteFloat(min=0, min_open=True), default=None,
               help="Also write reads.bam: D reads per bin at copy ratio 1, scaled by each label's coverage mean.")
-@click.option("--read-length", type=click.IntRange(min=1), default=100, show_default=True,
+@click.option("--read-length", type=click.IntRange(1, BAM_CIGAR_MAX), default=100, show_default=True,
               help="Aligned length of the simulated reads (bp).")
 @click.option("-o", "--outdir", required=True, type=click.Path(file_okay=False),
               help="Output directory: new or empty, unless --force.")

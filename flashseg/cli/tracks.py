@@ -7,6 +7,7 @@ import logging
 import click
 
 from ._common import default_threads, read_options
+from ._common import INT32_MAX
 
 log = logging.getLogger(__name__)
 
@@ -27,13 +28,13 @@ def tracks():
 @click.option("-m", "--model", "model_path", required=True, type=click.Path(exists=True, dir_okay=False),
               help="Model YAML with a coverage section: labels, bin size, per-label means.")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Tracks file to write (.h5).")
-@click.option("--bin-size", type=click.IntRange(min=1),
+@click.option("--bin-size", type=click.IntRange(1, INT32_MAX),
               help="bp per bin [default: the model's]. Decoding needs tracks and model to agree.")
 @read_options
 @click.option("--raw", is_flag=True, help="Also store the per-bin counts as /depth/<contig> (int32).")
 @click.option("--dtype", type=click.Choice(["float32", "float64"]), default="float32", show_default=True,
               help="Storage type of the log-likelihoods.")
-@click.option("--threads", type=click.IntRange(min=1), default=None,
+@click.option("--threads", type=click.IntRange(1, INT32_MAX), default=None,
               help="Worker processes counting reads [default: the CPUs this process may use].")
 def coverage(bam_path, fasta, model_path, output, bin_size, min_mapq, blacklist, fragments, max_fragment,
              depth, raw, dtype, threads):
@@ -119,7 +120,7 @@ def _count_and_write(spec, bam_path, fasta, output, bin_size, min_mapq, blacklis
 @click.argument("binary_dir", metavar="BINARY_DIR", type=click.Path(exists=True, file_okay=False))
 @click.option("-o", "--outdir", required=True, type=click.Path(file_okay=False),
               help="Output directory (created if missing): <cell>.h5 per cell, and model.yaml.")
-@click.option("--bin-size", type=click.IntRange(min=1), default=200, show_default=True,
+@click.option("--bin-size", type=click.IntRange(1, INT32_MAX), default=200, show_default=True,
               help="bp per bin of the binarized files (ChromHMM's -b).")
 @click.option("--chromsizes", type=click.Path(exists=True, dir_okay=False),
               help="name<TAB>length per line (a UCSC chrom.sizes): contig order and lengths, checked against "
@@ -211,19 +212,14 @@ def _chromhmm_model(fmt, model, features, target, bin_size):
 
     from ..errors import DataError
     from ..io.model import parse_model
-    from ..io.output import atomic_path, write_error
+    from ..io.output import write_text
 
     text = fmt.model_yaml(model, features, bin_size=bin_size)
     try:
         parse_model(yaml.safe_load(text))
     except DataError as exc:        # the model's numbers are not a valid flashseg model
         raise exc.located(file=model.path) from None
-    with atomic_path(target) as temp:
-        try:
-            with open(temp, "w", encoding="utf-8") as handle:
-                handle.write(text)
-        except OSError as exc:
-            raise write_error(exc, target) from None
+    write_text(target, text)
 
 
 @tracks.command("counts")
@@ -233,11 +229,11 @@ def _chromhmm_model(fmt, model, features, target, bin_size):
               help="Feature name of each --bam, in order [default: the file names without .bam/.cram].")
 @click.option("--fasta", required=True, type=click.Path(exists=True, dir_okay=False),
               help="Genome FASTA: contig order and lengths (checked against every BAM); the CRAM reference.")
-@click.option("--bin-size", required=True, type=click.IntRange(min=1), help="bp per bin.")
+@click.option("--bin-size", required=True, type=click.IntRange(1, INT32_MAX), help="bp per bin.")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
               help="Observations file to write (.h5).")
 @read_options(depth=False, blacklist_help="BED of regions to ignore: bins overlapping them are missing (-1).")
-@click.option("--threads", type=click.IntRange(min=1), default=None,
+@click.option("--threads", type=click.IntRange(1, INT32_MAX), default=None,
               help="Worker processes counting reads [default: the CPUs this process may use].")
 def counts(bam_paths, names, fasta, bin_size, output, min_mapq, fragments, max_fragment, blacklist, threads):
     """Reads per bin of each BAM, as a count observations file (int32, -1 = missing).

@@ -256,7 +256,9 @@ def decode_contig(model: SemiMarkovModel, emissions, n_bins: int, *, name: str =
                 tracker = SegmentTracker(backend.fwd, n_bins, "run" if merge_adjacent else "exact",
                                          segs.start, segs.label)
             log_z, forward_checkpoints = run.posterior_pass(per_bin, [tracker], keep_forward_checkpoints=n_samples > 0)
-            samples = run.sample(n_samples, seed, forward_checkpoints) if n_samples > 0 else []
+            # a per-bin consumer with samples(first, batch) takes them as they are drawn
+            sink = getattr(per_bin, "samples", None) if per_bin is not None else None
+            samples = run.sample(n_samples, seed, forward_checkpoints, sink) if n_samples > 0 else []
             return log_z, tracker.calls, samples, backend.name
 
         (log_z, calls, samples, backend_name), fell_back = _with_fallback(model, device, go, per_bin)
@@ -334,6 +336,19 @@ def _decode_contigs(model, jobs, threads, **kwargs):
             stop.set()
             for fut in futures:
                 fut.cancel()
+
+
+def working_memory(model: SemiMarkovModel, chunk_size: int, threads: int = 1) -> int:
+    """A generous estimate (bytes) of what the core allocates for one run: per
+    thread, the row stores of a chunk for the passes in flight (about 14 arrays
+    of (chunk + 1) x C doubles) and the O(K C) state of the recursions and
+    checkpoints (about 12 arrays of K x C), plus the row cache shared by the
+    passes. Callers compare it with the memory they have before starting."""
+    from .schedule import CHUNK_CACHE_BYTES
+
+    K, C = model.max_duration, model.n_labels
+    per_thread = 8 * C * (14 * (int(chunk_size) + 1) + 12 * K)
+    return max(1, int(threads)) * per_thread + CHUNK_CACHE_BYTES
 
 
 def warm_up(method: str = "viterbi", n_samples: int = 0) -> None:

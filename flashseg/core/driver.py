@@ -36,6 +36,9 @@ from .parallel import add_offsets, offset_log, shift_partition, unscale_partitio
 from .results import Segments
 from .schedule import ChunkParallelSchedule, SequentialSchedule
 
+# Samples walked together (see ContigRun.sample).
+SAMPLE_BATCH = 1024
+
 # The fast path is accepted when flushed mass can change Z (and so any
 # posterior) by less than this fraction.
 CERTIFICATE_TOLERANCE = 1e-13
@@ -123,7 +126,7 @@ class ContigRun:
             if self._readers is None:
                 from concurrent.futures import ThreadPoolExecutor
 
-                from ..cpus import usable_cpus
+                from ..resources import usable_cpus
 
                 self._readers = ThreadPoolExecutor(min(16, usable_cpus()), thread_name_prefix="flashseg-read")
             self._reader_users += 1
@@ -314,14 +317,28 @@ class ContigRun:
         return log_z, (forward_checkpoints if keep_forward_checkpoints else None)
 
     # -- sampling ------------------------------------------------------------
-    def sample(self, n: int, seed: int, forward_checkpoints) -> list[Segments]:
+    def sample(self, n: int, seed: int, forward_checkpoints, sink=None) -> list[Segments]:
         """``n`` posterior samples, walked back from the contig end chunk by chunk
         (sampling.py) through rows recomputed from ``forward_checkpoints``; the
-        backend walks every sample through a chunk (on the GPU in one launch)."""
+        backend walks every sample of a batch through a chunk (on the GPU in one
+        launch). Batches of SAMPLE_BATCH samples bound the walks' working memory
+        and the time to notice a cancel; each sample's stream depends on its
+        index only, so batching changes nothing. With ``sink``, each batch goes
+        to ``sink(first_index, samples)`` instead of the returned list."""
+        out = []
+        for first in range(0, n, SAMPLE_BATCH):
+            batch = self._sample_batch(first, min(SAMPLE_BATCH, n - first), seed, forward_checkpoints)
+            if sink is not None:
+                sink(first, batch)     # streamed: memory stays one batch whatever n is
+            else:
+                out.extend(batch)
+        return out
+
+    def _sample_batch(self, first: int, n: int, seed: int, forward_checkpoints) -> list[Segments]:
         from .sampling import SampleWalk, sample_seeds
 
         K = self.backend.fwd.K
-        rngs = [np.random.default_rng(s) for s in sample_seeds(seed, self.name, n)]
+        rngs = [np.random.default_rng(s) for s in sample_seeds(seed, self.name, n, first)]
         walks = [SampleWalk(self.T) for _ in range(n)]
 
         def rows(js):
@@ -338,6 +355,8 @@ class ContigRun:
         with self.reading():
             loader = self.schedule.loader(rows, order)
             for j in order:
+                if self.cancel is not None and self.cancel.is_set():
+                    raise Cancelled(self.name)
                 _, chunk, rows_j = loader.get(j)
                 a, b = self.bounds[j]
                 ck = forward_checkpoints[j]

@@ -24,11 +24,14 @@ import numpy as np
 from .results import Segments
 
 
-def sample_seeds(seed: int, name: str, n: int):
-    """One seed sequence per sample of contig ``name``: the same in a per-contig
-    and a whole-genome run (docs/algorithms.md, "Sampling")."""
+def sample_seeds(seed: int, name: str, n: int, first: int = 0):
+    """The seed sequences of samples first .. first + n - 1 of contig ``name``:
+    the same in a per-contig and a whole-genome run (docs/algorithms.md,
+    "Sampling"), and the same whichever batch asks (child i of the contig's
+    sequence is made directly, as ``spawn`` would make it)."""
     digest = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "little")
-    return np.random.SeedSequence([int(seed) & 0xFFFFFFFFFFFFFFFF, digest]).spawn(n)
+    entropy = [int(seed) & 0xFFFFFFFFFFFFFFFF, digest]
+    return [np.random.SeedSequence(entropy, spawn_key=(i,)) for i in range(first, first + n)]
 
 
 class SampleWalk:

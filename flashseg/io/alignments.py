@@ -12,13 +12,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import struct
 from array import array
 
 import numpy as np
 
 from ..bins import n_bins
 from ..errors import DataError
+from .names import check_contig_names
 from .reads import DROPPED_FLAGS, FLAG_PAIRED, FLAG_PROPER_PAIR, ReadFilter
 
 log = logging.getLogger(__name__)
@@ -62,7 +62,16 @@ def open_alignments(path, reference=None):
             raise DataError("truncated BAM (no BGZF end-of-file marker): re-create or re-download it",
                             file=path) from None
         raise DataError(f"cannot read as {'CRAM' if mode == 'rc' else 'BAM'}: {msg}", file=path) from None
-    sort_order = bam.header.to_dict().get("HD", {}).get("SO")
+    try:
+        # the SAM spec forbids whitespace in reference names; a tab or newline would also break every output
+        check_contig_names(bam.references, file=path)
+        sort_order = bam.header.to_dict().get("HD", {}).get("SO")
+    except DataError:
+        bam.close()
+        raise
+    except ValueError as exc:   # pysam's parser of the header text
+        bam.close()
+        raise DataError(f"malformed SAM header: {exc}", file=path) from None
     if sort_order is not None and sort_order != "coordinate":
         bam.close()
         raise DataError(f"not coordinate-sorted (header says SO:{sort_order}): "
@@ -223,39 +232,74 @@ class RangeCounter:
     The compiled path (flashseg.io.bam_fast) reads .bam files with a .bai
     index; CRAM, .csi-only files and index entries it cannot use go through
     :func:`count_bins`. Both apply the same filters; tests hold them equal.
+    Both paths first hold the index htslib uses (.bai or .csi) to the BAM
+    (:meth:`check`): an index made for another file is an error naming it.
     """
 
     def __init__(self, path, reference=None, *, fast: bool = True):
         self.path = os.fspath(path)
         self.bam = open_alignments(self.path, reference)
-        self.index = None
+        self.index = None          # a .bai the compiled path reads
+        self._checked_index = None  # the .bai/.csi htslib reads, held to the BAM (see _check_index)
+        self._checked_tids: set[int] = set()
         self._raw = None
-        if fast and not _is_cram(self.path):
-            from .bam_fast import LinearIndex, find_bai
+        try:
+            if not _is_cram(self.path):
+                self._open_index(fast)
+        except BaseException:
+            self.close()
+            raise
 
-            bai = find_bai(self.path)
-            if bai is not None:
-                try:
-                    index = LinearIndex(bai)
-                except (ValueError, OSError, struct.error):
-                    index = None  # pysam reads it or says what is wrong
-                if index is not None and len(index.linear) == self.bam.nreferences:
-                    self.index = index
+    def _open_index(self, fast: bool) -> None:
+        """The index must describe this BAM: a .bai or .csi made for another file makes htslib and
+        the compiled path read the wrong blocks and count reads silently wrong."""
+        from .bam_fast import find_index, index_mismatch, load_index
 
-    def count(self, contig, start_bin, end_bin, bin_size, length, read_filter) -> np.ndarray:
+        index_path = find_index(self.path)
+        if index_path is None:
+            return
+        index = load_index(index_path)
+        if index.n_ref != self.bam.nreferences:
+            raise index_mismatch(index_path, self.path, f"it has {index.n_ref} reference(s), the BAM header "
+                                 f"{self.bam.nreferences}")
+        self._checked_index = index
+        self._records_start = self.bam.tell()   # nothing read yet: the first record's virtual offset
+        if fast and index.linear is not None:
+            self.index = index
+
+    def _check_index(self, tid: int) -> None:
+        """Once per contig: the index's first and last reads of it are where it says (bam_fast.check_reference)."""
+        if self._checked_index is None or tid in self._checked_tids:
+            return
+        from .bam_fast import check_reference
+
+        check_reference(self._handle(), self.path, self._checked_index, tid, self._records_start,
+                        names=self.bam.references)
+        self._checked_tids.add(tid)
+
+    def _handle(self):
+        if self._raw is None:
+            self._raw = open(self.path, "rb", buffering=0)
+        return self._raw
+
+    def check(self, contig) -> int:
+        """The contig's id in the BAM header, its index entries checked against the BAM."""
         tid = self.bam.get_tid(contig)
         if tid < 0:
             from .fasta import chr_hint
 
             raise DataError(f"contig {contig} is not in the BAM header" + chr_hint(contig, self.bam.references),
                             file=self.path)
+        self._check_index(tid)
+        return tid
+
+    def count(self, contig, start_bin, end_bin, bin_size, length, read_filter) -> np.ndarray:
+        tid = self.check(contig)
         if self.index is not None:
             from .bam_fast import count_range
 
-            if self._raw is None:
-                self._raw = open(self.path, "rb", buffering=0)
             counts = count_range(self.path, self.index, tid, contig, start_bin, end_bin, bin_size, length,
-                                 read_filter, handle=self._raw)
+                                 read_filter, handle=self._handle())
             if counts is not None:
                 return counts
         return count_bins(self.bam, contig, start_bin, end_bin, bin_size, length, read_filter, self.path)
@@ -329,9 +373,14 @@ def count_contigs(path, contigs, bin_size: int, read_filter: ReadFilter = ReadFi
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    # Open once here first so that a bad file fails with its own message
-    # before any worker starts.
-    open_alignments(path, reference).close()
+    # Open once here first so that a bad file (or an index made for another
+    # file) fails with its own message before any worker starts.
+    counter = RangeCounter(path, reference, fast=fast)
+    try:
+        for name, _ in contigs:
+            counter.check(name)
+    finally:
+        counter.close()
     # forkserver: the caller may already run threads (numba, torch), and
     # fork() of a threaded process can deadlock.
     context = multiprocessing.get_context("forkserver")

@@ -17,11 +17,18 @@ from the decompressed BAM stream (SAM spec section 4.2):
 Anything this path does not handle (CRAM, a .csi index, an index entry it
 cannot use) makes :func:`count_range` return None, and the caller falls back
 to pysam.
+
+An index is held to the BAM before it is trusted (:func:`check_reference`
+per contig, :func:`check_record` at every offset the compiled path seeks to,
+and past the last indexed window the BAM is read rather than the index
+believed): one made for another file is an error naming the index, where
+htslib would silently read the wrong blocks.
 """
 from __future__ import annotations
 
 import os
 import struct
+import threading
 import zlib
 
 import numpy as np
@@ -39,46 +46,234 @@ _DONE = 1        # passed the range end (or the contig): stop
 _UNSORTED = 2    # a position went backwards
 
 
-def find_bai(path: str) -> str | None:
-    for candidate in (path + ".bai", (path[:-4] + ".bai") if path.lower().endswith(".bam") else None):
-        if candidate and os.path.exists(candidate):
-            return candidate
+def find_index(path: str) -> str | None:
+    """The index file htslib (pysam) opens for a BAM: X.bam.csi, X.csi, X.bam.bai, X.bai, the first that exists."""
+    stem = path[:-4] if path.lower().endswith(".bam") else None
+    for ext in (".csi", ".bai"):
+        for candidate in (path + ext, stem + ext if stem else None):
+            if candidate and os.path.exists(candidate):
+                return candidate
     return None
 
 
+def find_bai(path: str) -> str | None:
+    """The .bai index of a BAM, when it is the index htslib uses too (no .csi beside it)."""
+    index = find_index(path)
+    return index if index is not None and index.lower().endswith(".bai") else None
+
+
+#: An index larger than this (decompressed) is refused rather than read into memory.
+_MAX_INDEX_BYTES = 1 << 30
+
+
+def index_mismatch(index_path: str, bam_path: str, problem: str) -> DataError:
+    """The one message for an index that does not describe its BAM."""
+    return DataError(f"{problem}: this index does not belong to {bam_path} (made for another file, or the BAM "
+                     f"changed since): re-create it with `samtools index {bam_path}`", file=index_path)
+
+
+def _read_index_bytes(path: str) -> bytes:
+    with open(path, "rb") as handle:
+        data = handle.read(_MAX_INDEX_BYTES + 1)
+    if len(data) > _MAX_INDEX_BYTES:
+        raise ValueError(f"larger than {_MAX_INDEX_BYTES >> 20} MiB")
+    if data[:2] != b"\x1f\x8b":
+        return data
+    # .csi: BGZF, i.e. concatenated gzip members; inflated with a size cap
+    parts, size = [], 0
+    while data:
+        inflater = zlib.decompressobj(31)
+        part = inflater.decompress(data, _MAX_INDEX_BYTES + 1 - size)
+        if inflater.unconsumed_tail:
+            raise ValueError(f"larger than {_MAX_INDEX_BYTES >> 20} MiB once decompressed")
+        if not inflater.eof:
+            raise ValueError("compressed data end early")
+        parts.append(part)
+        size += len(part)
+        data = inflater.unused_data
+    return b"".join(parts)
+
+
 class LinearIndex:
-    """Per-reference linear index (virtual offsets per 16 kb window) of a .bai file."""
+    """What flashseg uses of a .bai (or .csi) index: per reference, the linear index (virtual
+    offsets per 16 kb window; .bai only, else None) and the pseudo-bin's first and end offsets
+    of the reference's reads (``meta[tid]``: (begin, end) or None for a reference without reads).
+
+    Raises ValueError (with ``struct.error``, OSError) for a file that is not a well-formed index.
+    """
 
     def __init__(self, bai_path: str):
-        with open(bai_path, "rb") as handle:
-            data = handle.read()
-        if data[:4] != b"BAI\x01":
-            raise ValueError("not a BAI index")
-        offset = 4
-        (n_ref,) = struct.unpack_from("<i", data, offset)
+        self.path = str(bai_path)
+        data = _read_index_bytes(self.path)
+        size = len(data)
+
+        def ints(fmt, at):
+            if at + struct.calcsize(fmt) > size:
+                raise ValueError("the file ends early")
+            return struct.unpack_from(fmt, data, at)
+
+        def count(value, item_bytes, at, what):
+            if value < 0 or at + value * item_bytes > size:
+                raise ValueError(f"{what} {value} does not fit the file")
+            return value
+
+        if data[:4] == b"BAI\x01":
+            csi, offset, meta_bin = False, 4, 37450
+        elif data[:4] == b"CSI\x01":
+            min_shift, depth, l_aux = ints("<iii", 4)
+            if not 0 <= depth <= 20 or not 0 <= min_shift <= 60:
+                raise ValueError(f"min_shift {min_shift}, depth {depth} out of range")
+            offset = 16 + count(l_aux, 1, 16, "aux length")
+            csi, meta_bin = True, ((1 << (3 * depth + 3)) - 1) // 7 + 1
+        else:
+            raise ValueError("not a BAI or CSI index")
+        (n_ref,) = ints("<i", offset)
         offset += 4
-        self.linear: list[np.ndarray] = []
+        self.n_ref = count(n_ref, 4, offset, "reference count")
+        self.linear: list[np.ndarray] | None = None if csi else []
+        self.meta: list[tuple[int, int] | None] = []
+        bin_header = "<IQi" if csi else "<Ii"
+        bin_bytes = struct.calcsize(bin_header)
+        self.complete_meta = True   # every reference with bins has a pseudo-bin
         for _ in range(n_ref):
-            (n_bin,) = struct.unpack_from("<i", data, offset)
+            (n_bin,) = ints("<i", offset)
             offset += 4
+            count(n_bin, bin_bytes, offset, "bin count")
+            meta = None
             for _ in range(n_bin):
-                _bin, n_chunk = struct.unpack_from("<Ii", data, offset)
-                offset += 8 + 16 * n_chunk
-            (n_intv,) = struct.unpack_from("<i", data, offset)
-            offset += 4
-            self.linear.append(np.frombuffer(data, dtype="<u8", count=n_intv, offset=offset).copy())
-            offset += 8 * n_intv
+                fields = ints(bin_header, offset)
+                bin_number, n_chunk = fields[0], fields[-1]
+                offset += bin_bytes
+                count(n_chunk, 16, offset, "chunk count")
+                if bin_number == meta_bin and n_chunk == 2:
+                    meta = ints("<QQ", offset)
+                offset += 16 * n_chunk
+            if n_bin and meta is None:
+                self.complete_meta = False
+            self.meta.append(meta)
+            if not csi:
+                (n_intv,) = ints("<i", offset)
+                offset += 4
+                count(n_intv, 8, offset, "linear index size")
+                self.linear.append(np.frombuffer(data, dtype="<u8", count=n_intv, offset=offset).copy())
+                offset += 8 * n_intv
 
     def start_offset(self, tid: int, position: int) -> int | None:
         """Virtual offset to start scanning for reads starting at >= position; -1: no such reads; None: unusable."""
         linear = self.linear[tid]
+        if linear.size == 0:
+            return -1  # no reads on this reference (check_reference holds the index to that)
         window = max(0, position) >> _WINDOW_SHIFT
-        if window >= linear.size:
-            return -1  # no read overlaps this window or any later one
-        voffset = int(linear[window])
+        # Past the last window with reads: scan from the last window's first read, so that the
+        # claim "no read starts here" is read from the BAM rather than trusted.
+        voffset = int(linear[min(window, linear.size - 1)])
         if voffset == 0:
             return None  # an index writer that leaves empty windows at 0: let pysam decide
         return voffset
+
+
+_index_cache: dict = {}
+_index_lock = threading.Lock()
+
+
+def load_index(path: str) -> LinearIndex:
+    """A parsed index, cached per process while the file is unchanged; DataError naming it when malformed."""
+    try:
+        stat = os.stat(path)
+        key = (os.path.abspath(path), stat.st_size, stat.st_mtime_ns)
+        with _index_lock:   # coverage emissions of several contigs may open counters in threads
+            if key not in _index_cache:
+                if len(_index_cache) >= 8:
+                    _index_cache.pop(next(iter(_index_cache)))
+                _index_cache[key] = LinearIndex(path)
+            return _index_cache[key]
+    except (ValueError, OSError, struct.error) as exc:
+        raise DataError(f"cannot read the BAM index: {exc}", file=path) from None
+
+
+def check_record(buf, n_ref: int, tid: int | None = None, length: int | None = None) -> str | None:
+    """What is wrong with the BAM record at the start of ``buf`` (None: a plausible record;
+    with ``tid``, one of that reference; with ``length``, starting inside it)."""
+    if len(buf) < 36:
+        return "a record is cut short"
+    size, ref, pos, l_name, _mapq, _bin, n_cigar, _flag, l_seq, next_ref = struct.unpack_from("<iiiBBHHHii", buf, 0)
+    if size < 32 or ref < -1 or ref >= n_ref or pos < -1 or l_name < 1 or l_seq < 0 \
+            or next_ref < -1 or next_ref >= n_ref or 32 + l_name + 4 * n_cigar + (l_seq + 1) // 2 + l_seq > size:
+        return "it points at no BAM record"
+    if len(buf) < 36 + l_name:
+        return "a record is cut short"
+    name = bytes(buf[36:36 + l_name])
+    if name[-1] != 0 or any(c < 33 or c > 126 for c in name[:-1]):
+        return "it points at no BAM record"
+    if tid is not None and ref != tid:
+        return f"it points at a read of reference {ref}, not of reference {tid}"
+    if length is not None and pos >= length:
+        return f"it points at a read starting at {pos + 1}, past the contig's {length} bp"
+    return None
+
+
+def record_at(handle, voffset: int, bam_path: str, index_path: str, n_ref: int):
+    """(reference id, position) of the record at a virtual offset taken from the index, None at the end
+    of the file; an error naming the index when no record starts there."""
+    reader = BgzfReader(handle, voffset >> 16, bam_path, index_path=index_path, read_bytes=1 << 17)
+    skip = voffset & 0xFFFF
+    data = reader.next_block()
+    if skip > len(data):
+        raise index_mismatch(index_path, bam_path, f"offset {voffset} lies past the end of its BGZF block")
+    buf = bytearray(data[skip:])
+    while len(buf) < (36 + buf[12] if len(buf) >= 36 else 36):
+        block = reader.next_block()
+        if block is None:
+            break
+        buf += block
+    if not buf:
+        return None
+    problem = check_record(buf, n_ref)
+    if problem is not None:
+        raise index_mismatch(index_path, bam_path, f"at offset {voffset}: {problem}")
+    return struct.unpack_from("<ii", buf, 4)
+
+
+def check_reference(handle, bam_path: str, index: LinearIndex, tid: int, records_start: int,
+                    names=None) -> None:
+    """Hold the index's pseudo-bins to the BAM for reference ``tid``: its reads begin where the index
+    says, and the read after them (or, for a reference the index calls empty, after the previous
+    reference's reads) is the next reference's the index names, or unmapped, or the end of the file.
+
+    An index made for another BAM points at other reads, into the middle of records or at no
+    BGZF block, and fails here. Indexes without pseudo-bins are not checked.
+    """
+    meta = index.meta
+    if not index.complete_meta or not any(m is not None for m in meta):
+        return
+    n_ref = index.n_ref
+
+    def name(t):
+        return f"contig {names[t]}" if names is not None and 0 <= t < len(names) else f"reference {t}"
+
+    def expect_next(previous: int | None, offset: int) -> None:
+        """The read at ``offset`` (after the reads of ``previous``) is of the next contig with reads."""
+        following = next((t for t in range((-1 if previous is None else previous) + 1, n_ref)
+                          if meta[t] is not None), None)
+        record = record_at(handle, offset, bam_path, index.path, n_ref)
+        found = None if record is None or record[0] == -1 else record[0]
+        if found != following:
+            where = "at the first read" if previous is None else f"after the reads of {name(previous)}"
+            expected = f"a read of {name(following)}" if following is not None else "no mapped read"
+            seen = f"a read of {name(found)}" if found is not None else "no mapped read"
+            raise index_mismatch(index.path, bam_path, f"{where} it expects {expected}, the BAM has {seen}")
+
+    if meta[tid] is not None:
+        begin, end = meta[tid]
+        record = record_at(handle, begin, bam_path, index.path, n_ref)
+        if record is None or record[0] != tid:
+            seen = "the end of the file" if record is None else f"a read of {name(record[0])}"
+            raise index_mismatch(index.path, bam_path, f"where it says the reads of {name(tid)} begin, the BAM "
+                                 f"has {seen}")
+        expect_next(tid, end)
+    else:
+        previous = next((t for t in range(tid - 1, -1, -1) if meta[t] is not None), None)
+        expect_next(previous, records_start if previous is None else meta[previous][1])
 
 
 def _scanner():
@@ -154,9 +349,14 @@ def _get_scan():
 class BgzfReader:
     """Sequential BGZF block reader from a compressed offset."""
 
-    def __init__(self, handle, coffset: int, path: str):
+    def __init__(self, handle, coffset: int, path: str, *, index_path: str | None = None,
+                 read_bytes: int = _READ_BYTES):
         self.handle = handle
         self.path = path
+        self.coffset = coffset
+        # coffset came from this index: when no BGZF block starts there, the index is wrong
+        self.index_path = index_path
+        self.read_bytes = read_bytes
         handle.seek(coffset)
         self.data = b""
         self.at = 0
@@ -167,7 +367,7 @@ class BgzfReader:
         parts = [self.data[self.at:]]
         have = len(parts[0])
         while have < need:
-            more = self.handle.read(_READ_BYTES)
+            more = self.handle.read(self.read_bytes)
             if not more:
                 break
             parts.append(more)
@@ -178,13 +378,20 @@ class BgzfReader:
 
     def next_block(self) -> bytes | None:
         """The next block's data (b"" for the EOF block), None at the end of the file."""
+        index_path, self.index_path = self.index_path, None   # only the first block was sought
         if not self._fill(18):
+            if index_path is not None:
+                raise index_mismatch(index_path, self.path, f"it points at byte {self.coffset}, past the last "
+                                     "BGZF block")
             if len(self.data) > self.at:
                 raise DataError("truncated BAM: a BGZF block is cut short", file=self.path)
             return None
         at, data = self.at, self.data
         if data[at] != 31 or data[at + 1] != 139 or data[at + 2] != 8 or not data[at + 3] & 4 \
                 or data[at + 12:at + 14] != b"BC":
+            if index_path is not None:
+                raise index_mismatch(index_path, self.path, f"it points at byte {self.coffset}, where no BGZF "
+                                     "block starts")
             raise DataError("corrupt BAM: bad BGZF block header", file=self.path)
         (block_size,) = struct.unpack_from("<H", data, at + 16)
         total = block_size + 1
@@ -222,23 +429,33 @@ def count_range(path: str, index: LinearIndex, tid: int, contig: str, start_bin:
     if own:
         handle = open(path, "rb", buffering=0)
     try:
-        reader = BgzfReader(handle, voffset >> 16, path)
+        reader = BgzfReader(handle, voffset >> 16, path, index_path=index.path)
         skip = voffset & 0xFFFF
         buf = bytearray()
         out = np.empty(_BATCH_BYTES // 36 + 16, dtype=np.int64)  # a record has >= 36 bytes
         previous = -1
         done = False
         at_end = False
+        unchecked = True   # the record the index points at: one of this contig, or the index is wrong
         while not done:
             while len(buf) < _BATCH_BYTES:
                 data = reader.next_block()
                 if data is None:
                     at_end = True
                     break
-                if skip:
+                if skip is not None:
+                    if skip > len(data):
+                        raise index_mismatch(index.path, path, f"offset {voffset} (for {contig}:{max(0, first) + 1}) "
+                                             "lies past the end of its BGZF block")
                     data = data[skip:]
-                    skip = 0
+                    skip = None
                 buf += data
+            if unchecked:
+                problem = check_record(buf, len(index.linear), tid, length) if buf else "it points at the file's end"
+                if problem is not None:
+                    raise index_mismatch(index.path, path, f"at offset {voffset} (for {contig}:{max(0, first) + 1}): "
+                                         f"{problem}")
+                unchecked = False
             view = np.frombuffer(buf, dtype=np.uint8)
             consumed, status, previous, n_out = scan(view, view.size, tid, start_bp, end_bp, DROPPED_FLAGS,
                                                      read_filter.min_mapq, read_filter.fragments,

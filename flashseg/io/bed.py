@@ -149,12 +149,15 @@ class SamplesWriter:
             self.stream.write(line + "\n")
         self.stream.write(SAMPLES_HEADER + "\n")
 
-    def write_samples(self, contig: str, samples, *, length: int, offset: int = 0) -> None:
+    def write_samples(self, contig: str, samples, *, length: int, offset: int = 0, first: int = 0,
+                      stream=None) -> None:
+        """Samples ``first, first + 1, ...`` of a contig (to ``stream``, default the writer's)."""
         names = self.names
-        for k, seg in enumerate(samples):
+        out = self.stream if stream is None else stream
+        for k, seg in enumerate(samples, first):
             start = bins.to_bp(np.asarray(seg.start, dtype=np.int64) + offset, self.bin_size, length)
             end = bins.to_bp(np.asarray(seg.end, dtype=np.int64) + offset, self.bin_size, length)
-            self.stream.write("".join(f"{contig}\t{s}\t{e}\t{names[c]}\t{k}\n" for s, e, c in
+            out.write("".join(f"{contig}\t{s}\t{e}\t{names[c]}\t{k}\n" for s, e, c in
                                       zip(start.tolist(), end.tolist(), np.asarray(seg.label).tolist())))
 
 

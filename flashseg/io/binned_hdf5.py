@@ -20,6 +20,8 @@ import numpy as np
 
 from .. import bins
 from ..errors import DataError, UsageError
+from .names import check_contig_names
+from .values import short
 from .output import (abandon_hdf5, check_writable_dir, commit, discard, is_special, resolved, temp_path_for,
                      write_error)
 
@@ -88,6 +90,9 @@ class BinnedWriter:
         self._temp = None
         self._failed = False
         self._datasets = {}   # open handles, kept until close (see __exit__)
+        # rows written so far, as [start, stop) spans, for contigs added without a fill value:
+        # their unwritten rows are an error at close (see _check_written)
+        self._written: dict[str, list[tuple[int, int]]] = {}
         self._lock = threading.Lock()
 
     def root_attrs(self) -> dict:
@@ -127,7 +132,14 @@ class BinnedWriter:
             raise write_error(exc, self.path) from None
 
     def __exit__(self, exc_type, exc, tb):
+        import h5py
+
         if exc_type is None and not self._failed:
+            try:
+                self._check_written()
+            except DataError:
+                self._discard()
+                raise
             try:
                 with self._writing():
                     # Flush each dataset while its errors can still be raised here: a
@@ -135,7 +147,7 @@ class BinnedWriter:
                     # where h5py can only print the error (and later crash).
                     for ds in self._datasets.values():
                         ds.flush()
-                    self._file.attrs["contigs"] = self.contigs if self.contigs else np.array([], dtype=object)
+                    self._file.attrs["contigs"] = np.array(self.contigs, dtype=h5py.string_dtype())
                     self._file.close()
             except BaseException:
                 abandon_hdf5(self._file, self._temp)
@@ -144,24 +156,33 @@ class BinnedWriter:
         elif self._failed:
             abandon_hdf5(self._file, self._temp)
         else:
-            try:
-                self._file.close()
-            except (OSError, RuntimeError):
-                abandon_hdf5(self._file, self._temp)
-            finally:
-                discard(self._temp)
+            self._discard()
         return False
+
+    def _discard(self) -> None:
+        """Close and remove the temporary of a file that will not be published."""
+        try:
+            self._file.close()
+        except (OSError, RuntimeError):
+            abandon_hdf5(self._file, self._temp)
+        finally:
+            discard(self._temp)
 
     # -- content ---------------------------------------------------------
     def add_contig(self, name: str, n_bins: int, length_bp: int | None = None,
                    fill_value: float | None = None) -> None:
         """Create ``/<group>/<name>`` with ``n_bins`` rows; contigs keep this order.
 
-        Rows never written read as ``fill_value`` (0 by default) and take no space.
+        Every row must then be written (a row never written would silently read
+        as 0, i.e. no evidence): closing the writer with unwritten rows is a
+        DataError naming the contig and the first unwritten bin. With an
+        explicit ``fill_value``, rows never written are allowed, read as it and
+        take no space (posteriors of a ``--region`` leave the rest NaN).
         """
         name = str(name)
         if not name or "/" in name:
             raise DataError("contig names may not be empty or contain '/'", file=self.path, contig=name)
+        check_contig_names([name], file=self.path)
         if name in self._n_bins:
             raise DataError("contig added twice", file=self.path, contig=name)
         n_bins = int(n_bins)
@@ -186,6 +207,8 @@ class BinnedWriter:
             self._datasets[name] = ds
             self.contigs.append(name)
             self._n_bins[name] = n_bins
+            if fill_value is None:
+                self._written[name] = []
 
     def write(self, name: str, start_bin: int, array) -> None:
         """Write rows ``[start_bin, start_bin + len(array))`` of a contig."""
@@ -202,6 +225,28 @@ class BinnedWriter:
         self._check_rows(name, start_bin, array)
         with self._lock, self._writing():
             self._datasets[name][start_bin:stop] = array.astype(self.dtype, copy=False)
+            spans = self._written.get(name)
+            if spans is not None and stop > start_bin:
+                if spans and spans[-1][1] == start_bin:
+                    spans[-1] = (spans[-1][0], stop)   # the usual case: chunks in order
+                else:
+                    spans.append((start_bin, stop))
+                    if len(spans) > 1024:
+                        spans[:] = _merged(spans)
+
+    def _check_written(self) -> None:
+        """Every row of a contig added without a fill value was written; else a DataError
+        naming the contig and its first unwritten bin."""
+        for name, spans in self._written.items():
+            n_bins = self._n_bins[name]
+            merged = _merged(spans)
+            if n_bins == 0 or merged == [(0, n_bins)]:
+                continue
+            covered = merged[0][1] if merged and merged[0][0] == 0 else 0
+            end = next((start for start, _ in merged if start > covered), n_bins)
+            raise DataError(f"rows [{covered}, {end}) of {n_bins} were never written: every row must be written "
+                            "(an unwritten row would silently read as 0), unless the contig is added with a "
+                            "fill_value", file=self.path, contig=name, bin=covered)
 
     def _check_rows(self, name: str, start_bin: int, array) -> None:
         """Subclasses refuse values their format cannot hold."""
@@ -218,6 +263,18 @@ class BinnedWriter:
             ds = self._file.create_dataset(hdf5_path, data=np.asarray(array))
             for key, value in attrs.items():
                 ds.attrs[key] = value
+
+
+def _merged(spans) -> list[tuple[int, int]]:
+    """Sorted [start, stop) spans with overlapping and touching ones joined."""
+    out: list[tuple[int, int]] = []
+    for start, stop in sorted(spans):
+        if out and start <= out[-1][1]:
+            if stop > out[-1][1]:
+                out[-1] = (out[-1][0], stop)
+        else:
+            out.append((start, stop))
+    return out
 
 
 class BinnedReader:
@@ -242,7 +299,12 @@ class BinnedReader:
             self._file = h5py.File(self.path, "r", rdcc_nbytes=CACHE_BYTES)
         except FileNotFoundError:
             raise DataError("no such file", file=self.path) from None
-        except OSError:
+        except (PermissionError, IsADirectoryError) as exc:
+            raise DataError(f"cannot open: {exc.strerror or exc}", file=self.path) from None
+        except OSError as exc:
+            if "truncated file" in str(exc):
+                raise DataError("truncated HDF5 file (an interrupted copy or download?)",
+                                file=self.path) from None
             raise DataError(f"not an HDF5 file (expected {self.WHAT})", file=self.path) from None
         self._lock = threading.Lock()
         try:
@@ -255,7 +317,7 @@ class BinnedReader:
         import h5py
 
         attrs = self._file.attrs
-        fmt = attr_str(attrs["format"]) if "format" in attrs else None
+        fmt = self.text_attr(attrs, "format")
         if fmt != self.FORMAT:
             raise DataError(f"format attribute is {fmt!r}, expected {self.FORMAT!r}", file=self.path)
         version = attrs.get("format_version")
@@ -271,17 +333,33 @@ class BinnedReader:
             bin_size = float(np.asarray(attrs["bin_size"]))
         except (KeyError, TypeError, ValueError):
             raise DataError("missing or non-numeric 'bin_size' attribute", file=self.path) from None
-        if not math.isfinite(bin_size) or bin_size != int(bin_size) or bin_size < 1:
-            raise DataError(f"bin_size must be an integer >= 1, got {bin_size:g}", file=self.path)
+        if not math.isfinite(bin_size) or bin_size != int(bin_size) or not 1 <= bin_size <= bins.MAX_BIN_SIZE:
+            raise DataError(f"bin_size must be an integer in [1, {bins.MAX_BIN_SIZE}], got {bin_size:g}",
+                            file=self.path)
         self.bin_size = int(bin_size)
         if self.GROUP not in self._file:
             raise DataError(f"no /{self.GROUP} group", file=self.path)
         self._group = self._file[self.GROUP]
-        self.contigs = self._contig_order()
+        if not isinstance(self._group, h5py.Group):
+            raise DataError(f"/{self.GROUP} is not a group", file=self.path)
+        try:
+            self.contigs = self._contig_order()
+        except UnicodeDecodeError:
+            raise DataError("contig names are not UTF-8 text", file=self.path) from None
+        check_contig_names(self.contigs, file=self.path)
         self._datasets = {}
         width = len(self.columns)
+        self._lengths = {}
         for name in self.contigs:
-            ds = self._group[name]
+            link = self._group.get(name, getlink=True)
+            if isinstance(link, h5py.ExternalLink):
+                raise DataError(f"/{self.GROUP} entry is an external link (to {link.filename}:{link.path}); "
+                                "the data must be in the file itself", file=self.path, contig=name)
+            try:
+                ds = self._group[name]
+            except (KeyError, OSError, RuntimeError):
+                raise DataError(f"/{self.GROUP} entry cannot be opened (a dangling link?)", file=self.path,
+                                contig=name) from None
             if not isinstance(ds, h5py.Dataset):
                 raise DataError(f"/{self.GROUP} entry is not a dataset", file=self.path, contig=name)
             if ds.ndim != 2 or ds.shape[1] != width:
@@ -290,7 +368,42 @@ class BinnedReader:
             if str(ds.dtype) not in self.DTYPES:
                 raise DataError(f"dtype {ds.dtype} not supported ({', '.join(self.DTYPES)})",
                                 file=self.path, contig=name)
+            self._lengths[name] = self._length_attr(ds, name)
             self._datasets[name] = ds
+
+    def text_attr(self, attrs, key: str, *, many: bool = False):
+        """A text attribute (a list of them with ``many``); None when absent. Text that is
+        not UTF-8 is a DataError naming the file and the attribute."""
+        if key not in attrs:
+            return None
+        try:
+            return str_list(attrs[key]) if many else attr_str(attrs[key])
+        except UnicodeDecodeError:
+            raise DataError(f"attribute '{key}' is not UTF-8 text", file=self.path) from None
+
+    def _length_attr(self, ds, name: str) -> int | None:
+        """A contig's ``length`` attribute: a whole number of bp >= 0 whose ceil or floor
+        bins are the dataset's rows (as the writers make it); None when absent."""
+        if "length" not in ds.attrs:
+            return None
+        raw = ds.attrs["length"]
+        value = np.asarray(raw)
+        try:
+            ok = (value.shape == () and value.dtype.kind in "iuf" and math.isfinite(float(value))
+                  and float(value) == int(value) and int(value) >= 0)
+        except (TypeError, ValueError, OverflowError):
+            ok = False
+        if not ok:
+            shown = raw.item() if isinstance(raw, np.generic) else raw
+            raise DataError(f"'length' attribute must be a whole number of bp >= 0, got {short(shown)}",
+                            file=self.path, contig=name)
+        length = int(value)
+        rows = int(ds.shape[0])
+        allowed = sorted({bins.n_bins(length, self.bin_size), bins.full_bins(length, self.bin_size)})
+        if rows not in allowed:
+            raise DataError(f"{rows} rows do not fit the 'length' attribute {length} bp at bin size {self.bin_size} "
+                            f"(expected {' or '.join(map(str, allowed))})", file=self.path, contig=name)
+        return length
 
     COLUMN_WORD = "columns"
 
@@ -301,6 +414,10 @@ class BinnedReader:
         import h5py
 
         present = list(self._group.keys())
+        undecodable = [n for n in present if isinstance(n, bytes)]   # h5py's names that are not UTF-8
+        if undecodable:
+            raise DataError(f"/{self.GROUP} holds a name that is not UTF-8 text: {short(undecodable[0])}",
+                            file=self.path)
         if "contigs" in self._file.attrs:
             listed = str_list(self._file.attrs["contigs"])
             missing = [c for c in listed if c not in present]
@@ -316,11 +433,10 @@ class BinnedReader:
             return listed
         gcpl = self._group.id.get_create_plist()
         if gcpl.get_link_creation_order() & h5py.h5p.CRT_ORDER_TRACKED:
-            names = []
-            self._group.id.links.iterate(
-                lambda n: names.append(n.decode("utf-8") if isinstance(n, bytes) else n),
-                idx_type=h5py.h5.INDEX_CRT_ORDER)
-            return names
+            raw = []
+            # (decoded afterwards: an exception inside h5py's callback would surface as a SystemError)
+            self._group.id.links.iterate(raw.append, idx_type=h5py.h5.INDEX_CRT_ORDER)
+            return [n.decode("utf-8") if isinstance(n, bytes) else n for n in raw]
         return sorted(present, key=natural_key)
 
     # -- metadata --------------------------------------------------------
@@ -328,8 +444,7 @@ class BinnedReader:
         return int(self._datasets[contig].shape[0])
 
     def length_bp(self, contig: str) -> int | None:
-        ds = self._datasets[contig]
-        return int(np.asarray(ds.attrs["length"])) if "length" in ds.attrs else None
+        return self._lengths[contig]
 
     def dtype(self, contig: str) -> str:
         return str(self._datasets[contig].dtype)
@@ -342,7 +457,11 @@ class BinnedReader:
 
     def read_raw(self, contig: str, a: int, b: int) -> np.ndarray:
         with self._lock:  # h5py serialises anyway; the lock keeps the chunk cache coherent
-            return self._datasets[contig][a:b]
+            try:
+                return self._datasets[contig][a:b]
+            except (OSError, RuntimeError) as exc:   # a damaged chunk, a failing disk
+                why = " ".join(str(exc).split()) or type(exc).__name__
+                raise DataError(f"cannot read bins [{a}, {b}): {why}", file=self.path, contig=contig) from None
 
     def close(self) -> None:
         try:

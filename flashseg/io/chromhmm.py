@@ -38,6 +38,7 @@ import numpy as np
 
 from ..errors import DataError
 from .binned_hdf5 import natural_key
+from .names import name_problem
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +103,9 @@ def read_header(path: str) -> BinarizedFile:
         raise DataError(f"line 1: cell {cell!r} cannot name an output file", file=path)
     if "/" in chrom:
         raise DataError(f"line 1: chromosome {chrom!r} may not contain '/'", file=path)
+    problem = name_problem(chrom)
+    if problem is not None:
+        raise DataError(f"line 1: {problem}", file=path)
     marks = second.split("\t") if second else []
     if not marks or any(not m.strip() for m in marks):
         raise DataError("line 2: expected the mark names, tab-separated", file=path)

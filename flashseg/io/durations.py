@@ -14,7 +14,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from ..core.durations import DurationLaw, DurationTable, duration_table, family_law
-from .values import fmt as _fmt, key_error as _err, number as _number, integer as _integer
+from .values import fmt as _fmt, key_error as _err, number as _number, integer as _integer, short
 
 __all__ = ["FAMILIES", "DurationLaw", "DurationTable", "parse_duration", "duration_table"]
 
@@ -35,11 +35,13 @@ _TABLE_KEYS = ("probabilities", "log", "path", "scale")
 
 
 def _read_column(path: Path, key: str, label: str | None) -> list[float]:
+    from .model import read_bounded
+
+    raw = read_bounded(path, "duration table", key)
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise _err(key, f"cannot read table {path}: {exc.strerror if isinstance(exc, OSError) else exc}",
-                   label) from None
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise _err(key, f"table {path} is not UTF-8 text (byte {exc.start})", label) from None
     values = []
     for lineno, line in enumerate(text.splitlines(), 1):
         line = line.strip()
@@ -51,7 +53,8 @@ def _read_column(path: Path, key: str, label: str | None) -> list[float]:
         try:
             values.append(float(fields[0]))
         except ValueError:
-            raise _err(key, f"{path}:{lineno}: not a number: {fields[0]!r}", label) from None
+            # (the line itself is not echoed: the path may name any readable file)
+            raise _err(key, f"{path}:{lineno}: not a number", label) from None
     if not values:
         raise _err(key, f"{path}: table is empty", label)
     return values
@@ -67,7 +70,7 @@ def _parse_table(spec: Mapping, key: str, label: str | None,
     if kind == "path":
         scale = spec.get("scale", "probabilities")
         if scale not in ("probabilities", "log"):
-            raise _err(f"{key}.scale", f"must be probabilities or log, got {scale!r}", label)
+            raise _err(f"{key}.scale", f"must be probabilities or log, got {short(scale)}", label)
         kind = scale
     elif "scale" in spec:
         raise _err(f"{key}.scale", "only with path:", label)
@@ -100,6 +103,20 @@ def _parse_table(spec: Mapping, key: str, label: str | None,
     return logs, False, params
 
 
+def not_computable(key: str, exc: Exception, label: str | None):
+    """The error for a law that double precision cannot evaluate (extreme parameters:
+    an overflow, a division by zero, a series or continued fraction that does not converge)."""
+    return _err(key, f"this law cannot be computed with these parameters ({exc or type(exc).__name__}); "
+                "use less extreme values", label)
+
+
+def _computed(key: str, label: str | None, compute, *args, **kwargs):
+    try:
+        return compute(*args, **kwargs)
+    except (ArithmeticError, ValueError) as exc:
+        raise not_computable(key, exc, label) from None
+
+
 def parse_duration(spec: Any, *, key: str = "duration", label: str | None = None,
                    base_dir: str | Path | None = None) -> DurationLaw:
     """Validate one ``duration:`` mapping and build its truncated law."""
@@ -108,8 +125,8 @@ def parse_duration(spec: Any, *, key: str = "duration", label: str | None = None
     family = spec.get("family")
     if family is None:
         raise _err(f"{key}.family", f"missing; one of {', '.join(FAMILIES)}", label)
-    if family not in FAMILIES:
-        raise _err(f"{key}.family", f"unknown family {family!r}; one of {', '.join(FAMILIES)}", label)
+    if not isinstance(family, str) or family not in FAMILIES:
+        raise _err(f"{key}.family", f"unknown family {short(family)}; one of {', '.join(FAMILIES)}", label)
     allowed = set(_COMMON_KEYS) | set(FAMILIES[family]) | (set(_TABLE_KEYS) if family == "table" else set())
     for k in spec:
         if k not in allowed:
@@ -148,13 +165,13 @@ def parse_duration(spec: Any, *, key: str = "duration", label: str | None = None
             dispersion = _number(spec["dispersion"], f"{key}.dispersion", label)
             if dispersion <= 0:
                 raise _err(f"{key}.dispersion", f"must be > 0, got {_fmt(dispersion)}", label)
-        law = family_law(family, dmin, dmax, mean=mean, dispersion=dispersion)
+        law = _computed(key, label, family_law, family, dmin, dmax, mean=mean, dispersion=dispersion)
     elif family == "lognormal":
         mu = _number(spec["mu"], f"{key}.mu", label)
         sigma = _number(spec["sigma"], f"{key}.sigma", label)
         if sigma <= 0:
             raise _err(f"{key}.sigma", f"must be > 0, got {_fmt(sigma)}", label)
-        law = family_law(family, dmin, dmax, mu=mu, sigma=sigma)
+        law = _computed(key, label, family_law, family, dmin, dmax, mu=mu, sigma=sigma)
     elif family == "gamma":
         shape = _number(spec["shape"], f"{key}.shape", label)
         if shape <= 0:
@@ -162,17 +179,17 @@ def parse_duration(spec: Any, *, key: str = "duration", label: str | None = None
         mean = _number(spec["mean"], f"{key}.mean", label)
         if mean <= 0:
             raise _err(f"{key}.mean", f"must be > 0, got {_fmt(mean)}", label)
-        law = family_law(family, dmin, dmax, shape=shape, mean=mean)
+        law = _computed(key, label, family_law, family, dmin, dmax, shape=shape, mean=mean)
     elif family == "uniform":
         if math.isinf(dmax):
             raise _err(f"{key}.max", "uniform needs a finite max", label)
-        law = family_law(family, dmin, dmax)
+        law = _computed(key, label, family_law, family, dmin, dmax)
         params = {"min": dmin, "max": int(dmax)}
     else:
         values, log_scores, params = _parse_table(spec, key, label, base_dir)
-        law = family_law(family, dmin, dmax, table=values)
+        law = _computed(key, label, family_law, family, dmin, dmax, table=values)
 
-    log_z = law.log_mass(dmin, dmax)
+    log_z = _computed(key, label, law.log_mass, dmin, dmax)
     if log_z == NEG_INF:
         raise _err(key, f"truncation to [{dmin}, {dmax}] leaves no probability mass", label)
     # Raw log scores are used as given: [min, max] only cuts them.

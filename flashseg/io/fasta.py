@@ -16,11 +16,49 @@ import numpy as np
 
 from .. import bins
 from ..errors import DataError
+from .names import check_contig_names
 
 log = logging.getLogger(__name__)
 
 # Bases read per block when scanning for N gaps.
 _SCAN_BLOCK = 1 << 22
+
+
+_PLAIN_OR_BGZIP = "a FASTA must be plain text or bgzip-compressed"
+_BGZF_NEEDS_BIOPYTHON = ("a bgzip-compressed FASTA needs Biopython >= 1.73 (pip install biopython); "
+                         "or give the FASTA uncompressed")
+_MAGIC = ((b"BZh", "bzip2"), (b"\xfd7zXZ\x00", "xz"), (b"\x28\xb5\x2f\xfd", "zstd"), (b"PK\x03\x04", "zip"))
+
+
+def _check_compression(path: str) -> None:
+    """Refuse, in one line, a FASTA that pyfaidx cannot index: gzip that is not
+    BGZF (a plain ``gzip genome.fa``), other compressions, and BGZF without
+    Biopython or without a .gz/.bgz name."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(18)
+    except OSError as exc:
+        raise DataError(f"cannot read FASTA: {exc.strerror or exc}", file=path) from None
+    for magic, kind in _MAGIC:
+        if head.startswith(magic):
+            raise DataError(f"{kind}-compressed: {_PLAIN_OR_BGZIP}", file=path)
+    gz_name = path.lower().endswith((".gz", ".bgz"))
+    if not head.startswith(b"\x1f\x8b"):
+        if gz_name:
+            raise DataError("the name ends in .gz or .bgz but the file is not gzip-compressed (rename it)",
+                            file=path)
+        return
+    # BGZF: a gzip member with an extra field (FLG.FEXTRA) holding the 'BC' subfield
+    bgzf = len(head) >= 14 and head[3] & 4 and head[12:14] == b"BC"
+    if not bgzf:
+        raise DataError(f"gzip-compressed, not bgzip-compressed: {_PLAIN_OR_BGZIP} (gunzip it, or "
+                        "recompress it with bgzip)", file=path)
+    if not gz_name:
+        raise DataError("bgzip-compressed, but the name does not end in .gz or .bgz (rename it)", file=path)
+    import importlib.util
+
+    if importlib.util.find_spec("Bio") is None:
+        raise DataError(_BGZF_NEEDS_BIOPYTHON, file=path)
 
 
 class Genome:
@@ -30,6 +68,7 @@ class Genome:
         self.path = str(path)
         if not os.path.isfile(self.path):
             raise DataError("no such file", file=self.path)
+        _check_compression(self.path)
         self._tempdir = None
         fai = self.path + ".fai"
         index_name = fai
@@ -65,6 +104,9 @@ class Genome:
         except pyfaidx.FastaIndexingError as exc:
             self.close()
             raise DataError(f"not a valid FASTA file: {exc}", file=self.path) from None
+        except ImportError:   # pyfaidx reads BGZF through Biopython, an optional package
+            self.close()
+            raise DataError(_BGZF_NEEDS_BIOPYTHON, file=self.path) from None
         except (OSError, UnicodeDecodeError) as exc:
             self.close()
             raise DataError(f"cannot read or index FASTA: {exc}", file=self.path) from None
@@ -76,6 +118,12 @@ class Genome:
         if not self.names:
             self.close()
             raise DataError("no sequences in FASTA", file=self.path)
+        try:
+            # names end at the first whitespace; a control character (or a stale .fai) remains
+            check_contig_names(self.names, file=self.path)
+        except DataError:
+            self.close()
+            raise
 
     def __contains__(self, name: str) -> bool:
         return name in self.lengths

@@ -18,11 +18,12 @@ from typing import Any, Mapping
 import numpy as np
 import yaml
 
+from .. import bins
 from ..core.emissions import FAMILIES, EmissionModel, check_parameter
 from ..core.model import SemiMarkovModel
 from ..errors import DataError
-from .durations import DurationLaw, DurationTable, duration_table, parse_duration
-from .values import fmt as _fmt, integer, key_error as _err, number as _number
+from .durations import DurationLaw, DurationTable, duration_table, not_computable, parse_duration
+from .values import fmt as _fmt, integer, key_error as _err, number as _number, short
 
 __all__ = ["load_model", "parse_model", "ModelSpec", "LabelSpec", "CoverageSpec"]
 
@@ -104,7 +105,15 @@ class ModelSpec:
 
 
 class _StrictLoader(yaml.SafeLoader):
-    """SafeLoader that rejects duplicate mapping keys (PyYAML keeps the last)."""
+    """SafeLoader that rejects duplicate mapping keys (PyYAML keeps the last) and
+    aliases (``*name``): a model has no use for them, and a few nested aliases
+    expand a 1 KB file into gigabytes."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.events.AliasEvent):
+            raise yaml.composer.ComposerError(None, None, "YAML aliases (*name) are not allowed in a model",
+                                              self.peek_event().start_mark)
+        return super().compose_node(parent, index)
 
 
 def _construct_mapping(loader, node, deep=False):
@@ -117,13 +126,30 @@ def _construct_mapping(loader, node, deep=False):
             continue  # yaml reports unhashable keys itself
         if key in seen:
             raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r} (first at line {seen[key] + 1})",
+                None, None, f"duplicate key {short(key)} (first at line {seen[key] + 1})",
                 key_node.start_mark)
         seen[key] = key_node.start_mark.line
     return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
 
 
 _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def _checked_scalar(construct):
+    """PyYAML's scalar constructors raise ValueError on some values (an integer of
+    more than 4300 digits, the date 2001-13-45): a YAML error at that value instead."""
+    def checked(loader, node):
+        try:
+            return construct(loader, node)
+        except (ValueError, OverflowError) as exc:
+            raise yaml.constructor.ConstructorError(None, None, f"invalid value ({str(exc).split(':')[0]})",
+                                                    node.start_mark) from None
+    return checked
+
+
+for _tag in ("int", "float", "timestamp"):
+    _tag = "tag:yaml.org,2002:" + _tag
+    _StrictLoader.add_constructor(_tag, _checked_scalar(yaml.SafeLoader.yaml_constructors[_tag]))
 
 
 def _yaml_error(exc: yaml.YAMLError, text: str) -> str:
@@ -195,7 +221,7 @@ def _endpoint(obj: Any, path: str, names: list[str], default: str) -> np.ndarray
     if obj == "free":
         return np.zeros(C)
     if isinstance(obj, str):
-        raise _err(path, f"must be uniform, free, {{label: prob}} or {{log: {{label: score}}}}, got {obj!r}")
+        raise _err(path, f"must be uniform, free, {{label: prob}} or {{log: {{label: score}}}}, got {short(obj)}")
     out = _prob_or_log_map(obj, path, names)
     if not np.isfinite(out).any():
         raise _err(path, "every label has probability 0: no segmentation is possible")
@@ -227,7 +253,7 @@ def _color(value: Any, path: str) -> str:
             break
         rgb.append(v)
     if not ok:
-        raise _err(path, f'must be "r,g,b" with integers 0..255, got {value!r}')
+        raise _err(path, f'must be "r,g,b" with integers 0..255, got {short(value)}')
     return ",".join(map(str, rgb))
 
 
@@ -246,19 +272,19 @@ def _labels(obj: Any, base_dir: Path) -> tuple[list[LabelSpec], list[str]]:
             raise _err(f"{path}.name", "missing")
         name = item["name"]
         if isinstance(name, bool) or not isinstance(name, (str, int)):
-            raise _err(f"{path}.name", f"must be a string, got {name!r}")
+            raise _err(f"{path}.name", f"must be a string, got {short(name)}")
         name = str(name)
         if not name or re.search(r"\s", name):
-            raise _err(f"{path}.name", f"must be non-empty without whitespace, got {name!r}")
+            raise _err(f"{path}.name", f"must be non-empty without whitespace, got {short(name)}")
         if name in names:
-            raise _err(f"{path}.name", f"duplicate label {name!r} (also labels[{names.index(name)}])")
+            raise _err(f"{path}.name", f"duplicate label {short(name)} (also labels[{names.index(name)}])")
         names.append(name)
         color = _color(item.get("color"), f"{path}.color")
         strand = item.get("strand", ".")
         if strand is None:
             strand = "."
         if strand not in STRANDS:
-            raise _err(f"{path}.strand", f'must be ".", "+" or "-", got {strand!r}')
+            raise _err(f"{path}.strand", f'must be ".", "+" or "-", got {short(strand)}')
         if "duration" not in item:
             raise _err(f"{path}.duration", "missing")
         law = parse_duration(item["duration"], key=f"{path}.duration", label=name, base_dir=base_dir)
@@ -292,7 +318,7 @@ def _coverage(obj: Any, names: list[str]) -> CoverageSpec | None:
             raise _err(f"coverage.{k}", f"unknown key (allowed: {', '.join(COVERAGE_KEYS)})")
     model = obj.get("model")
     if model not in ("poisson", "negative_binomial"):
-        raise _err("coverage.model", f"must be poisson or negative_binomial, got {model!r}")
+        raise _err("coverage.model", f"must be poisson or negative_binomial, got {short(model)}")
     dispersion = 0.0
     if model == "negative_binomial":
         if obj.get("dispersion") is None:
@@ -326,8 +352,8 @@ def _emissions(obj: Any, names: list[str]) -> EmissionModel | None:
     if not isinstance(obj, Mapping):
         raise _err("emissions", "must be a mapping with family, features and the family's parameters")
     family = obj.get("family")
-    if family not in FAMILIES:
-        raise _err("emissions.family", f"must be one of {', '.join(FAMILIES)}, got {family!r}")
+    if not isinstance(family, str) or family not in FAMILIES:
+        raise _err("emissions.family", f"must be one of {', '.join(FAMILIES)}, got {short(family)}")
     allowed = ("family", "features") + FAMILIES[family]
     for k in obj:
         if k not in allowed:
@@ -337,11 +363,11 @@ def _emissions(obj: Any, names: list[str]) -> EmissionModel | None:
         raise _err("emissions.features", "must be a non-empty list of feature names")
     for j, feature in enumerate(features):
         if isinstance(feature, bool) or not isinstance(feature, (str, int)) or not str(feature).strip():
-            raise _err(f"emissions.features[{j}]", f"must be a name, got {feature!r}")
+            raise _err(f"emissions.features[{j}]", f"must be a name, got {short(feature)}")
     features = [str(f) for f in features]
     for j, feature in enumerate(features):
         if feature in features[:j]:
-            raise _err(f"emissions.features[{j}]", f"duplicate feature {feature!r}")
+            raise _err(f"emissions.features[{j}]", f"duplicate feature {short(feature)}")
     M = len(features)
     params = {}
     for pname in FAMILIES[family]:
@@ -389,23 +415,32 @@ def parse_model(data: Any, *, base_dir: str | Path = ".", path: str = "<model>",
     if name is None:
         name = Path(path).stem
     elif not isinstance(name, str) or not name.strip():
-        raise _err("name", f"must be a non-empty string, got {name!r}")
+        raise _err("name", f"must be a non-empty string, got {short(name)}")
     description = data.get("description") or ""
     if not isinstance(description, str):
         raise _err("description", "must be a string")
     bin_size = integer(data["bin_size"], "bin_size", minimum=1)
+    if bin_size > bins.MAX_BIN_SIZE:
+        raise _err("bin_size", f"must be at most {bins.MAX_BIN_SIZE} bp, got {bin_size}")
     K = integer(data["max_duration"], "max_duration", minimum=1)
+    if K > MAX_DURATION:
+        raise _err("max_duration", f"must be at most {MAX_DURATION} bins, got {K}: the tables and the core's "
+                   f"state grow with it (about {8 * 12 * K / 2**30:.3g} GiB per label and thread); model "
+                   "longer segments with the geometric tail")
     tail = data.get("tail", "geometric")
     if tail is None:
         tail = "geometric"
     if tail not in ("geometric", "none"):
-        raise _err("tail", f"must be geometric or none, got {tail!r}")
+        raise _err("tail", f"must be geometric or none, got {short(tail)}")
 
     labels, names = _labels(data["labels"], base_dir)
     warnings: list[str] = []
     tables = []
     for i, lab in enumerate(labels):
-        table = duration_table(lab.duration, K, tail)
+        try:
+            table = duration_table(lab.duration, K, tail)
+        except (ArithmeticError, ValueError) as exc:
+            raise not_computable(f"labels[{i}].duration", exc, lab.name) from None
         warnings.extend(table.warnings)
         if table.log_prob.max() == NEG_INF and not table.has_tail:
             warnings.append(f"labels[{i}].duration: no duration is possible with max_duration={K} "
@@ -435,16 +470,43 @@ def parse_model(data: Any, *, base_dir: str | Path = ".", path: str = "<model>",
                      warnings=warnings, description=description, emissions=emissions)
 
 
+#: Largest max_duration (bins) a model may have.
+MAX_DURATION = 1_000_000
+#: Largest model or duration-table file read (bytes): far beyond any real model.
+MAX_FILE_BYTES = 64 << 20
+
+
+def read_bounded(path: Path, what: str, key: str | None = None) -> bytes:
+    """The bytes of a regular file of at most MAX_FILE_BYTES (never a device,
+    FIFO or directory, which could be endless): errors name the file."""
+    import os
+    import stat
+
+    def fail(msg):
+        return _err(key, msg) if key else DataError(msg, file=str(path))
+
+    try:
+        info = os.stat(path)
+    except OSError as exc:
+        raise fail(f"cannot read {what} {path}: {exc.strerror}") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise fail(f"{what} {path} is not a regular file")
+    if info.st_size > MAX_FILE_BYTES:
+        raise fail(f"{what} {path} is {info.st_size} bytes, more than the {MAX_FILE_BYTES >> 20} MB a {what} may have")
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(MAX_FILE_BYTES + 1)[:MAX_FILE_BYTES]
+    except OSError as exc:
+        raise fail(f"cannot read {what} {path}: {exc.strerror}") from None
+
+
 def load_model(path: str | Path) -> ModelSpec:
     """Read and validate a model YAML file (docs/model.md, "YAML reference").
 
     Raises DataError(file=path) whose message starts with the key path.
     """
     path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise DataError(f"cannot read model: {exc.strerror}", file=str(path)) from None
+    raw = read_bounded(path, "model")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -453,6 +515,8 @@ def load_model(path: str | Path) -> ModelSpec:
         data = yaml.load(text, Loader=_StrictLoader)
     except yaml.YAMLError as exc:
         raise DataError(_yaml_error(exc, text), file=str(path)) from None
+    except RecursionError:      # PyYAML composes nested collections recursively
+        raise DataError("invalid YAML: collections nested too deeply", file=str(path)) from None
     try:
         return parse_model(data, base_dir=path.parent, path=str(path),
                            sha256=hashlib.sha256(raw).hexdigest())

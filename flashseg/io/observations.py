@@ -26,7 +26,7 @@ import logging
 import numpy as np
 
 from ..errors import DataError
-from .binned_hdf5 import DEFAULT_CHUNK_ROWS, BinnedReader, BinnedWriter, attr_str, check_names, str_list
+from .binned_hdf5 import DEFAULT_CHUNK_ROWS, BinnedReader, BinnedWriter, check_names, str_list
 
 log = logging.getLogger(__name__)
 
@@ -103,10 +103,21 @@ class ObservationsWriter(BinnedWriter):
     def root_attrs(self) -> dict:
         return {"features": self.features, "kind": self.kind}
 
+    @property
+    def missing(self):
+        """This kind's code for a missing value (2, -1 or NaN)."""
+        return {"binary": MISSING_BINARY, "count": MISSING_COUNT, "continuous": np.nan}[self.kind]
+
     def add_contig(self, name: str, n_bins: int, length_bp: int | None = None, fill_value=None) -> None:
-        """Rows never written read as missing."""
-        missing = {"binary": MISSING_BINARY, "count": MISSING_COUNT, "continuous": np.nan}[self.kind]
-        super().add_contig(name, n_bins, length_bp, fill_value=missing if fill_value is None else fill_value)
+        """Every row must be written, as for tracks; with an explicit ``fill_value`` (typically
+        ``self.missing``) rows never written are allowed and read as it."""
+        if fill_value is not None:
+            try:
+                self._check_rows(name, 0, np.full((1, self.width), fill_value))
+            except DataError as exc:
+                raise DataError(f"fill_value {fill_value!r} is not a {self.kind} observation ({exc.message})",
+                                file=self.path, contig=str(name)) from None
+        super().add_contig(name, n_bins, length_bp, fill_value=fill_value)
 
     def _check_rows(self, name: str, start_bin: int, array) -> None:
         x = np.asarray(array)
@@ -144,7 +155,7 @@ class ObservationsFile(BinnedReader):
         if not features or len(set(features)) != len(features):
             raise DataError("'features' must be non-empty and unique", file=self.path)
         self.features = features
-        kind = attr_str(attrs["kind"]) if "kind" in attrs else None
+        kind = self.text_attr(attrs, "kind")
         if kind not in KINDS:
             raise DataError(f"kind attribute is {kind!r}, expected one of {', '.join(KINDS)}", file=self.path)
         self.kind = kind

@@ -370,6 +370,16 @@ def atomic_path(target: str, suffix: str = ""):
 _DISK_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.EROFS}
 
 
+def write_text(target: str, text: str) -> None:
+    """A small text output (a model YAML) published atomically; errors name it."""
+    with atomic_path(target) as temp:
+        try:
+            with open(temp, "w", encoding="utf-8") as handle:
+                handle.write(text)
+        except OSError as exc:
+            raise write_error(exc, target) from None
+
+
 def write_error(exc: BaseException, target: str) -> DataError:
     """One line naming ``target`` for an error raised while writing it."""
     if isinstance(exc, OSError) and exc.errno is not None:

@@ -88,10 +88,13 @@ def write_bytes_to(stream, data: bytes) -> None:
 class PerBinOutputs:
     """The core's per-bin consumer for one contig: fans out to bedGraph and HDF5 sinks."""
 
-    def __init__(self, boundary=None, change=None, posteriors=None):
+    def __init__(self, boundary=None, change=None, posteriors=None, samples=None):
         self.boundary = boundary      # (BedGraphSink, BufferedText) or None
         self.change = change
         self.posteriors = posteriors  # PosteriorsSink or None
+        self.sampled = samples        # (write(first, batch, buffer), BufferedText) or None
+        if samples is None:
+            self.samples = None       # the core streams samples only to consumers that take them
 
     def chunk(self, start, gamma, boundary, change):
         if self.boundary is not None:
@@ -101,6 +104,10 @@ class PerBinOutputs:
         if self.posteriors is not None:
             self.posteriors.add(start, gamma)
 
+    def samples(self, first, batch):
+        write, buffer = self.sampled
+        write(first, batch, buffer)
+
     def restart(self):
         for pair in (self.boundary, self.change):
             if pair is not None:
@@ -108,10 +115,12 @@ class PerBinOutputs:
                 pair[1].reset()
         # posteriors rows are simply overwritten when re-sent
 
-    def finish(self, boundary_stream, change_stream):
+    def finish(self, boundary_stream, change_stream, samples_stream=None):
         if self.boundary is not None:
             self.boundary[0].close()
             self.boundary[1].drain_into(boundary_stream)
         if self.change is not None:
             self.change[0].close()
             self.change[1].drain_into(change_stream)
+        if self.sampled is not None:
+            self.sampled[1].drain_into(samples_stream)

@@ -24,7 +24,7 @@ import math
 import numpy as np
 
 from ..errors import DataError
-from .binned_hdf5 import DEFAULT_CHUNK_ROWS, BinnedReader, BinnedWriter, attr_str, check_length, check_names, str_list
+from .binned_hdf5 import DEFAULT_CHUNK_ROWS, BinnedReader, BinnedWriter, check_length, check_names
 
 FORMAT = "flashseg.tracks"
 FORMAT_VERSION = 1
@@ -84,11 +84,11 @@ class TracksFile(BinnedReader):
     def _columns(self, attrs) -> list[str]:
         if "labels" not in attrs:
             raise DataError("missing 'labels' attribute", file=self.path)
-        labels = str_list(attrs["labels"])
+        labels = self.text_attr(attrs, "labels", many=True)
         if not labels or len(set(labels)) != len(labels):
             raise DataError("'labels' must be non-empty and unique", file=self.path)
         self.labels = labels
-        self.score = attr_str(attrs["score"]) if "score" in attrs else None
+        self.score = self.text_attr(attrs, "score")
         if self.score not in SCORE_KINDS:
             raise DataError(f"score attribute is {self.score!r}, expected one of {', '.join(SCORE_KINDS)}",
                             file=self.path)

@@ -16,6 +16,13 @@ def fmt(x: float) -> str:
     return str(int(x)) if x.is_integer() else repr(x)
 
 
+def short(value, limit: int = 60) -> str:
+    """repr of a value for an error message, cut to ``limit`` characters: a
+    message never grows with the input (a huge string, a long list)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 5] + " ...>"
+
+
 def key_error(key: str, msg: str, label: str | None = None) -> DataError:
     where = f" (label {label})" if label else ""
     return DataError(f"{key}: {msg}{where}")
@@ -24,15 +31,18 @@ def key_error(key: str, msg: str, label: str | None = None) -> DataError:
 def number(value: Any, key: str, label: str | None = None, *, allow_neg_inf: bool = False) -> float:
     """A finite number (or -inf where allowed); numeric strings count, booleans do not."""
     if isinstance(value, bool) or value is None:
-        raise key_error(key, f"must be a number, got {value!r}", label)
+        raise key_error(key, f"must be a number, got {short(value)}", label)
     if isinstance(value, (int, float)):
-        x = float(value)
+        try:
+            x = float(value)
+        except OverflowError:   # an integer beyond the largest double (YAML reads 1000...0 exactly)
+            raise key_error(key, f"must be finite, got an integer of {value.bit_length()} bits", label) from None
     elif isinstance(value, str):
         # PyYAML reads 1e-3 (no dot) as a string; accept numeric strings.
         try:
             x = float(value.strip())
         except ValueError:
-            raise key_error(key, f"must be a number, got {value!r}", label) from None
+            raise key_error(key, f"must be a number, got {short(value)}", label) from None
     else:
         raise key_error(key, f"must be a number, got {type(value).__name__}", label)
     if math.isnan(x):
@@ -45,7 +55,7 @@ def number(value: Any, key: str, label: str | None = None, *, allow_neg_inf: boo
 def integer(value: Any, key: str, label: str | None = None, *, minimum: int | None = None) -> int:
     x = number(value, key, label)
     if not float(x).is_integer():
-        raise key_error(key, f"must be an integer, got {value!r}", label)
+        raise key_error(key, f"must be an integer, got {short(value)}", label)
     if minimum is not None and x < minimum:
         raise key_error(key, f"must be >= {minimum}, got {int(x)}", label)
     return int(x)
