@@ -164,3 +164,17 @@ def real_core_works() -> bool:
     except ImportError:
         return False
     return True
+
+
+def stand_in_workspace(tmp_path, monkeypatch, bin_size=10):
+    """A good decode workspace in ``tmp_path`` (the cwd): model m.yaml (labels A, B),
+    tracks t.h5 (chr1 30 bins, chr2 7), FASTA g.fa; decoding uses the stand-in core,
+    so tests built on it are about reading inputs and writing outputs."""
+    monkeypatch.chdir(tmp_path)
+    import flashseg.cli.decode as decode_module
+
+    monkeypatch.setattr(decode_module, "_decode_contigs", lambda: fake_decode_contigs)
+    write_model("m.yaml", bin_size=bin_size)
+    write_tracks("t.h5", {"chr1": 30, "chr2": 7})
+    write_fasta("g.fa", {"chr1": 295, "chr2": 70})
+    return tmp_path

@@ -8,7 +8,7 @@ import h5py
 import numpy as np
 import pytest
 
-from cli_helpers import MODEL_YAML, fake_decode_contigs, run_main, write_fasta, write_model, write_tracks
+from cli_helpers import MODEL_YAML, run_main, stand_in_workspace, write_model, write_tracks
 
 BS = 10
 
@@ -21,14 +21,7 @@ def ws(tmp_path, monkeypatch):
     only; an error raised inside the real core's worker threads is covered by
     test_no_valid_segmentation.
     """
-    monkeypatch.chdir(tmp_path)
-    import flashseg.cli.decode as decode_module
-
-    monkeypatch.setattr(decode_module, "_decode_contigs", lambda: fake_decode_contigs)
-    write_model("m.yaml", bin_size=BS)
-    write_tracks("t.h5", {"chr1": 30, "chr2": 7})
-    write_fasta("g.fa", {"chr1": 295, "chr2": 70})
-    return tmp_path
+    return stand_in_workspace(tmp_path, monkeypatch, bin_size=BS)
 
 
 def edit_attr(path, key, value):

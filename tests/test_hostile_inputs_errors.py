@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 
 import flashseg
-from cli_helpers import MODEL_YAML, fake_decode_contigs, run_main, write_fasta, write_model, write_tracks
+from cli_helpers import MODEL_YAML, run_main, stand_in_workspace, write_model, write_tracks
 from flashseg.errors import DataError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -49,14 +49,7 @@ def assert_one_line(code, err, expected, *needles):
 def ws(tmp_path, monkeypatch):
     """Model (labels A, B; bin size 10), tracks t.h5 (chr1 30 bins, chr2 7) and FASTA; cwd = tmp_path.
     Decoding uses the stand-in core: these tests are about reading the inputs."""
-    monkeypatch.chdir(tmp_path)
-    import flashseg.cli.decode as decode_module
-
-    monkeypatch.setattr(decode_module, "_decode_contigs", lambda: fake_decode_contigs)
-    write_model("m.yaml", bin_size=BS)
-    write_tracks("t.h5", {"chr1": 30, "chr2": 7})
-    write_fasta("g.fa", {"chr1": 295, "chr2": 70})
-    return tmp_path
+    return stand_in_workspace(tmp_path, monkeypatch, bin_size=BS)
 
 
 COMMANDS = {

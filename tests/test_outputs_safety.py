@@ -21,7 +21,7 @@ import time
 
 import pytest
 
-from cli_helpers import fake_decode_contigs, run_main, write_fasta, write_model, write_tracks
+from cli_helpers import fake_decode_contigs, run_main, stand_in_workspace, write_model, write_tracks
 from flashseg.io import output
 
 BS = 10
@@ -34,14 +34,7 @@ def digest(path) -> str:
 @pytest.fixture
 def ws(tmp_path, monkeypatch):
     """model, tracks (two contigs), FASTA; the stand-in core; cwd = tmp_path."""
-    monkeypatch.chdir(tmp_path)
-    import flashseg.cli.decode as decode_module
-
-    monkeypatch.setattr(decode_module, "_decode_contigs", lambda: fake_decode_contigs)
-    write_model("m.yaml", bin_size=BS)
-    write_tracks("t.h5", {"chr1": 30, "chr2": 7})
-    write_fasta("g.fa", {"chr1": 295, "chr2": 70})
-    return tmp_path
+    return stand_in_workspace(tmp_path, monkeypatch, bin_size=BS)
 
 
 def files_in(directory) -> set[str]:
