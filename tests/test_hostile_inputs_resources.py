@@ -90,3 +90,18 @@ def test_samples_do_not_depend_on_their_batches(monkeypatch):
     for a, b in zip(whole, batched):
         assert np.array_equal(a.start, b.start) and np.array_equal(a.label, b.label)
     assert len({tuple(s.start) for s in whole}) > 1
+
+
+def test_a_contig_declaring_absurdly_many_rows_is_refused_before_allocating(tmp_path, capsys, monkeypatch):
+    import h5py
+
+    import flashseg.resources as resources
+
+    monkeypatch.setattr(resources, "available_memory", lambda: 64 << 30)     # a large machine: 64 GiB free
+    path = tmp_path / "t.h5"
+    with h5py.File(path, "w") as f:       # 2**40 rows declared, none stored: a few KB on disk
+        f.attrs.update({"format": "flashseg.tracks", "format_version": 1, "labels": ["Background", "Enhancer",
+                        "Promoter", "Repressed"], "bin_size": 200, "score": "log_likelihood"})
+        f.create_group("tracks").create_dataset("chr1", shape=(2**40, 4), dtype="f4", chunks=(8192, 4))
+    err = one_line_error(capsys, ["decode", "-m", DEMO, "-t", path, "-o", tmp_path / "o.bed"])
+    assert "needs about" in err and "1099511627776 bins in the longest contig" in err

@@ -256,7 +256,7 @@ def compile_notice(after: float = 3.0):
         timer.cancel()
 
 
-def check_memory(model, chunk_size: int, threads: int, what: str = "this run") -> None:
+def check_memory(model, chunk_size: int, threads: int, what: str = "this run", n_bins: int = 0) -> None:
     """Refuse, with the numbers, a run whose working memory (the core's estimate
     from K, C, --chunk-size and --threads) exceeds what this process may still
     allocate, before anything is allocated."""
@@ -264,10 +264,11 @@ def check_memory(model, chunk_size: int, threads: int, what: str = "this run") -
     from ..errors import DataError
     from ..resources import available_memory
 
-    need = working_memory(model, chunk_size, threads)
+    need = working_memory(model, chunk_size, threads, n_bins)
     have = available_memory()
     if have is not None and need > have:
         raise DataError(f"{what} needs about {need / 2**30:.3g} GiB of memory (max_duration {model.max_duration}, "
-                        f"{model.n_labels} labels, --chunk-size {chunk_size}, --threads {threads}) but "
-                        f"{have / 2**30:.3g} GiB are available: use a smaller --chunk-size, fewer --threads "
-                        "or a smaller max_duration")
+                        f"{model.n_labels} labels, --chunk-size {chunk_size}, --threads {threads}"
+                        + (f", {n_bins} bins in the longest contig" if n_bins else "") + ") but "
+                        f"{have / 2**30:.3g} GiB are available: change --chunk-size (rows per chunk against "
+                        "checkpoints per contig), use fewer --threads or a smaller max_duration")

@@ -358,7 +358,7 @@ def _decode(o: DecodeOptions, spec) -> None:
         if device == "cpu":
             from ..core.api import warm_up
 
-            check_memory(spec.model, o.chunk_size, o.threads)
+            check_memory(spec.model, o.chunk_size, o.threads, n_bins=max(job.n_bins for job in plan.jobs))
 
             with compile_notice():
                 warm_up(o.method, o.n_samples)

@@ -193,7 +193,7 @@ def run_fit(*, observations, validation, output, log_path, states, max_duration,
         from ..core.model import SemiMarkovModel
 
         shape = SemiMarkovModel(np.zeros((K, C)), None, np.zeros((C, C)), np.zeros(C), np.zeros(C))
-        check_memory(shape, chunk_size, threads, "this fit")
+        check_memory(shape, chunk_size, threads, "this fit", n_bins=max(seq.n_bins for seq in sequences))
         with compile_notice():
             warm_up("posterior")
         quiet = not log.isEnabledFor(logging.WARNING)

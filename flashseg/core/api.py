@@ -338,17 +338,21 @@ def _decode_contigs(model, jobs, threads, **kwargs):
                 fut.cancel()
 
 
-def working_memory(model: SemiMarkovModel, chunk_size: int, threads: int = 1) -> int:
+def working_memory(model: SemiMarkovModel, chunk_size: int, threads: int = 1, n_bins: int = 0) -> int:
     """A generous estimate (bytes) of what the core allocates for one run: per
     thread, the row stores of a chunk for the passes in flight (about 14 arrays
-    of (chunk + 1) x C doubles) and the O(K C) state of the recursions and
-    checkpoints (about 12 arrays of K x C), plus the row cache shared by the
-    passes. Callers compare it with the memory they have before starting."""
+    of (chunk + 1) x C doubles) and the O(K C) state of the recursions (about 12
+    arrays of K x C); per chunk of the longest contig (``n_bins``), a forward and
+    a backward checkpoint (2K + 4 values per label each, plus bookkeeping); and
+    the row cache shared by the passes. Callers compare it with the memory they
+    have before starting."""
     from .schedule import CHUNK_CACHE_BYTES
 
     K, C = model.max_duration, model.n_labels
-    per_thread = 8 * C * (14 * (int(chunk_size) + 1) + 12 * K)
-    return max(1, int(threads)) * per_thread + CHUNK_CACHE_BYTES
+    chunk = max(1, int(chunk_size))
+    per_thread = 8 * C * (14 * (chunk + 1) + 12 * K)
+    checkpoints = (int(n_bins) // chunk + 1) * (16 * C * (2 * K + 4) + 512)
+    return max(1, int(threads)) * per_thread + checkpoints + CHUNK_CACHE_BYTES
 
 
 def warm_up(method: str = "viterbi", n_samples: int = 0) -> None:
