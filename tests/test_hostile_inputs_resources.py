@@ -105,3 +105,9 @@ def test_a_contig_declaring_absurdly_many_rows_is_refused_before_allocating(tmp_
         f.create_group("tracks").create_dataset("chr1", shape=(2**40, 4), dtype="f4", chunks=(8192, 4))
     err = one_line_error(capsys, ["decode", "-m", DEMO, "-t", path, "-o", tmp_path / "o.bed"])
     assert "needs about" in err and "1099511627776 bins in the longest contig" in err
+
+
+def test_simulate_refuses_a_contig_longer_than_any_chromosome(tmp_path, capsys):
+    got, _, err = run_main(["simulate", "-m", str(DEMO), "--contig", "c1:" + "1" + "0" * 30, "-o",
+                            str(tmp_path / "sim")], capsys)
+    assert got == 2 and "at most 17179869184 bp" in err and not (tmp_path / "sim").exists()

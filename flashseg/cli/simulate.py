@@ -42,6 +42,10 @@ _CHUNK_BINS = 1 << 16
 _FASTA_LINE = 60
 
 
+#: The longest contig simulate draws (bp): beyond every known chromosome.
+MAX_CONTIG_BP = 1 << 34
+
+
 def parse_contig(text: str) -> tuple[str, int]:
     name, sep, length = text.rpartition(":")
     try:
@@ -50,6 +54,9 @@ def parse_contig(text: str) -> tuple[str, int]:
         value = 0
     if not sep or not name or "/" in name or value < 1:
         raise click.BadParameter(f"{text!r}: expected NAME:LENGTH with LENGTH >= 1 bp", param_hint="--contig")
+    if value > MAX_CONTIG_BP:
+        raise click.BadParameter(f"{name}: at most {MAX_CONTIG_BP} bp (longer than any chromosome), got {value}",
+                                 param_hint="--contig")
     from ..io.names import name_problem
 
     problem = name_problem(name)
@@ -151,6 +158,12 @@ def simulate(model_path, contigs, signal, n_gap, seed, dtype, compression, reads
     os.makedirs(outdir, exist_ok=True)
     from ..core.api import warm_up
 
+    from .. import bins as binning
+    from ._common import check_memory
+
+    # the prior is sampled a contig at a time: its chunks' checkpoints count like decode's
+    check_memory(spec.model, 32768, 1, "this simulation",
+                 n_bins=max(binning.n_bins(length, spec.bin_size) for _, length in parsed))
     with compile_notice():
         warm_up("posterior", n_samples=1)
     with publishing():

@@ -1,7 +1,8 @@
 """``flashseg validate``: check a model, tracks, observations and genome before a long run.
 
 Everything decode would check up front (model, labels, bin size, contig
-names and lengths, the model's emission features against the observations),
+names and lengths, the model's emission features against the observations,
+the working memory a decode with the default --chunk-size and --threads needs),
 plus a full scan of every track value (NaN, +inf, probabilities outside
 [0, 1]) and every observation (values its kind cannot hold) chunk by chunk, so a bad bin is found in
 seconds instead of hours into a run.
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import click
 
-from ._common import TrackSpec, existing_file, load_model_spec
+from ._common import TrackSpec, check_memory, default_threads, existing_file, load_model_spec
 
 _SCAN_ROWS = 1 << 16
 
@@ -44,6 +45,9 @@ def validate(model_path, track_specs, observations, fasta_path, nan_as_missing):
                 raise DataError(f"bin_size {tracks.bin_size} differs from the model's bin_size {spec.bin_size}",
                                 file=tracks.files[0].path)
             plan = plan_contigs(tracks, genome)
+            # what decode would refuse up front (with its default --chunk-size and --threads)
+            check_memory(spec.model, 32768, default_threads(), "decoding these tracks",
+                         n_bins=max(job.n_bins for job in plan.jobs))
             n_bins = 0
             for job in plan.jobs:
                 for a in range(0, job.n_bins, _SCAN_ROWS):
