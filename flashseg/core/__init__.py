@@ -24,9 +24,9 @@ gamma (n, C), the boundary posterior b (n,) and the change posterior chg (n,)
 arrays are reused for the next chunk: copy what you keep. If it
 also has ``restart()``, that is called when a contig has to be recomputed
 exactly after the fast path failed its certificate: drop what was received.
-If it has ``samples(first, batch)``, :func:`decode_contig` streams posterior
-samples there in batches (sample indices ``first ..``) instead of returning
-them.
+If its ``takes_samples`` is true, :func:`decode_contig` streams posterior
+samples to its ``samples(first, batch)`` in batches (sample indices
+``first ..``) instead of returning them.
 """
 from .model import SemiMarkovModel
 from .results import ContigResult, SegmentCalls, Segments

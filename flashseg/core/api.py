@@ -257,7 +257,7 @@ def decode_contig(model: SemiMarkovModel, emissions, n_bins: int, *, name: str =
                                          segs.start, segs.label)
             log_z, forward_checkpoints = run.posterior_pass(per_bin, [tracker], keep_forward_checkpoints=n_samples > 0)
             # a per-bin consumer with samples(first, batch) takes them as they are drawn
-            sink = getattr(per_bin, "samples", None) if per_bin is not None else None
+            sink = per_bin.samples if getattr(per_bin, "takes_samples", False) else None
             samples = run.sample(n_samples, seed, forward_checkpoints, sink) if n_samples > 0 else []
             return log_z, tracker.calls, samples, backend.name
 

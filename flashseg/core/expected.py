@@ -56,28 +56,21 @@ class ExpectedCounts:
         return self.durations.sum(axis=0) + self.tail_segments
 
 
-def _mantissas(store, rows, logs_of_second: bool):
-    """(log of the store's E (first), log of its A (second) or None, the linear
-    mantissas of A (None for log stores), integer exponents), offsets removed:
-    true log value = log mantissa + exponent * ln 2. The fast path's linear
-    stores hand A over linearly, so the kernel needs no log of it."""
+def _rows(store, rows):
+    """A store's first ``rows`` rows with its offsets removed: (log mantissas of E,
+    linear mantissas of E or None, A, integer exponents), where true log value =
+    log mantissa + exponent * ln 2. A is linear on the fast path's linear stores
+    (the kernel multiplies mantissas there) and logs on log-space stores."""
     k, r = store.log_offset
     exps = np.ascontiguousarray(store.sexp[:rows] - k, dtype=np.int64)
+    E, A = store.E[:rows], store.A[:rows]
     if store.is_log:
-        first, second = store.E[:rows], store.A[:rows]
-        if r:
-            first, second = first - r, second - r
-        return np.ascontiguousarray(first), np.ascontiguousarray(second), None, exps
-    with np.errstate(divide="ignore"):
-        first = np.log(store.E[:rows])
+        return np.ascontiguousarray(E - r), None, np.ascontiguousarray(A - r), exps
     if r:
-        first = first - r
-    linear = store.A[:rows] * math.exp(-r) if r else store.A[:rows]
-    second = None
-    if logs_of_second:
-        with np.errstate(divide="ignore"):
-            second = np.log(linear)
-    return np.ascontiguousarray(first), second, np.ascontiguousarray(linear), exps
+        E, A = E * math.exp(-r), A * math.exp(-r)
+    with np.errstate(divide="ignore"):
+        log_e = np.log(E)
+    return log_e, np.ascontiguousarray(E), np.ascontiguousarray(A), exps
 
 
 class ExpectedCountsTracker:
@@ -105,15 +98,14 @@ class ExpectedCountsTracker:
         from . import expected_kernels
 
         rows = b - a + (1 if b == self.T else 0)
-        lE, lA, mA, xf = _mantissas(fstore, rows, False)
-        lB, lG, mG, xb = _mantissas(bstore, rows, False)   # the backward store's E is B, its A is G
-        linear = mA is not None
+        lE, _, A, xf = _rows(fstore, rows)
+        lB, mB, G, xb = _rows(bstore, rows)   # the backward store's E is B, its A is G
+        linear = not fstore.is_log
+        unused = np.zeros((0, 0))
         if linear:
-            k, r = bstore.log_offset
-            mB = np.ascontiguousarray(bstore.E[:rows] * math.exp(-r) if r else bstore.E[:rows])
-            lA = lG = np.zeros((0, 0))
+            mA, mG, lA, lG = A, G, unused, unused
         else:
-            mA = mB = mG = np.zeros((0, 0))
+            mA, mB, mG, lA, lG = unused, unused, unused, A, G
         c = self.counts
         expected_kernels.expected_chunk(
             np.ascontiguousarray(x, dtype=np.float64), a, rows, self.T, lE, lA, xf, lB, lG, xb,

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .emissions import FAMILIES, EmissionModel
+from .emissions import EmissionModel
 from .model import SemiMarkovModel
 
 #: Bernoulli p is kept in [P_FLOOR, 1 - P_FLOOR].
@@ -460,10 +460,6 @@ def hard_counts(sequences, emissions: EmissionModel, C: int, K: int):
 
 def pooled_sd(sample: np.ndarray) -> np.ndarray:
     return np.nan_to_num(np.nanstd(sample, axis=0), nan=1.0)
-
-
-def family_parameters(family: str):
-    return FAMILIES[family]
 
 
 def initial_state(sequences, family: str, features, C: int, K: int, *, seed: int = 0,

@@ -93,8 +93,11 @@ class PerBinOutputs:
         self.change = change
         self.posteriors = posteriors  # PosteriorsSink or None
         self.sampled = samples        # (write(first, batch, buffer), BufferedText) or None
-        if samples is None:
-            self.samples = None       # the core streams samples only to consumers that take them
+
+    @property
+    def takes_samples(self) -> bool:
+        """Whether the core should stream posterior samples to :meth:`samples`."""
+        return self.sampled is not None
 
     def chunk(self, start, gamma, boundary, change):
         if self.boundary is not None:
