@@ -42,3 +42,26 @@ def available_memory() -> int | None:
         room = max(0, limit - (used or 0))
         free = room if free is None else min(free, room)
     return free
+
+
+# glibc's mallopt parameters (malloc.h)
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
+
+
+def keep_freed_chunks(mmap_below: int = 64 << 20, trim_above: int = 128 << 20) -> bool:
+    """Ask glibc to serve arrays below ``mmap_below`` bytes from the heap and to
+    keep up to ``trim_above`` bytes of freed heap: the passes allocate and free
+    a few chunk-sized arrays (megabytes) per chunk, and left to its dynamic
+    threshold glibc may map each afresh, so that every one page-faults in
+    again (a quarter of an EM iteration went to the kernel that way). True
+    where it took effect (glibc); elsewhere nothing changes."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    return bool(mallopt(_M_MMAP_THRESHOLD, int(mmap_below))) and bool(mallopt(_M_TRIM_THRESHOLD, int(trim_above)))

@@ -110,6 +110,18 @@ def test_expected_counts_match_the_reference_at_realistic_shapes(tail, scale):
         assert_counts(expected_counts(model, ArrayEmissions(x), chunk_size=chunk), log_z, want, atol=1e-9)
 
 
+def test_expected_counts_without_the_duration_mirror():
+    # a duration score above e^50 (a CRF's, not a probability) turns the linear mirror
+    # off for its label: its duration terms come from the log ring instead
+    model, x = random_case(5, 400, 3, 10, "geometric", False, 0.05, 3.0)
+    duration = model.duration.copy()
+    duration[:, 1] += 60.0
+    model = SemiMarkovModel(duration, model.tail_log_rho, model.transition, model.initial, model.final)
+    log_z, want = reference_counts(model, x)
+    for chunk in (41, 400):
+        assert_counts(expected_counts(model, ArrayEmissions(x), chunk_size=chunk), log_z, want, atol=1e-9)
+
+
 def test_exact_path_threads_and_chunks_agree(monkeypatch):
     from flashseg.core import driver
 
@@ -123,6 +135,55 @@ def test_exact_path_threads_and_chunks_agree(monkeypatch):
         for name in ("initial", "transitions", "durations", "tail_segments", "tail_excess"):
             np.testing.assert_allclose(getattr(other, name), getattr(fast, name), rtol=1e-8, atol=1e-9)
     assert fast.segments.sum() == pytest.approx(fast.transitions.sum() + 1.0)
+
+
+class _GammaSums:
+    """A per-bin consumer that keeps what it was fed (and restarts with the core)."""
+
+    def __init__(self):
+        self.restart()
+
+    def chunk(self, start, gamma, boundary, change):
+        self.rows.append((start, gamma.copy(), boundary.copy(), change.copy()))
+
+    def restart(self):
+        self.rows = []
+
+
+@pytest.mark.parametrize("exact", [False, True])
+def test_counts_behind_the_passes_are_bit_for_bit_the_same(monkeypatch, exact):
+    # threads=2 with K > 1: the counts and the consumer run on a helper thread
+    # (core/pipeline.py) fed copies of the rows; nothing may change, not even
+    # rounding, on the fast path or after the certificate's fallback
+    from flashseg.core import driver
+
+    if exact:
+        monkeypatch.setattr(driver, "CERTIFICATE_TOLERANCE", -1.0)
+    model, x = random_case(4, 3000, 4, 12, "geometric", False, 0.02, 4.0)
+    runs = []
+    for threads in (1, 2):
+        consumer = _GammaSums()
+        counts = expected_counts(model, ArrayEmissions(x), chunk_size=250, threads=threads, consumer=consumer)
+        runs.append((counts, consumer.rows))
+    (one, rows1), (two, rows2) = runs
+    assert one.log_partition == two.log_partition
+    for name in ("initial", "transitions", "durations", "tail_segments", "tail_excess"):
+        assert np.array_equal(getattr(one, name), getattr(two, name)), name
+    assert len(rows1) == len(rows2) == 12
+    for a, b in zip(rows1, rows2):
+        assert a[0] == b[0] and all(np.array_equal(u, v) for u, v in zip(a[1:], b[1:]))
+
+
+def test_an_error_behind_the_passes_reaches_the_caller():
+    class Broken(_GammaSums):
+        def chunk(self, start, gamma, boundary, change):
+            if start > 0:
+                raise RuntimeError("consumer failed")
+            super().chunk(start, gamma, boundary, change)
+
+    model, x = random_case(4, 2000, 3, 8, "geometric", False, 0.0, 2.0)
+    with pytest.raises(RuntimeError, match="consumer failed"):
+        expected_counts(model, ArrayEmissions(x), chunk_size=250, threads=2, consumer=Broken())
 
 
 def test_counts_are_the_gradient_of_log_z():

@@ -146,8 +146,11 @@ def _main(argv=None) -> None:
     from ..errors import FlashsegError
     from ..io.output import StdoutClosed, stop_exit_code  # stdlib-only module: keeps --help fast
 
+    from ..resources import keep_freed_chunks
+
     signal.signal(signal.SIGTERM, _terminate)
     sys.unraisablehook = _unraisable
+    keep_freed_chunks()
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
     try:
         cli.main(args=argv, prog_name="flashseg", standalone_mode=False)

@@ -190,8 +190,15 @@ def expected_counts(model: SemiMarkovModel, emissions, n_bins: int | None = None
     """Expected counts of one contig (:class:`flashseg.core.expected.ExpectedCounts`):
     first labels, transitions, durations and tails, with log Z; per-bin gamma
     (the counts of the emission scores) goes to ``consumer`` as in :func:`posterior`.
-    Together they are the gradient of log Z with respect to every log score."""
+    Together they are the gradient of log Z with respect to every log score.
+
+    With ``threads > 1`` and K > 1 the counts and the consumer run on one
+    thread behind the passes (pipeline.py), which get the other threads: the
+    counts of a duration ring cost about as much as a pass; the results are
+    the same bit for bit. An HMM's counts cost little: its passes get every
+    thread."""
     from .expected import ExpectedCountsTracker
+    from .pipeline import Pipeline
 
     src = _as_source(emissions)
     T = len(src) if n_bins is None else n_bins
@@ -199,10 +206,15 @@ def expected_counts(model: SemiMarkovModel, emissions, n_bins: int | None = None
     def go(backend):
         run = par.run(backend, src, T, chunk_size)
         tracker = ExpectedCountsTracker(backend.fwd, T)
-        run.posterior_pass(consumer, [tracker])
+        if not pipelined:
+            run.posterior_pass(consumer, [tracker])
+        else:
+            with Pipeline() as pipe:
+                run.posterior_pass(pipe.consumer(consumer), [pipe.tracker(tracker)])
         return tracker.counts
 
-    with chunk_threads(threads, burn_in) as par:
+    pipelined = threads > 1 and model.max_duration > 1
+    with chunk_threads(threads - 1 if pipelined else threads, burn_in) as par:
         return _with_fallback(model, device, go, consumer)[0]
 
 

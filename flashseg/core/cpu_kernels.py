@@ -620,6 +620,14 @@ def _viterbi_prev_row(row, t, A, E, trans, e_prev):
 
 
 @njit(nogil=True, cache=True)
+def _times_exp(m, v):
+    """m * e^v for a mantissa m > 0 without a log, where e^v is a normal double."""
+    if -700.0 < v < 700.0:
+        return m * math.exp(v)
+    return math.exp(v + math.log(m))
+
+
+@njit(nogil=True, cache=True)
 def _ghost_inflow_log_ratio(g, log_mw, tr_up, tr_max, transpose, M, s, w):
     """max over labels c2 of log(sum_c mw_c e^g[c] Tr[c, c2] / (M[c2] 2**s)):
     how the losses of one boundary, entering the next segments, compare with
@@ -647,7 +655,9 @@ def _ghost_inflow_log_ratio(g, log_mw, tr_up, tr_max, transpose, M, s, w):
     for c in range(C):
         v = g[c] + log_mw[c]
         w[c] = math.exp(v - top) if v > -np.inf else 0.0
-    worst = -np.inf
+    # the largest ratio linearly (messages are normal doubles, inflows at most C
+    # tr_max), then one log: the row's logs cost 2 instead of 2C
+    worst = 0.0
     for c2 in range(C):
         acc = 0.0
         for c in range(C):
@@ -656,10 +666,21 @@ def _ghost_inflow_log_ratio(g, log_mw, tr_up, tr_max, transpose, M, s, w):
             continue
         if M[c2] <= 0.0:
             return np.inf
-        r = top + math.log(acc) - math.log(M[c2]) - s * LN2
+        r = acc / M[c2]
         if r > worst:
             worst = r
-    return worst
+    if worst == 0.0:
+        return -np.inf
+    if worst == np.inf:   # a subnormal message: the ratio in logs
+        worst = -np.inf
+        for c2 in range(C):
+            acc = 0.0
+            for c in range(C):
+                acc += w[c] * (tr_up[c2, c] if transpose else tr_up[c, c2])
+            if acc > 0.0:
+                worst = max(worst, math.log(acc) - math.log(M[c2]))
+        return top + worst - s * LN2
+    return top + math.log(worst) - s * LN2
 
 
 @njit(nogil=True, cache=True)
@@ -692,14 +713,14 @@ def posterior_chunk(Ef, Af, sf, gf, gf_flag, Bb, Gb, sb, gb, gb_flag, Tr, tr_up,
         if gf_flag[i]:
             for c in range(C):
                 if gf[i, c] > -np.inf and Bb[i, c] > 0.0:
-                    cert += max_weight[c] * math.exp(gf[i, c] + math.log(Bb[i, c]) + sb[i] * LN2 - log_z)
+                    cert += max_weight[c] * _times_exp(Bb[i, c], gf[i, c] + sb[i] * LN2 - log_z)
             r = _ghost_inflow_log_ratio(gf[i], log_mw, tr_up, tr_max, False, Ef[i], sf[i], w)
             if r > log_ratio:
                 log_ratio = r
         if gb_flag[i]:
             for c in range(C):
                 if gb[i, c] > -np.inf and Ef[i, c] > 0.0:
-                    cert += max_weight[c] * math.exp(gb[i, c] + math.log(Ef[i, c]) + sf[i] * LN2 - log_z)
+                    cert += max_weight[c] * _times_exp(Ef[i, c], gb[i, c] + sf[i] * LN2 - log_z)
             r = _ghost_inflow_log_ratio(gb[i], log_mw, tr_up, tr_max, True, Bb[i], sb[i], w)
             if r > log_ratio:
                 log_ratio = r

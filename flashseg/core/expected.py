@@ -56,11 +56,12 @@ class ExpectedCounts:
         return self.durations.sum(axis=0) + self.tail_segments
 
 
-def _rows(store, rows):
+def _rows(store, rows, logs=True):
     """A store's first ``rows`` rows with its offsets removed: (log mantissas of E,
     linear mantissas of E or None, A, integer exponents), where true log value =
     log mantissa + exponent * ln 2. A is linear on the fast path's linear stores
-    (the kernel multiplies mantissas there) and logs on log-space stores."""
+    (the kernel multiplies mantissas there) and logs on log-space stores. Without
+    ``logs`` a linear store's log mantissas are not computed (None)."""
     k, r = store.log_offset
     exps = np.ascontiguousarray(store.sexp[:rows] - k, dtype=np.int64)
     E, A = store.E[:rows], store.A[:rows]
@@ -68,8 +69,10 @@ def _rows(store, rows):
         return np.ascontiguousarray(E - r), None, np.ascontiguousarray(A - r), exps
     if r:
         E, A = E * math.exp(-r), A * math.exp(-r)
-    with np.errstate(divide="ignore"):
-        log_e = np.log(E)
+    log_e = None
+    if logs:
+        with np.errstate(divide="ignore"):
+            log_e = np.log(E)
     return log_e, np.ascontiguousarray(E), np.ascontiguousarray(A), exps
 
 
@@ -85,32 +88,56 @@ class ExpectedCountsTracker:
         self.ring_exp = np.zeros(K + 1, dtype=np.int64)
         self.mirror = np.zeros((C, 2 * (K + 1)))   # each entry twice: K in a row from any start
         self.ref = np.full(C, -np.inf)
-        self.tail_u = np.full(C, -np.inf)
-        self.tail_v = np.full(C, -np.inf)
+        self.tail_ref = np.full(C, -np.inf)
+        self.tail_u = np.zeros(C)
+        self.tail_v = np.zeros(C)
         self.tail_exp = np.zeros(C, dtype=np.int64)
         self.counts = ExpectedCounts.zeros(K, C)
+        # an HMM (one-bin segments, no tail) needs none of the carried state
+        self.hmm = K == 1 and not np.isfinite(pm.lrho).any()
         self._z = None
 
     def begin(self, log_z: float, zm: float, zexp: int) -> None:
         self._z = (math.log(zm), int(zexp))
 
     def feed(self, a, b, x, gamma, boundary, change, fstore, bstore):
-        from . import expected_kernels
+        self.accumulate(self.prepare(a, b, x, fstore, bstore))
 
+    def prepare(self, a, b, x, fstore, bstore, copy=False):
+        """The chunk's rows as the kernels take them; with ``copy``, none of them
+        a view of the pass's buffers (they may then be used on another thread)."""
         rows = b - a + (1 if b == self.T else 0)
+        linear = not fstore.is_log
+        take = np.array if copy else np.ascontiguousarray
+        x = take(x, dtype=np.float64)
+        if linear and self.hmm:
+            _, mE, mA, xf = _rows(fstore, rows, logs=False)
+            _, mB, mG, xb = _rows(bstore, rows, logs=False)
+            return a, rows, True, x, None, take(mE), take(mA), xf, None, take(mB), take(mG), xb
         lE, _, A, xf = _rows(fstore, rows)
         lB, mB, G, xb = _rows(bstore, rows)   # the backward store's E is B, its A is G
-        linear = not fstore.is_log
+        return a, rows, linear, x, take(lE), None, take(A), xf, take(lB), None if mB is None else take(mB), \
+            take(G), xb
+
+    def accumulate(self, prepared):
+        """Add one prepared chunk's terms (chunks in order)."""
+        from . import expected_kernels
+
+        a, rows, linear, x, lE, mE, A, xf, lB, mB, G, xb = prepared
+        c = self.counts
+        if linear and self.hmm:
+            expected_kernels.expected_chunk_hmm(a, rows, self.T, mE, xf, A, mB, G, xb, self.pm.trans,
+                                                self._z[0], self._z[1], c.initial, c.transitions, c.durations)
+            return
         unused = np.zeros((0, 0))
         if linear:
             mA, mG, lA, lG = A, G, unused, unused
         else:
             mA, mB, mG, lA, lG = unused, unused, unused, A, G
-        c = self.counts
         expected_kernels.expected_chunk(
-            np.ascontiguousarray(x, dtype=np.float64), a, rows, self.T, lE, lA, xf, lB, lG, xb,
+            x, a, rows, self.T, lE, lA, xf, lB, lG, xb,
             linear, mA, mB, mG, self.phi, self.pm.lrho, self.pm.trans, self._z[0], self._z[1],
-            self.ring, self.ring_exp, self.mirror, self.ref, self.tail_u, self.tail_v, self.tail_exp,
+            self.ring, self.ring_exp, self.mirror, self.ref, self.tail_ref, self.tail_u, self.tail_v, self.tail_exp,
             c.initial, c.transitions, c.durations, c.tail_segments, c.tail_excess)
 
     def finish(self, log_z, zm, zexp):

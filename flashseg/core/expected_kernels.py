@@ -13,7 +13,6 @@ import math
 import numpy as np
 from numba import njit
 
-from .host_kernels import _logaddexp
 
 LN2 = math.log(2.0)
 # exp() of anything below this is 0 in float64: terms bounded by it are skipped.
@@ -22,18 +21,26 @@ _UNDERFLOW = -746.0
 # and rebased when an entry would exceed e^_MIRROR_MAX_LOG_R times its reference.
 _MIRROR_MAX_LOG_F = 600.0
 _MIRROR_MAX_LOG_R = 300.0
+# The linear tail sums are rebased when they exceed e^this times their reference.
+_TAIL_MAX_LOG = 50.0
+_TAIL_MAX = math.exp(_TAIL_MAX_LOG)
 
 
 @njit(nogil=True, cache=True)
 def expected_chunk(x, first, n_rows, T, lE, lA, xf, lB, lG, xb, linear, mA, mB, mG, phi, lrho, trans,
-                   log_zm, zexp, ring, ring_exp, mirror, ref, tail_u, tail_v, tail_exp,
+                   log_zm, zexp, ring, ring_exp, mirror, ref, tail_ref, tail_u, tail_v, tail_exp,
                    initial, transitions, durations, tail_n, tail_x):
     """Accumulate the counts of boundaries first .. first + n_rows - 1.
 
     Row i is boundary t = first + i; x[i] is bin t (absent for t = T).
     ring[s % (K+1)] holds lE[s] + S(s, t) for the last K + 1 starts s, with
-    exponent ring_exp[s % (K+1)]; tail_u / tail_v (exponent tail_exp) hold
-    the log weight of open segments longer than K and of their excess length.
+    exponent ring_exp[s % (K+1)]. The open segments longer than K have total
+    weight tail_u and excess-weighted weight tail_v, held linearly relative to
+    a log reference tail_ref (exponent tail_exp): a bin multiplies every one
+    of them by rho e^x, which goes into the reference, so a bin costs one exp
+    for the entry that joins them instead of three log-additions. tail_u stays
+    in [1, e^50] (renormalised beyond), so tail_v / tail_u <= T and a term's
+    product never loses more than e^-695 to underflow.
 
     With ``linear`` (the fast path's stores), ``mA, mB, mG`` are the linear
     mantissas of A, B and G (lA and lG are not read): the end test, first
@@ -110,10 +117,12 @@ def expected_chunk(x, first, n_rows, T, lE, lA, xf, lB, lG, xb, linear, mA, mB, 
                         v = w + phi[d - 1, c] + lB[i, c] + ((ring_exp[slot] + xb[i] - zexp) * LN2 - log_zm)
                         if v > _UNDERFLOW:
                             durations[d - 1, c] += math.exp(v)
-                if tail_u[c] > -np.inf:
-                    shift = (tail_exp[c] + xb[i] - zexp) * LN2 - log_zm + lB[i, c]
-                    tail_n[c] += math.exp(tail_u[c] + shift)
-                    tail_x[c] += math.exp(tail_v[c] + shift)
+                if tail_ref[c] > -np.inf:
+                    w = tail_ref[c] + (tail_exp[c] + xb[i] - zexp) * LN2 - log_zm + lB[i, c]
+                    if w > _UNDERFLOW - _TAIL_MAX_LOG:
+                        w = math.exp(w)
+                        tail_n[c] += tail_u[c] * w
+                        tail_x[c] += tail_v[c] * w
         if t == T:
             break
         if t == 0:
@@ -200,18 +209,37 @@ def expected_chunk(x, first, n_rows, T, lE, lA, xf, lB, lG, xb, linear, mA, mB, 
                     continue
                 step = lrho[c] + x[i, c]
                 entry = ring[oslot, c] + phi[K - 1, c] + step
-                if tail_u[c] > -np.inf:
-                    # bring the running sums into the new entry's exponent frame
-                    to_new = (tail_exp[c] - ring_exp[oslot]) * LN2
-                    u = tail_u[c] + to_new + step
-                    v = tail_v[c] + to_new + step
-                    tail_v[c] = _logaddexp(_logaddexp(v, u), entry)   # each old excess grows by 1
-                    tail_u[c] = _logaddexp(u, entry)
-                else:
-                    tail_u[c] = entry
-                    tail_v[c] = entry      # excess 1
-                tail_exp[c] = ring_exp[oslot]
                 ring[oslot, c] = -np.inf
+                if tail_ref[c] > -np.inf:
+                    # into the new entry's exponent frame, one bin on (a step -inf ends them all)
+                    tail_ref[c] += (tail_exp[c] - ring_exp[oslot]) * LN2 + step
+                    tail_exp[c] = ring_exp[oslot]
+                    if tail_ref[c] == -np.inf:
+                        tail_u[c] = 0.0
+                        tail_v[c] = 0.0
+                        continue
+                    rel = entry - tail_ref[c]
+                    if rel > _TAIL_MAX_LOG:
+                        # an entry far above the sums: rebase on it
+                        down = math.exp(-rel)
+                        tail_v[c] = (tail_v[c] + tail_u[c]) * down + 1.0
+                        tail_u[c] = tail_u[c] * down + 1.0
+                        tail_ref[c] = entry
+                        continue
+                    e = math.exp(rel) if rel > _UNDERFLOW else 0.0
+                    tail_v[c] += tail_u[c] + e      # each old excess grows by 1, the entry's is 1
+                    tail_u[c] += e
+                    if tail_u[c] > _TAIL_MAX:
+                        # rebase on the sum (one log now and then, where u has grown by e^50)
+                        lu = math.log(tail_u[c])
+                        tail_ref[c] += lu
+                        tail_v[c] /= tail_u[c]
+                        tail_u[c] = 1.0
+                elif entry > -np.inf:
+                    tail_ref[c] = entry
+                    tail_exp[c] = ring_exp[oslot]
+                    tail_u[c] = 1.0
+                    tail_v[c] = 1.0      # excess 1
         if old >= 0:
             for c in range(C):
                 mirror[c, (W - old % W) % W] = 0.0
@@ -231,3 +259,36 @@ def expected_chunk(x, first, n_rows, T, lE, lA, xf, lB, lG, xb, linear, mA, mB, 
     for c in range(C):
         for d in range(K):
             durations[d, c] += dur_t[c, d]
+
+
+@njit(nogil=True, cache=True)
+def expected_chunk_hmm(first, n_rows, T, mE, xf, mA, mB, mG, xb, trans, log_zm, zexp,
+                       initial, transitions, durations):
+    """:func:`expected_chunk` for K = 1 without a tail on the fast path's linear
+    stores: every segment is one bin, so there is no ring, mirror or tail to
+    carry, and each boundary costs C products for the segment ends and C^2
+    for the transitions (no exp per bin): this is the Baum-Welch E-step."""
+    C = trans.shape[0]
+    tr_lin = np.exp(trans)
+    inv_zm = math.exp(-log_zm)
+    for i in range(n_rows):
+        t = first + i
+        k = int(xf[i] + xb[i] - zexp)
+        k_left = k // 2 if k > 900 else 0
+        scale_left = math.ldexp(1.0, k_left)
+        factor = math.ldexp(inv_zm, k - k_left)
+        if t > 0:
+            for c in range(C):
+                durations[0, c] += (mA[i, c] * scale_left) * mB[i, c] * factor
+        if t == T:
+            break
+        if t == 0:
+            for c in range(C):
+                initial[c] += (mE[i, c] * scale_left) * mG[i, c] * factor
+            continue
+        for c in range(C):
+            a = mA[i, c] * scale_left
+            if a == 0.0:
+                continue
+            for c2 in range(C):
+                transitions[c, c2] += a * tr_lin[c, c2] * mG[i, c2] * factor
