@@ -397,13 +397,27 @@ def kmeans_pp(x: np.ndarray, k: int, rng: np.random.Generator, iterations: int =
     return centres
 
 
+def mixture_log_likelihood(emissions: EmissionModel, rows: np.ndarray, weights: np.ndarray,
+                           iterations: int = 10) -> float:
+    """Log-likelihood of the weighted ``rows`` under a mixture of the emission
+    states, the mixing weights fitted by EM with the emissions held (a start's
+    score: how well its states explain the bins, ignoring their order)."""
+    L = emissions.log_likelihood(rows)
+    log_pi = np.full(L.shape[1], -math.log(L.shape[1]))
+    total = -math.inf
+    for _ in range(iterations + 1):
+        q = L + log_pi
+        top = q.max(axis=1, keepdims=True)
+        norm = top[:, 0] + np.log(np.exp(q - top).sum(axis=1))
+        total = float((weights * norm).sum())
+        mass = (np.exp(q - norm[:, None]) * weights[:, None]).sum(axis=0)
+        with np.errstate(divide="ignore"):
+            log_pi = np.log(mass / mass.sum())
+    return total
+
+
 def _filled(x):
     return np.where(np.isnan(x), np.nanmean(np.where(np.isnan(x).all(axis=0), 0.0, x), axis=0), x)
-
-
-def _inertia(x, centres, weights) -> float:
-    d = (x * x).sum(axis=1)[:, None] - 2 * x @ centres.T + (centres * centres).sum(axis=1)[None, :]
-    return float((weights * np.maximum(d.min(axis=1), 0.0)).sum())
 
 
 def _nearest(x, centres):
@@ -470,10 +484,13 @@ def initial_state(sequences, family: str, features, C: int, K: int, *, seed: int
     EM could use starts at 0. Returns (state, pooled sd of the sample)."""
     rng = np.random.default_rng(seed)
     x = sample_rows(sequences, sample_size, rng)
-    # the best of several k-means++ runs (lowest within-cluster sum of squares), as
-    # scikit-learn's n_init: EM's result depends much on where it starts
-    # k-means on the distinct rows, weighted by their counts: binary marks have a
-    # few hundred patterns among 100,000 bins
+    # The best of several k-means++ runs, as scikit-learn's n_init (EM's result
+    # depends much on where it starts), judged by the likelihood of the sample
+    # under the mixture of the emissions they give, not by the within-cluster
+    # sum of squares: that prefers splitting the bulk of the genome (quiescent
+    # bins) over separating rare, distinct states, which EM then cannot undo.
+    # k-means runs on the distinct rows, weighted by their counts: binary marks
+    # have a few hundred patterns among 100,000 bins.
     rows, counts_ = np.unique(_filled(x), axis=0, return_counts=True)
     weights = counts_.astype(np.float64)
     best = None
@@ -482,9 +499,9 @@ def initial_state(sequences, family: str, features, C: int, K: int, *, seed: int
         if len(centres) < C:   # fewer distinct rows than states: repeat some, slightly apart
             extra = centres[rng.integers(len(centres), size=C - len(centres))]
             centres = np.vstack([centres, extra + rng.normal(0, 1e-3, extra.shape)])
-        inertia = _inertia(rows, centres, weights)
-        if best is None or inertia < best[0]:
-            best = (inertia, centres)
+        score = mixture_log_likelihood(initial_emissions(family, features, centres, x), rows, weights)
+        if best is None or score > best[0]:
+            best = (score, centres)
     centres = best[1]
     centres = centres[order_by_profile(centres)]
     emissions = initial_emissions(family, features, centres, x)
