@@ -43,12 +43,13 @@ def _require_matplotlib() -> None:
 @click.option("--posteriors", type=existing_file(),
               help="decode --posteriors HDF5: per-label posteriors in the locus figure (needs --region).")
 @click.option("--boundaries", type=existing_file(),
-              help="decode --boundaries bedGraph: boundary posteriors in the locus figure (needs --region).")
+              help="decode --boundaries (or --changes) bedGraph: boundary posteriors in the locus figure "
+                   "(needs --region).")
 @click.option("--region", help="Draw the locus chr:start-end (1-based inclusive, as samtools).")
 @click.option("--force", is_flag=True, help="Write into a directory that holds other files (ours are replaced).")
 def report(model_path, segments, outdir, annotations, anchors, flank, tracks, observations, posteriors,
            boundaries, region, force):
-    """Figures, enrichment tables and index.html describing the labels of SEGMENTS under MODEL."""
+    """Figures, enrichment tables and index.html: what the labels of --segments mean (docs/report.md)."""
     from ..errors import UsageError
     from ..io.output import claim, publishing
 
