@@ -145,7 +145,9 @@ def test_neighborhood_on_both_strands_by_hand():
     np.testing.assert_allclose(table.fold, table.counts / table.anchors / fraction[:, None])
 
 
-def test_neighborhood_matches_brute_force_on_both_strands():
+@pytest.mark.parametrize("cells", [enr.ANCHOR_CELLS, 7])      # 7: a few anchors per block
+def test_neighborhood_matches_brute_force_on_both_strands(cells, monkeypatch):
+    monkeypatch.setattr(enr, "ANCHOR_CELLS", cells)
     rng = np.random.default_rng(7)
     for _ in range(150):
         per_base, segmentation = _random_case(rng)

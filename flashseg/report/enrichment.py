@@ -38,6 +38,9 @@ class ContigSegments(NamedTuple):
     label: np.ndarray   # int64
 
 
+#: anchor x offset cells looked up at a time (bounds memory for millions of anchors and wide flanks)
+ANCHOR_CELLS = 1 << 22
+
 Segmentation = dict   # contig name -> ContigSegments, in the order of the segments file
 Intervals = dict      # contig name -> (start, end) int64 arrays, any order, may overlap
 Anchors = dict        # contig name -> (position int64, minus bool)
@@ -184,13 +187,16 @@ def neighborhood_enrichment(segmentation: Segmentation, anchors: Anchors, n_labe
         if contig not in anchors:
             continue
         position, minus = anchors[contig]
+        position = np.asarray(position, dtype=np.int64)
         sign = np.where(np.asarray(minus, dtype=bool), -1, 1).astype(np.int64)
-        where = np.asarray(position, dtype=np.int64)[:, None] + sign[:, None] * offsets[None, :]
-        label = labels_at(seg, where)                                   # (anchors, O)
-        column = np.broadcast_to(np.arange(offsets.size), label.shape)
-        hit = label >= 0
-        flat = label[hit] * offsets.size + column[hit]
-        counts += np.bincount(flat, minlength=counts.size).reshape(counts.shape)
+        block = max(1, ANCHOR_CELLS // offsets.size)
+        for a in range(0, position.size, block):             # (anchors, offsets) a block at a time
+            where = position[a:a + block, None] + sign[a:a + block, None] * offsets[None, :]
+            label = labels_at(seg, where)
+            column = np.broadcast_to(np.arange(offsets.size), label.shape)
+            hit = label >= 0
+            flat = label[hit] * offsets.size + column[hit]
+            counts += np.bincount(flat, minlength=counts.size).reshape(counts.shape)
     bases = label_bases(segmentation, n_labels)
     return NeighborhoodTable(offsets, counts, _ratio(bases, bases.sum()))
 
