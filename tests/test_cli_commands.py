@@ -24,7 +24,7 @@ def invoke(*argv, code=0):
 def test_help_is_fast_and_imports_nothing_heavy():
     code = ("import sys; from flashseg.cli import main\n"
             "try:\n    main(['--help'])\nexcept SystemExit: pass\n"
-            "heavy = [m for m in ('numba', 'torch', 'triton', 'h5py', 'pysam', 'numpy') if m in sys.modules]\n"
+            "heavy = [m for m in ('numba', 'torch', 'triton', 'h5py', 'pysam', 'numpy', 'matplotlib') if m in sys.modules]\n"
             "print('HEAVY', heavy)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60).stdout
     assert "HEAVY []" in out and "decode" in out and "simulate" in out

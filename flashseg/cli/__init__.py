@@ -28,6 +28,7 @@ COMMANDS = {
     "gather": ("flashseg.cli.gather", "gather"),
     "validate": ("flashseg.cli.validate", "validate"),
     "info": ("flashseg.cli.info", "info"),
+    "report": ("flashseg.cli.report", "report"),
     "demo": ("flashseg.cli.demo", "demo"),
 }
 
