@@ -1,5 +1,6 @@
 """``flashseg tracks``: make emission tracks or observations from other data (docs/formats.md,
-"Emission tracks" and "Observations")."""
+"Emission tracks" and "Observations"), and bigWigs from a posteriors file (docs/formats.md,
+"bigBed and bigWig outputs")."""
 from __future__ import annotations
 
 import logging
@@ -17,7 +18,7 @@ _WRITE_ROWS = 65536
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def tracks():
-    """Make emission tracks or observations (HDF5) from other data."""
+    """Make emission tracks or observations (HDF5) from other data; bigWigs of posteriors."""
 
 
 @tracks.command("coverage")
