@@ -7,7 +7,8 @@ Per sample: faidx -> (coverage tracks from a BAM) -> the list of contigs a
 whole-genome `flashseg decode` would decode (`flashseg info --contigs`, a
 checkpoint, so FASTA contigs absent from the tracks are skipped) -> one
 `flashseg decode --contig` per contig -> `flashseg gather` into
-<outdir>/<sample>.bed.gz (BGZF + tabix), and with `decode: samples: N` the
+<outdir>/<sample>.bed.gz (BGZF + tabix), with `gather: bigbed: true` also into
+the bigBed <outdir>/<sample>.bb for genome browsers, and with `decode: samples: N` the
 posterior samples into <outdir>/<sample>.samples.bed. Samples are seeded per contig, so
 the gathered result equals one whole-genome decode apart from `##` lines.
 """
@@ -40,6 +41,7 @@ FAI = f"{FASTA}.fai" if FASTA else None
 CONDA_ENV = "configs/envs/flashseg.yaml"
 N_SAMPLES = int(DEC.get("samples") or 0)
 N_GPU = int(DEC.get("gpu") or 0)
+BIGBED = bool(GATHER.get("bigbed"))
 
 for _name, _entry in SAMPLES.items():
     if not (_entry or {}).get("bam") and not (_entry or {}).get("tracks"):
@@ -137,6 +139,7 @@ rule all:
     input:
         expand(f"{OUT}/{{sample}}.bed.gz", sample=SAMPLES),
         expand(f"{OUT}/{{sample}}.samples.bed", sample=SAMPLES) if N_SAMPLES else [],
+        expand(f"{OUT}/{{sample}}.bb", sample=SAMPLES) if BIGBED else [],
 
 
 if FASTA:
@@ -249,6 +252,27 @@ rule gather:
         runtime=int(GATHER.get("runtime", 30)),
     shell:
         "flashseg gather {input.beds:q} {params.fasta} -o {output.bed:q} 2> {log:q}"
+
+
+rule gather_bigbed:
+    input:
+        unpack(lambda wildcards: genome()),
+        beds=per_contig("contigs"),
+    output:
+        # the same calls as <sample>.bed.gz, for genome browsers (contig sizes from the FASTA)
+        bb=f"{OUT}/{{sample}}.bb",
+    log:
+        f"{OUT}/logs/{{sample}}/gather_bigbed.log",
+    params:
+        fasta=fasta_option,
+    conda:
+        CONDA_ENV
+    threads: 1
+    resources:
+        mem_mb=int(GATHER.get("mem_mb", 2000)),
+        runtime=int(GATHER.get("runtime", 30)),
+    shell:
+        "flashseg gather {input.beds:q} {params.fasta} -o {output.bb:q} 2> {log:q}"
 
 
 rule gather_samples:

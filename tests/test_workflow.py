@@ -50,7 +50,13 @@ def test_dry_run(workdir):
     assert result.returncode == 0, result.stdout + result.stderr
     for rule in ("faidx", "coverage", "contigs", "gather"):
         assert rule in result.stdout
+    assert "gather_bigbed" not in result.stdout
     assert not (workdir / "results").exists()
+    config = yaml.safe_load((workdir / "configs" / "workflow.yaml").read_text())
+    config["gather"]["bigbed"] = True
+    (workdir / "bigbed.yaml").write_text(yaml.safe_dump(config))
+    result = snakemake(workdir, "-n", "--cores", "2", "--configfile", "bigbed.yaml")
+    assert result.returncode == 0 and "gather_bigbed" in result.stdout, result.stdout + result.stderr
 
 
 def test_dry_run_with_slurm_profile(workdir):
@@ -69,6 +75,7 @@ def _run_and_compare(workdir, n_samples):
     config = yaml.safe_load((workdir / "configs" / "workflow.yaml").read_text())
     config["decode"]["samples"] = n_samples
     config["decode"]["seed"] = 17
+    config["gather"]["bigbed"] = not n_samples
     (workdir / "run.yaml").write_text(yaml.safe_dump(config))
     result = snakemake(workdir, "--cores", "2", "--configfile", "run.yaml")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -88,6 +95,15 @@ def _run_and_compare(workdir, n_samples):
     assert whole.returncode == 0, whole.stderr
     gathered = _body(out / "tiny.bed.gz")
     assert gathered == _body(workdir / "whole.bed")
+    if config["gather"]["bigbed"]:
+        import pybigtools
+
+        with pybigtools.open(str(out / "tiny.bb")) as reader:
+            records = [(chrom, str(r[0]), str(r[1]), *r[2:]) for chrom in reader.chroms()
+                       for r in reader.records(chrom)]
+        assert records == [tuple(line.rstrip("\n").split("\t")) for line in gathered[1:]]
+    else:
+        assert not (out / "tiny.bb").exists()
     if n_samples:
         samples = _body(out / "tiny.samples.bed")
         assert samples == _body(workdir / "whole.samples.bed")

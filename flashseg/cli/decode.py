@@ -35,9 +35,26 @@ def _merge_adjacent(o: "DecodeOptions", spec) -> bool:
     return o.merge_adjacent if o.merge_adjacent is not None else spec.model.is_plain_hmm
 
 
+def _check_browser_targets(o: "DecodeOptions") -> None:
+    """Which outputs may be genome-browser files (by name: .bb, .bw; docs/formats.md,
+    "bigBed and bigWig outputs"): the calls a bigBed, the bedGraphs bigWigs."""
+    from ..io.bigfiles import BIGBED, BIGWIG, check_target
+
+    check_target("-o/--output", o.output, BIGBED)
+    check_target("--boundaries", o.boundaries_path, BIGWIG)
+    check_target("--changes", o.changes_path, BIGWIG)
+    check_target("--stats", o.stats_path, None)
+    check_target("--samples-out", o.samples_path, None,
+                 hint="samples restart at the contig start for every sample")
+    check_target("--posteriors", o.posteriors_path, None,
+                 hint="it stays HDF5; `flashseg tracks bigwig` makes one bigWig per label from it")
+
+
 def _claim_files(o: "DecodeOptions", spec) -> None:
     """Refuse outputs that are inputs (or each other's), before any work."""
     from ..io.output import claim, index_companions, text_companions
+
+    _check_browser_targets(o)
 
     inputs = [("-m/--model", path, []) for path in getattr(spec, "input_files", [o.model_path])]
     inputs += [("-t/--tracks", path, []) for path, _ in o.track_specs]
@@ -69,15 +86,15 @@ def _claim_files(o: "DecodeOptions", spec) -> None:
 @click.option("--contig", "contigs", multiple=True, help="Decode only this contig (repeatable).")
 @click.option("--region", help="Decode only chr:start-end (1-based inclusive, as samtools).")
 @click.option("-o", "--output", default="-", type=output_path(), show_default=True,
-              help="BED9+4 segment calls ('-' = stdout; .gz = BGZF + tabix).")
+              help="BED9+4 segment calls ('-' = stdout; .gz = BGZF + tabix; .bb = bigBed).")
 @click.option("--stats", "stats_path", type=output_path(), help="Per-contig run summary TSV.")
 @click.option("--method", type=click.Choice(["viterbi", "posterior"]), default="viterbi", show_default=True,
               help="MAP segments (viterbi) or per-bin argmax of the posterior, runs merged.")
 @click.option("--merge-adjacent/--no-merge-adjacent", default=None,
               help="Merge adjacent MAP segments of one label into runs [default: only for a plain HMM "
                    "(max_duration 1, no tail), whose segments are single bins].")
-@click.option("--boundaries", "boundaries_path", type=output_path(), help="bedGraph of the boundary posterior b.")
-@click.option("--changes", "changes_path", type=output_path(), help="bedGraph of the label-change posterior chg.")
+@click.option("--boundaries", "boundaries_path", type=output_path(), help="bedGraph of the boundary posterior b (.bw = bigWig).")
+@click.option("--changes", "changes_path", type=output_path(), help="bedGraph of the label-change posterior chg (.bw = bigWig).")
 @click.option("--min-posterior", type=FiniteFloat(0.0, 1.0), default=1e-4, show_default=True,
               help="bedGraph bins below this are left out (they mean 0).")
 @click.option("--posteriors", "posteriors_path", type=output_path(), help="HDF5 of gamma (tracks layout).")
@@ -273,6 +290,28 @@ def _sample_lines(writer, job):
     return write
 
 
+def _output_opener(o: DecodeOptions, plan, sources, genome):
+    """open(path) for the calls and bedGraph outputs: text, or a bigBed/bigWig by name
+    whose contig sizes are the FASTA's, else the tracks' ``length`` attributes, else
+    bins x bin size (with a warning: a browser shows the contig that long)."""
+    from ..io.bigfiles import browser_format, open_browser_output
+    from ..io.output import open_text_output
+
+    browser = [path for path in (o.output, o.boundaries_path, o.changes_path) if browser_format(path)]
+    chrom_sizes = {job.name: job.length_bp for job in plan.jobs}
+    if browser and genome is None:
+        guessed = [job.name for job in plan.jobs if sources.length_bp(job.name) is None]
+        if guessed:
+            shown = ", ".join(guessed[:5]) + (f", ... ({len(guessed) - 5} more)" if len(guessed) > 5 else "")
+            log.warning("%s: %d contig(s) have no length (no --fasta, no `length` attribute in the tracks): "
+                        "their sizes are taken as bins x bin size: %s", ", ".join(browser), len(guessed), shown)
+
+    def open_output(path):
+        return open_browser_output(path, chrom_sizes) if browser_format(path) else open_text_output(path)
+
+    return open_output
+
+
 def _decode(o: DecodeOptions, spec) -> None:
     """run_decode's work, its outputs published together when it ends."""
     from ..errors import DataError
@@ -302,7 +341,8 @@ def _decode(o: DecodeOptions, spec) -> None:
 
         prov = provenance(spec, o.seed)
         labels = spec.labels
-        bed_stream = stack.enter_context(open_text_output(o.output))
+        open_output = _output_opener(o, plan, tracks, genome)
+        bed_stream = stack.enter_context(open_output(o.output))
         bed = BedWriter(bed_stream, bin_size=spec.bin_size, label_names=spec.label_names,
                         label_colors=[lab.color for lab in labels],
                         label_strands=[lab.strand for lab in labels], provenance=prov, target=o.output)
@@ -314,8 +354,8 @@ def _decode(o: DecodeOptions, spec) -> None:
             samples_writer = SamplesWriter(samples_stream, bin_size=spec.bin_size,
                                            label_names=spec.label_names, provenance=prov)
             samples_writer.write_header()
-        boundary_stream = stack.enter_context(open_text_output(o.boundaries_path)) if o.boundaries_path else None
-        change_stream = stack.enter_context(open_text_output(o.changes_path)) if o.changes_path else None
+        boundary_stream = stack.enter_context(open_output(o.boundaries_path)) if o.boundaries_path else None
+        change_stream = stack.enter_context(open_output(o.changes_path)) if o.changes_path else None
         posteriors = None
         if o.posteriors_path:
             posteriors = stack.enter_context(PosteriorsWriter(o.posteriors_path, labels=spec.label_names,

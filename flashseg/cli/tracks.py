@@ -1,12 +1,13 @@
 """``flashseg tracks``: make emission tracks or observations from other data (docs/formats.md,
-"Emission tracks" and "Observations")."""
+"Emission tracks" and "Observations"), and bigWigs from a posteriors file (docs/formats.md,
+"bigBed and bigWig outputs")."""
 from __future__ import annotations
 
 import logging
 
 import click
 
-from ._common import default_threads, read_options
+from ._common import FiniteFloat, default_threads, read_options
 from ._common import INT32_MAX
 
 log = logging.getLogger(__name__)
@@ -17,7 +18,7 @@ _WRITE_ROWS = 65536
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def tracks():
-    """Make emission tracks or observations (HDF5) from other data."""
+    """Make emission tracks or observations (HDF5) from other data; bigWigs of posteriors."""
 
 
 @tracks.command("coverage")
@@ -302,3 +303,81 @@ def _count_observations(bam_paths, features, fasta, bin_size, output, min_mapq, 
                 writer.write(name, a, rows)
     if n_masked:
         log.info("%d bins overlap the blacklist: missing (-1) in every feature", n_masked)
+
+
+@tracks.command("bigwig")
+@click.argument("posteriors_path", metavar="POSTERIORS.h5", type=click.Path(exists=True, dir_okay=False))
+@click.option("-o", "--outdir", required=True, type=click.Path(file_okay=False),
+              help="Output directory (created if missing): <label>.bw per label.")
+@click.option("--label", "labels", multiple=True, help="Only this label (repeatable) [default: every label].")
+@click.option("--min-posterior", type=FiniteFloat(0.0, 1.0), default=1e-4, show_default=True,
+              help="Bins below this are left out (they mean 0).")
+@click.option("--force", is_flag=True, help="Replace .bw files that already exist in OUT_DIR.")
+def bigwig(posteriors_path, outdir, labels, min_posterior, force):
+    """One bigWig per label of a `decode --posteriors` file: P(bin has the label).
+
+    Writes OUT_DIR/<label>.bw: each bin's posterior as float32, consecutive
+    bins of equal value as one interval, bins below --min-posterior (and the
+    rows a --region run did not decode) left out. Contigs follow the file's
+    order; their sizes are its `length` attributes (else bins x bin size,
+    with a warning). The file is read once per label.
+    """
+    import os
+
+    from ..errors import DataError, UsageError
+    from ..io.output import claim, publishing
+    from ..io.tracks import open_tracks
+
+    with open_tracks(posteriors_path) as source:
+        if source.score != "probability":
+            raise DataError(f"score is {source.score!r}: not a posteriors file (decode --posteriors writes "
+                            "score 'probability')", file=posteriors_path)
+        wanted = list(dict.fromkeys(labels)) or list(source.labels)
+        unknown = [name for name in wanted if name not in source.labels]
+        if unknown:
+            raise DataError(f"no label {unknown[0]} (labels: {', '.join(source.labels)})", file=posteriors_path)
+        unnameable = [name for name in wanted if "/" in name or "\0" in name or name in (".", "..")]
+        if unnameable:
+            raise DataError(f"label {unnameable[0]!r} cannot name a file: pick the others with --label",
+                            file=posteriors_path)
+        targets = {name: os.path.join(outdir, f"{name}.bw") for name in wanted}
+        claim([("-o/--outdir", path, []) for path in targets.values()], [("POSTERIORS.h5", posteriors_path, [])])
+        existing = [path for path in targets.values() if os.path.lexists(path)]
+        if existing and not force:
+            raise UsageError(f"{', '.join(existing)} already exist{'s' if len(existing) == 1 else ''}: "
+                             "--force replaces them")
+        os.makedirs(outdir, exist_ok=True)
+        with publishing():
+            _label_bigwigs(source, targets, min_posterior)
+    click.echo(f"wrote {', '.join(targets.values())}", err=True)
+
+
+def _label_bigwigs(source, targets, min_posterior):
+    from ..io.bigfiles import publish_bigwig, value_runs
+
+    bin_size = source.bin_size
+    sizes = {}
+    guessed = []
+    for contig in source.contigs:
+        length = source.length_bp(contig)
+        if length is None:
+            guessed.append(contig)
+            length = source.n_bins(contig) * bin_size
+        sizes[contig] = length
+    if guessed:
+        log.warning("%s: %d contig(s) have no `length` attribute: their sizes are taken as bins x bin size (%s)",
+                    source.path, len(guessed), ", ".join(guessed[:5]) + (", ..." if len(guessed) > 5 else ""))
+
+    def chunks(contig, column):
+        n = source.n_bins(contig)
+        for a in range(0, n, _WRITE_ROWS * 16):
+            b = min(n, a + _WRITE_ROWS * 16)
+            yield a, source.read_raw(contig, a, b)[:, column]
+
+    for label, target in targets.items():
+        column = source.labels.index(label)
+        records = (record for contig in source.contigs
+                   for record in value_runs(contig, chunks(contig, column), bin_size=bin_size,
+                                            length=sizes[contig], min_value=min_posterior))
+        publish_bigwig(target, records, sizes)
+        log.info("%s: label %s", target, label)

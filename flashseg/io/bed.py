@@ -15,9 +15,10 @@ BED9+4 layout, one segment per line, tab-separated::
 - ``label_post``: mean of ``gamma[., label]`` over the segment's bins.
 
 Floats are written with ``%.6g``. Contigs follow the FASTA (or track) order
-and segments are sorted; there are no ``track``/``browser`` lines, so
-``bedToBigBed -type=bed9+4 -as=flashseg.as`` (the autoSql file ships inside
-the package: :func:`autosql_path`) and tabix both accept the file.
+and segments are sorted; there are no ``track``/``browser`` lines, so tabix
+and ``bedToBigBed -type=bed9+4 -as=flashseg.as`` (the autoSql file ships
+inside the package: :func:`autosql_path`) accept the file; ``-o calls.bb``
+writes the bigBed directly (:mod:`flashseg.io.bigfiles`).
 
 :class:`BedWriter` checks every line before writing it: ``start < end``,
 sorted within the contig, inside the contig length.

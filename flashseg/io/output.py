@@ -106,10 +106,13 @@ def _host() -> str:
     return re.sub(r"[^A-Za-z0-9.-]", "_", socket.gethostname() or "localhost")
 
 
-def temp_path_for(target: str, suffix: str = "") -> str:
-    """A unique, registered temporary name beside the (resolved) target."""
+def temp_path_for(target: str, suffix: str = "", extension: str = "") -> str:
+    """A unique, registered temporary name beside the (resolved) target.
+
+    ``extension`` follows ``.tmp``, for writers that tell the format by the
+    name (pybigtools: ``.bb``, ``.bw``)."""
     directory, base = os.path.split(resolved(target))
-    name = f".{base}~{_host()}~{os.getpid()}~{secrets.token_hex(4)}{suffix}.tmp"
+    name = f".{base}~{_host()}~{os.getpid()}~{secrets.token_hex(4)}{suffix}.tmp{extension}"
     path = os.path.join(directory, name)
     _register(path)
     return path
@@ -141,7 +144,10 @@ def remove_orphans(target: str) -> int:
         return 0
     prefix = f".{base}"
     for name in names:
-        stem = name[:-4] if name.endswith(".tmp.tbi") else name   # tabix's index of a temporary
+        stem = name
+        for tail in (".tbi", ".bb", ".bw"):  # tabix's index of a temporary; a bigBed/bigWig named for pybigtools
+            if name.endswith(".tmp" + tail):
+                stem = name[:-len(tail)]
         if not stem.startswith(prefix) or not stem.endswith(".tmp"):
             continue
         rest = stem[len(prefix):]
