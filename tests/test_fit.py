@@ -122,10 +122,13 @@ def test_expected_counts_without_the_duration_mirror():
         assert_counts(expected_counts(model, ArrayEmissions(x), chunk_size=chunk), log_z, want, atol=1e-9)
 
 
-def test_exact_path_threads_and_chunks_agree(monkeypatch):
+@pytest.mark.parametrize("K,tail,self_loops", [(16, "geometric", False), (1, "none", True)])
+def test_exact_path_threads_and_chunks_agree(monkeypatch, K, tail, self_loops):
+    # K = 1: an HMM's chunk-parallel rows carry scale offsets, which its kernel
+    # takes as one factor per chunk
     from flashseg.core import driver
 
-    model, x = random_case(3, 5000, 5, 16, "geometric", False, 0.0, 4.0)
+    model, x = random_case(3, 5000, 5, K, tail, self_loops, 0.0, 4.0)
     fast = expected_counts(model, ArrayEmissions(x), chunk_size=700)
     parallel = expected_counts(model, ArrayEmissions(x), chunk_size=300, threads=2)
     monkeypatch.setattr(driver, "CERTIFICATE_TOLERANCE", -1.0)     # every fast pass fails: log space

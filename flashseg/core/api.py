@@ -194,7 +194,7 @@ def expected_counts(model: SemiMarkovModel, emissions, n_bins: int | None = None
 
     With ``threads > 1`` and K > 1 the counts and the consumer run on one
     thread behind the passes (pipeline.py), which get the other threads: the
-    counts of a duration ring cost about as much as a pass; the results are
+    counts of a duration ring cost about as much as a pass. The results are
     the same bit for bit. An HMM's counts cost little: its passes get every
     thread."""
     from .expected import ExpectedCountsTracker

@@ -108,12 +108,21 @@ class ExpectedCountsTracker:
         a view of the pass's buffers (they may then be used on another thread)."""
         rows = b - a + (1 if b == self.T else 0)
         linear = not fstore.is_log
-        take = np.array if copy else np.ascontiguousarray
+        def take(a, dtype=None):
+            a = np.ascontiguousarray(a, dtype=dtype)
+            # a view of a pass's buffer may be overwritten by the next chunk's rows
+            return a.copy() if copy and a.base is not None else a
+
         x = take(x, dtype=np.float64)
         if linear and self.hmm:
-            _, mE, mA, xf = _rows(fstore, rows, logs=False)
-            _, mB, mG, xb = _rows(bstore, rows, logs=False)
-            return a, rows, True, x, None, take(mE), take(mA), xf, None, take(mB), take(mG), xb
+            # the stores' scale offsets go into one factor per chunk (every term is
+            # a forward value times a backward one), not into copies of the rows
+            (kf, rf), (kb, rb) = fstore.log_offset, bstore.log_offset
+            xf = np.ascontiguousarray(fstore.sexp[:rows] - kf, dtype=np.int64)
+            xb = np.ascontiguousarray(bstore.sexp[:rows] - kb, dtype=np.int64)
+            rows_f = take(fstore.E[:rows]), take(fstore.A[:rows])
+            rows_b = take(bstore.E[:rows]), take(bstore.A[:rows])
+            return a, rows, True, x, rf + rb, *rows_f, xf, None, *rows_b, xb
         lE, _, A, xf = _rows(fstore, rows)
         lB, mB, G, xb = _rows(bstore, rows)   # the backward store's E is B, its A is G
         return a, rows, linear, x, take(lE), None, take(A), xf, take(lB), None if mB is None else take(mB), \
@@ -123,11 +132,13 @@ class ExpectedCountsTracker:
         """Add one prepared chunk's terms (chunks in order)."""
         from . import expected_kernels
 
+        # (for an HMM, lE is the rows' log scale offset instead: see prepare)
         a, rows, linear, x, lE, mE, A, xf, lB, mB, G, xb = prepared
         c = self.counts
         if linear and self.hmm:
             expected_kernels.expected_chunk_hmm(a, rows, self.T, mE, xf, A, mB, G, xb, self.pm.trans,
-                                                self._z[0], self._z[1], c.initial, c.transitions, c.durations)
+                                                self._z[0] + lE, self._z[1],
+                                                c.initial, c.transitions, c.durations)
             return
         unused = np.zeros((0, 0))
         if linear:

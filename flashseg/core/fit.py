@@ -56,9 +56,12 @@ class EmissionStats:
 
     def add(self, gamma: np.ndarray, x: np.ndarray) -> None:
         present = ~np.isnan(x)
-        xv = np.where(present, x, 0.0)
-        w = present.astype(np.float64)
-        self.weight += gamma.T @ w
+        if present.all():   # the common case: no missing value, no masks to build
+            xv = x
+            self.weight += gamma.sum(axis=0)[:, None]
+        else:
+            xv = np.where(present, x, 0.0)
+            self.weight += gamma.T @ present.astype(np.float64)
         self.first += gamma.T @ xv
         if self.second is not None:
             self.second += gamma.T @ (xv * xv)
