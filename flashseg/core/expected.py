@@ -56,12 +56,11 @@ class ExpectedCounts:
         return self.durations.sum(axis=0) + self.tail_segments
 
 
-def _rows(store, rows, logs=True):
+def _rows(store, rows):
     """A store's first ``rows`` rows with its offsets removed: (log mantissas of E,
     linear mantissas of E or None, A, integer exponents), where true log value =
     log mantissa + exponent * ln 2. A is linear on the fast path's linear stores
-    (the kernel multiplies mantissas there) and logs on log-space stores. Without
-    ``logs`` a linear store's log mantissas are not computed (None)."""
+    (the kernel multiplies mantissas there) and logs on log-space stores."""
     k, r = store.log_offset
     exps = np.ascontiguousarray(store.sexp[:rows] - k, dtype=np.int64)
     E, A = store.E[:rows], store.A[:rows]
@@ -69,11 +68,20 @@ def _rows(store, rows, logs=True):
         return np.ascontiguousarray(E - r), None, np.ascontiguousarray(A - r), exps
     if r:
         E, A = E * math.exp(-r), A * math.exp(-r)
-    log_e = None
-    if logs:
-        with np.errstate(divide="ignore"):
-            log_e = np.log(E)
+    with np.errstate(divide="ignore"):
+        log_e = np.log(E)
     return log_e, np.ascontiguousarray(E), np.ascontiguousarray(A), exps
+
+
+class _Snapshot:
+    """A copy of the first rows of a pass's store (what _rows reads)."""
+
+    def __init__(self, store, rows):
+        self.E = store.E[:rows].copy()
+        self.A = store.A[:rows].copy()
+        self.sexp = store.sexp[:rows].copy()
+        self.log_offset = store.log_offset
+        self.is_log = store.is_log
 
 
 class ExpectedCountsTracker:
@@ -101,45 +109,36 @@ class ExpectedCountsTracker:
         self._z = (math.log(zm), int(zexp))
 
     def feed(self, a, b, x, gamma, boundary, change, fstore, bstore):
-        self.accumulate(self.prepare(a, b, x, fstore, bstore))
+        self.accumulate(a, b, x, fstore, bstore)
 
-    def prepare(self, a, b, x, fstore, bstore, copy=False):
-        """The chunk's rows as the kernels take them; with ``copy``, none of them
-        a view of the pass's buffers (they may then be used on another thread)."""
+    def prepare(self, a, b, x, fstore, bstore):
+        """What :meth:`accumulate` takes for this chunk, none of it a view of the
+        pass's buffers (which the next chunk's rows overwrite), so that it can run
+        on another thread. Only copies: the conversions run in accumulate."""
+        rows = b - a + (1 if b == self.T else 0)
+        return a, b, np.array(x, dtype=np.float64), _Snapshot(fstore, rows), _Snapshot(bstore, rows)
+
+    def accumulate(self, a, b, x, fstore, bstore):
+        """Add one chunk's terms (chunks in order), from the pass's stores or snapshots of them."""
+        from . import expected_kernels
+
         rows = b - a + (1 if b == self.T else 0)
         linear = not fstore.is_log
-        def take(a, dtype=None):
-            a = np.ascontiguousarray(a, dtype=dtype)
-            # a view of a pass's buffer may be overwritten by the next chunk's rows
-            return a.copy() if copy and a.base is not None else a
-
-        x = take(x, dtype=np.float64)
+        x = np.ascontiguousarray(x, dtype=np.float64)
+        c = self.counts
         if linear and self.hmm:
             # the stores' scale offsets go into one factor per chunk (every term is
-            # a forward value times a backward one), not into copies of the rows
+            # a forward value times a backward one), not into scaled copies of the rows
             (kf, rf), (kb, rb) = fstore.log_offset, bstore.log_offset
             xf = np.ascontiguousarray(fstore.sexp[:rows] - kf, dtype=np.int64)
             xb = np.ascontiguousarray(bstore.sexp[:rows] - kb, dtype=np.int64)
-            rows_f = take(fstore.E[:rows]), take(fstore.A[:rows])
-            rows_b = take(bstore.E[:rows]), take(bstore.A[:rows])
-            return a, rows, True, x, rf + rb, *rows_f, xf, None, *rows_b, xb
+            expected_kernels.expected_chunk_hmm(
+                a, rows, self.T, np.ascontiguousarray(fstore.E[:rows]), xf, np.ascontiguousarray(fstore.A[:rows]),
+                np.ascontiguousarray(bstore.E[:rows]), np.ascontiguousarray(bstore.A[:rows]), xb, self.pm.trans,
+                self._z[0] + rf + rb, self._z[1], c.initial, c.transitions, c.durations)
+            return
         lE, _, A, xf = _rows(fstore, rows)
         lB, mB, G, xb = _rows(bstore, rows)   # the backward store's E is B, its A is G
-        return a, rows, linear, x, take(lE), None, take(A), xf, take(lB), None if mB is None else take(mB), \
-            take(G), xb
-
-    def accumulate(self, prepared):
-        """Add one prepared chunk's terms (chunks in order)."""
-        from . import expected_kernels
-
-        # (for an HMM, lE is the rows' log scale offset instead: see prepare)
-        a, rows, linear, x, lE, mE, A, xf, lB, mB, G, xb = prepared
-        c = self.counts
-        if linear and self.hmm:
-            expected_kernels.expected_chunk_hmm(a, rows, self.T, mE, xf, A, mB, G, xb, self.pm.trans,
-                                                self._z[0] + lE, self._z[1],
-                                                c.initial, c.transitions, c.durations)
-            return
         unused = np.zeros((0, 0))
         if linear:
             mA, mG, lA, lG = A, G, unused, unused

@@ -68,7 +68,7 @@ class _Tracker:
         self.inner.begin(log_z, zm, zexp)
 
     def feed(self, a, b, x, gamma, boundary, change, fstore, bstore):
-        self.pipe.submit(self.inner.accumulate, self.inner.prepare(a, b, x, fstore, bstore, copy=True))
+        self.pipe.submit(self.inner.accumulate, *self.inner.prepare(a, b, x, fstore, bstore))
 
     def finish(self, log_z, zm, zexp):
         self.pipe.drain()
