@@ -61,6 +61,23 @@ class FiniteFloat(click.FloatRange):
         return super().convert(number, param, ctx)
 
 
+class RegionParam(click.ParamType):
+    """``chr:start-end`` (1-based inclusive, as samtools) as a :class:`flashseg.plan.Region`;
+    a malformed one is a usage error (exit 2)."""
+
+    name = "chr:start-end"
+
+    def convert(self, value, param, ctx):
+        from ..plan import Region
+
+        if value is None or not isinstance(value, str):
+            return value
+        try:
+            return Region.parse(value)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
 def existing_file(**kwargs):
     return click.Path(exists=True, dir_okay=False, readable=True, **kwargs)
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import click
 
-from ._common import (READ_OPTION_NAMES, FiniteFloat, Progress, TrackSpec, check_memory, compile_notice,
+from ._common import (READ_OPTION_NAMES, FiniteFloat, Progress, RegionParam, TrackSpec, check_memory, compile_notice,
                       default_threads, existing_file, load_model_spec, output_path, progress_enabled, provenance,
                       read_options, resolve_device)
 from ._common import INT32_MAX, INT64_MAX
@@ -84,7 +84,7 @@ def _claim_files(o: "DecodeOptions", spec) -> None:
 @read_options
 @click.option("--fasta", "fasta_path", type=existing_file(), help="Genome FASTA: contig order and lengths.")
 @click.option("--contig", "contigs", multiple=True, help="Decode only this contig (repeatable).")
-@click.option("--region", help="Decode only chr:start-end (1-based inclusive, as samtools).")
+@click.option("--region", type=RegionParam(), help="Decode only chr:start-end (1-based inclusive, as samtools).")
 @click.option("-o", "--output", default="-", type=output_path(), show_default=True,
               help="BED9+4 segment calls ('-' = stdout; .gz = BGZF + tabix; .bb = bigBed).")
 @click.option("--stats", "stats_path", type=output_path(), help="Per-contig run summary TSV.")
@@ -129,8 +129,6 @@ def decode(model_path, track_specs, observations, bam_path, min_mapq, fragments,
     filters, blacklist and depth), alone or added to the -t tracks;
     --gap-min masks their N-gap bins too.
     """
-    from ..plan import Region
-
     if not track_specs and not observations and not bam_path:
         raise click.UsageError("give at least one of -t/--tracks, --observations and --bam")
     if not bam_path:
@@ -149,12 +147,6 @@ def decode(model_path, track_specs, observations, bam_path, min_mapq, fragments,
         raise click.UsageError("--samples-out needs --samples N (N >= 1)")
     if gap_min is not None and not fasta_path:
         raise click.UsageError("--gap-min needs --fasta")
-    parsed_region = None
-    if region is not None:
-        try:
-            parsed_region = Region.parse(region)
-        except ValueError as exc:
-            raise click.BadParameter(str(exc), param_hint="--region") from None
     _check_outputs({"-o/--output": output, "--stats": stats_path, "--boundaries": boundaries_path,
                     "--changes": changes_path, "--posteriors": posteriors_path, "--samples-out": samples_path})
     if posteriors_path == "-":
@@ -163,7 +155,7 @@ def decode(model_path, track_specs, observations, bam_path, min_mapq, fragments,
         threads = default_threads()
     run_decode(DecodeOptions(
         model_path=model_path, track_specs=track_specs, observations=observations, fasta_path=fasta_path, contigs=contigs,
-        region=parsed_region, gap_min=gap_min, nan_as_missing=nan_as_missing,
+        region=region, gap_min=gap_min, nan_as_missing=nan_as_missing,
         bam_path=bam_path, min_mapq=min_mapq, fragments=fragments, max_fragment=max_fragment,
         blacklist_path=blacklist, depth=depth,
         output=output, stats_path=stats_path, boundaries_path=boundaries_path, changes_path=changes_path,

@@ -6,7 +6,7 @@ import os
 
 import click
 
-from ._common import existing_file, load_model_spec, INT64_MAX
+from ._common import INT64_MAX, RegionParam, existing_file, load_model_spec
 
 INSTALL_HINT = "pip install '.[report]' in a clone of flashseg (or pip install matplotlib)"
 
@@ -45,7 +45,7 @@ def _require_matplotlib() -> None:
 @click.option("--boundaries", type=existing_file(),
               help="decode --boundaries (or --changes) bedGraph: boundary posteriors in the locus figure "
                    "(needs --region).")
-@click.option("--region", help="Draw the locus chr:start-end (1-based inclusive, as samtools).")
+@click.option("--region", type=RegionParam(), help="Draw the locus chr:start-end (1-based inclusive, as samtools).")
 @click.option("--force", is_flag=True, help="Write into a directory that holds other files (ours are replaced).")
 def report(model_path, segments, outdir, annotations, anchors, flank, tracks, observations, posteriors,
            boundaries, region, force):
@@ -53,15 +53,7 @@ def report(model_path, segments, outdir, annotations, anchors, flank, tracks, ob
     from ..errors import UsageError
     from ..io.output import claim, publishing
 
-    parsed_region = None
-    if region is not None:
-        from ..plan import Region
-
-        try:
-            parsed_region = Region.parse(region)
-        except ValueError as exc:
-            raise click.BadParameter(str(exc), param_hint="--region") from None
-    elif posteriors or boundaries:
+    if region is None and (posteriors or boundaries):
         raise click.UsageError("--posteriors and --boundaries draw the locus figure: give --region too")
     _require_matplotlib()
     from ..io.annotations import annotation_paths, anchor_name
@@ -75,7 +67,7 @@ def report(model_path, segments, outdir, annotations, anchors, flank, tracks, ob
     spec = load_model_spec(model_path)
     request = ReportRequest(spec=spec, segments=segments, annotations=annotation_paths(annotations),
                             anchors=list(anchors), flank=flank, tracks=list(tracks), observations=list(observations),
-                            posteriors=posteriors, boundaries=boundaries, region=parsed_region)
+                            posteriors=posteriors, boundaries=boundaries, region=region)
     files = output_names(request)
     inputs = [("-m/--model", p, []) for p in spec.input_files] + [("--segments", segments, [])]
     inputs += [("--annotations", p, []) for p in request.annotations] + [("--anchors", p, []) for p in anchors]

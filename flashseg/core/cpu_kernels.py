@@ -28,7 +28,7 @@ import math
 import numpy as np
 from numba import njit
 
-from .host_kernels import _logaddexp
+from .host_kernels import _logaddexp, boundary_scale
 from .numeric import (FLOOR, LN2, LN2_HI, LN2_LO, LOG_FLOOR, LOG_RENORM, P_HI, P_LO, RESCALE_HI, RESCALE_LO, WALK_CHUNK_DONE,  # noqa: F401
                       WALK_NEED_RING, WALK_NEED_SPACE, WALK_NEED_UNIFORMS, WALK_ZERO)
 
@@ -732,13 +732,7 @@ def posterior_chunk(Ef, Af, sf, gf, gf_flag, Bb, Gb, sb, gb, gb_flag, Tr, tr_up,
                         cert += 2.0 * max_weight[c] * math.exp(gf[i, c] + gb[i, c] - log_z)
         if i == n:
             break
-        k = int(sf[i] + sb[i] - zexp)
-        # Mantissas may sit far below their boundary's scale (down to FLOOR):
-        # when the exponent is large, split it between the two factors so
-        # that neither the product nor 2**k leaves the double range.
-        k_left = k // 2 if k > 900 else 0
-        scale_left = math.ldexp(1.0, k_left)
-        factor = math.ldexp(inv_zm, k - k_left)
+        scale_left, factor = boundary_scale(inv_zm, int(sf[i] + sb[i] - zexp))
         bsum = 0.0
         chg = 0.0
         for c in range(C):

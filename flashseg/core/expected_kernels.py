@@ -13,6 +13,8 @@ import math
 import numpy as np
 from numba import njit
 
+from .host_kernels import boundary_scale
+
 
 LN2 = math.log(2.0)
 # exp() of anything below this is 0 in float64: terms bounded by it are skipped.
@@ -82,10 +84,7 @@ def expected_chunk(x, first, n_rows, T, lE, lA, xf, lB, lG, xb, linear, mA, mB, 
         pos_t = (W - t % W) % W
         if linear:
             # the boundary's factor 2**(sf + sb - zexp) / zm, split as in posterior_chunk
-            k = int(xf[i] + xb[i] - zexp)
-            k_left = k // 2 if k > 900 else 0
-            scale_left = math.ldexp(1.0, k_left)
-            factor = math.ldexp(inv_zm, k - k_left)
+            scale_left, factor = boundary_scale(inv_zm, int(xf[i] + xb[i] - zexp))
         if t > 0:
             for c in range(C):
                 # Every term ending here is at most P(a label-c segment ends at t).
@@ -273,10 +272,7 @@ def expected_chunk_hmm(first, n_rows, T, mE, xf, mA, mB, mG, xb, trans, log_zm, 
     inv_zm = math.exp(-log_zm)
     for i in range(n_rows):
         t = first + i
-        k = int(xf[i] + xb[i] - zexp)
-        k_left = k // 2 if k > 900 else 0
-        scale_left = math.ldexp(1.0, k_left)
-        factor = math.ldexp(inv_zm, k - k_left)
+        scale_left, factor = boundary_scale(inv_zm, int(xf[i] + xb[i] - zexp))
         if t > 0:
             for c in range(C):
                 durations[0, c] += (mA[i, c] * scale_left) * mB[i, c] * factor

@@ -13,6 +13,16 @@ from .numeric import LN2, LN2_HI, LN2_LO
 
 
 @njit(nogil=True, cache=True)
+def boundary_scale(inv_zm, k):
+    """A boundary's factor 2**k / zm as (left, right) with left * right = 2**k / zm.
+    Mantissas may sit far below their boundary's scale (down to FLOOR): when the
+    exponent is large, it is split between the two factors so that neither a
+    forward mantissa times ``left`` nor the product leaves the double range."""
+    k_left = k // 2 if k > 900 else 0
+    return math.ldexp(1.0, k_left), math.ldexp(inv_zm, k - k_left)
+
+
+@njit(nogil=True, cache=True)
 def _logaddexp(a, b):
     if a == -np.inf:
         return b

@@ -18,7 +18,7 @@ import numpy as np
 
 from ..errors import DataError, UsageError
 from ..report.enrichment import ContigSegments
-from .bed import open_text, read_bed_records
+from .bed import data_lines, open_text, read_bed_records
 
 ANNOTATION_SUFFIXES = (".bed", ".bed.gz")
 ANCHOR_STRIP = (".gz", ".txt", ".bed")
@@ -124,38 +124,29 @@ def read_anchors(path) -> dict:
     """
     path = os.fspath(path)
     lists: dict[str, tuple[list, list]] = {}
-    try:
-        with open_text(path) as handle:
-            for number, line in enumerate(handle, 1):
-                if not line.strip() or line.startswith(("#", "track", "browser")):
-                    continue
-                fields = line.rstrip("\n").split("\t")
-                if len(fields) < 2:
-                    fields = line.split()
-                try:
-                    chrom = fields[0]
-                    first = int(fields[1])
-                    third = fields[2].strip() if len(fields) > 2 else ""
-                    if third in ("", "+", "-", "."):
-                        position, minus = first, third == "-"
-                    else:
-                        end = int(third)
-                        strand = fields[5].strip() if len(fields) > 5 else "."
-                        if strand not in ("+", "-", "."):
-                            raise DataError(f"line {number}: strand must be +, - or ., got {strand!r}", file=path)
-                        if end <= first:
-                            raise DataError(f"line {number}: bad interval {first}-{end}", file=path)
-                        position, minus = (end - 1, True) if strand == "-" else (first, False)
-                except (ValueError, IndexError):
-                    raise DataError(f"line {number}: expected chrom, position[, strand] or a BED line",
-                                    file=path) from None
-                if position < 0:
-                    raise DataError(f"line {number}: negative position {position}", file=path)
-                pair = lists.setdefault(chrom, ([], []))
-                pair[0].append(position)
-                pair[1].append(minus)
-    except (OSError, EOFError, UnicodeDecodeError) as exc:
-        raise DataError(f"cannot read anchors: {exc}", file=path) from None
+    for number, fields in data_lines(path, 2, "anchors"):
+        try:
+            chrom = fields[0]
+            first = int(fields[1])
+            third = fields[2].strip() if len(fields) > 2 else ""
+            if third in ("", "+", "-", "."):
+                position, minus = first, third == "-"
+            else:
+                end = int(third)
+                strand = fields[5].strip() if len(fields) > 5 else "."
+                if strand not in ("+", "-", "."):
+                    raise DataError(f"line {number}: strand must be +, - or ., got {strand!r}", file=path)
+                if end <= first:
+                    raise DataError(f"line {number}: bad interval {first}-{end}", file=path)
+                position, minus = (end - 1, True) if strand == "-" else (first, False)
+        except (ValueError, IndexError):
+            raise DataError(f"line {number}: expected chrom, position[, strand] or a BED line",
+                            file=path) from None
+        if position < 0:
+            raise DataError(f"line {number}: negative position {position}", file=path)
+        pair = lists.setdefault(chrom, ([], []))
+        pair[0].append(position)
+        pair[1].append(minus)
     return {chrom: (np.array(p, dtype=np.int64), np.array(m, dtype=bool)) for chrom, (p, m) in lists.items()}
 
 

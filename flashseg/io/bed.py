@@ -174,12 +174,12 @@ def open_text(path):
     return open(path, "r", encoding="utf-8", newline="\n")
 
 
-def read_bed_records(path):
-    """Yield (line number, chrom, start, end, fields) of a BED-like file, plain or
-    gzipped: ``#``, ``track`` and ``browser`` lines and blank lines are skipped,
-    columns are split on tabs (on any whitespace when a line has fewer than
-    three tab-separated ones), and a line without chrom, start, end or with a
-    bad interval is a DataError naming the file and line."""
+def data_lines(path, min_fields: int, what: str = "as BED"):
+    """Yield (line number, fields) of a BED-like text file, plain or gzipped:
+    ``#``, ``track`` and ``browser`` lines and blank lines are skipped, columns
+    are split on tabs (on any whitespace when a line has fewer than
+    ``min_fields`` tab-separated ones); a file that cannot be read is a
+    DataError ("cannot read <what>") naming it."""
     path = os.fspath(path)
     try:
         with open_text(path) as handle:
@@ -187,17 +187,26 @@ def read_bed_records(path):
                 if not line.strip() or line.startswith(("#", "track", "browser")):
                     continue
                 fields = line.rstrip("\n").split("\t")
-                if len(fields) < 3:
+                if len(fields) < min_fields:
                     fields = line.split()
-                try:
-                    chrom, start, end = fields[0], int(fields[1]), int(fields[2])
-                except (ValueError, IndexError):
-                    raise DataError(f"line {number}: expected chrom, start, end", file=path) from None
-                if start < 0 or end < start:
-                    raise DataError(f"line {number}: bad interval {start}-{end}", file=path)
-                yield number, chrom, start, end, fields
+                yield number, fields
     except (OSError, EOFError, UnicodeDecodeError) as exc:
-        raise DataError(f"cannot read as BED: {exc}", file=path) from None
+        raise DataError(f"cannot read {what}: {exc}", file=path) from None
+
+
+def read_bed_records(path):
+    """Yield (line number, chrom, start, end, fields) of a BED-like file
+    (:func:`data_lines`); a line without chrom, start, end or with a bad
+    interval is a DataError naming the file and line."""
+    path = os.fspath(path)
+    for number, fields in data_lines(path, 3):
+        try:
+            chrom, start, end = fields[0], int(fields[1]), int(fields[2])
+        except (ValueError, IndexError):
+            raise DataError(f"line {number}: expected chrom, start, end", file=path) from None
+        if start < 0 or end < start:
+            raise DataError(f"line {number}: bad interval {start}-{end}", file=path)
+        yield number, chrom, start, end, fields
 
 
 def read_intervals(path) -> dict[str, list[tuple[int, int]]]:
