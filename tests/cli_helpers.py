@@ -63,6 +63,13 @@ def fake_decode_contigs(model, jobs, *, threads=1, **kwargs):
                                  per_bin=job.get("per_bin"), **kwargs)
 
 
+def disk_full_after_first_contig(model, jobs, **kwargs):
+    """fake_decode_contigs for the first contig, then the disk fills up (a run that fails midway)."""
+    jobs = list(jobs)
+    yield from fake_decode_contigs(model, jobs[:1], **kwargs)
+    raise OSError(28, "No space left on device")
+
+
 def write_tracks(path, contigs, labels=("A", "B"), bin_size=10, score="log_likelihood", dtype="float32",
                  seed=0, values=None, lengths=None, contigs_attr=True):
     """contigs: {name: n_bins}; values: {name: array} overrides the random scores."""

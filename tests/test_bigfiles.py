@@ -21,10 +21,9 @@ import pytest
 
 pybigtools = pytest.importorskip("pybigtools")
 
-from cli_helpers import (fake_decode_contigs, run_main, stand_in_workspace, write_fasta,  # noqa: E402
+from cli_helpers import (disk_full_after_first_contig, run_main, stand_in_workspace, write_fasta,  # noqa: E402
                          write_model, write_tracks)
 from flashseg.io import bigfiles, output  # noqa: E402
-from flashseg.io.bed import BED_HEADER  # noqa: E402
 
 DEMO_MODEL = str(Path(__file__).resolve().parents[1] / "configs" / "models" / "demo.yaml")
 # Not in name order (chrB before chrA before chr10); chrS has one bin: no bedGraph line at all.
@@ -251,12 +250,7 @@ def test_a_decode_that_fails_midway_leaves_no_bigbed_or_bigwig(tmp_path, monkeyp
     with open("old.bb", "w") as handle:
         handle.write("an older run\n")
 
-    def failing(model, jobs, **kw):
-        jobs = list(jobs)
-        yield from fake_decode_contigs(model, jobs[:1], **kw)
-        raise OSError(28, "No space left on device")
-
-    monkeypatch.setattr(decode_module, "_decode_contigs", lambda: failing)
+    monkeypatch.setattr(decode_module, "_decode_contigs", lambda: disk_full_after_first_contig)
     code, _, err = run_main(BASE + ["-o", "old.bb", "--changes", "c.bw", "--boundaries", "b.bw"], capsys)
     assert code == 1 and err.count("\n") == 1, err
     assert open("old.bb").read() == "an older run\n"

@@ -21,7 +21,7 @@ import time
 
 import pytest
 
-from cli_helpers import fake_decode_contigs, run_main, stand_in_workspace, write_model, write_tracks
+from cli_helpers import disk_full_after_first_contig, run_main, stand_in_workspace, write_model, write_tracks
 from flashseg.io import output
 
 BS = 10
@@ -161,12 +161,7 @@ def test_a_failed_run_publishes_no_output_and_keeps_the_old_ones(ws, capsys, mon
         with open(name, "w") as f:
             f.write("an older run\n")
 
-    def failing(model, jobs, **kw):
-        jobs = list(jobs)
-        yield from fake_decode_contigs(model, jobs[:1], **kw)
-        raise OSError(28, "No space left on device")
-
-    monkeypatch.setattr(decode_module, "_decode_contigs", lambda: failing)
+    monkeypatch.setattr(decode_module, "_decode_contigs", lambda: disk_full_after_first_contig)
     code, _, err = run_main(BASE + ["-o", "a.bed", "--changes", "c.bedgraph", "--stats", "s.tsv"], capsys)
     assert code == 1 and err.count("\n") == 1, err
     for name in ("a.bed", "c.bedgraph", "s.tsv"):

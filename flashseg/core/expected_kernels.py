@@ -29,6 +29,18 @@ _TAIL_MAX = math.exp(_TAIL_MAX_LOG)
 
 
 @njit(nogil=True, cache=True)
+def _add_transitions(transitions, tr_lin, a_row, g_row, scale_left, factor):
+    """One boundary's expected transitions from linear mantissas: A[c] Tr[c, c2] G[c2] / Z."""
+    C = tr_lin.shape[0]
+    for c in range(C):
+        a = a_row[c] * scale_left
+        if a == 0.0:
+            continue
+        for c2 in range(C):
+            transitions[c, c2] += a * tr_lin[c, c2] * g_row[c2] * factor
+
+
+@njit(nogil=True, cache=True)
 def expected_chunk(x, first, n_rows, T, lE, lA, xf, lB, lG, xb, linear, mA, mB, mG, phi, lrho, trans,
                    log_zm, zexp, ring, ring_exp, mirror, ref, tail_ref, tail_u, tail_v, tail_exp,
                    initial, transitions, durations, tail_n, tail_x):
@@ -133,12 +145,7 @@ def expected_chunk(x, first, n_rows, T, lE, lA, xf, lB, lG, xb, linear, mA, mB, 
                 if v > _UNDERFLOW:
                     initial[c] += math.exp(v)
         elif linear:   # the fast path runs only for model scores <= 50: exp(trans) is finite
-            for c in range(C):
-                a = mA[i, c] * scale_left
-                if a == 0.0:
-                    continue
-                for c2 in range(C):
-                    transitions[c, c2] += a * tr_lin[c, c2] * mG[i, c2] * factor
+            _add_transitions(transitions, tr_lin, mA[i], mG[i], scale_left, factor)
         else:
             scale = (xf[i] + xb[i] - zexp) * LN2 - log_zm
             # Linear split: a_c = e^(A_c - max A) <= 1 and g_c2 = e^(G_c2 + scale + max A);
@@ -282,9 +289,4 @@ def expected_chunk_hmm(first, n_rows, T, mE, xf, mA, mB, mG, xb, trans, log_zm, 
             for c in range(C):
                 initial[c] += (mE[i, c] * scale_left) * mG[i, c] * factor
             continue
-        for c in range(C):
-            a = mA[i, c] * scale_left
-            if a == 0.0:
-                continue
-            for c2 in range(C):
-                transitions[c, c2] += a * tr_lin[c, c2] * mG[i, c2] * factor
+        _add_transitions(transitions, tr_lin, mA[i], mG[i], scale_left, factor)
