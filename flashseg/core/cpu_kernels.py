@@ -627,6 +627,40 @@ def _times_exp(m, v):
     return math.exp(v + math.log(m))
 
 
+# A boundary's loss terms below e^this (all together) are charged at their bound.
+_LOSS_BOUND_LOG = -200.0
+
+
+@njit(nogil=True, cache=True)
+def _loss_terms(g, other, s_other, log_z, max_weight):
+    """sum_c mw_c e^g[c] other[c] 2**s_other / Z: one boundary's losses ``g``
+    (natural logs) of one pass times the other pass's computed continuation
+    (mantissas ``other``, exponent ``s_other``). Where even C times the
+    largest loss times the largest weighted continuation stays below
+    e^-200, that bound is charged instead (one exp instead of C: the
+    certificate only has to stay below its tolerance, and T such bounds are
+    below 1e-80)."""
+    C = g.shape[0]
+    g_top = -np.inf
+    o_top = 0.0
+    for c in range(C):
+        if g[c] > g_top:
+            g_top = g[c]
+        o = max_weight[c] * other[c]
+        if o > o_top:
+            o_top = o
+    if g_top == -np.inf or o_top == 0.0:
+        return 0.0
+    bound = g_top + math.log(C * o_top) + s_other * LN2 - log_z
+    if bound < _LOSS_BOUND_LOG:
+        return math.exp(bound)
+    terms = 0.0
+    for c in range(C):
+        if g[c] > -np.inf and other[c] > 0.0:
+            terms += max_weight[c] * _times_exp(other[c], g[c] + s_other * LN2 - log_z)
+    return terms
+
+
 @njit(nogil=True, cache=True)
 def _ghost_inflow_log_ratio(g, log_mw, tr_up, tr_max, transpose, M, s, w):
     """max over labels c2 of log(sum_c mw_c e^g[c] Tr[c, c2] / (M[c2] 2**s)):
@@ -711,16 +745,12 @@ def posterior_chunk(Ef, Af, sf, gf, gf_flag, Bb, Gb, sb, gb, gb_flag, Tr, tr_up,
     for i in range(rows):
         # Forward losses continue at most like B; backward losses like E.
         if gf_flag[i]:
-            for c in range(C):
-                if gf[i, c] > -np.inf and Bb[i, c] > 0.0:
-                    cert += max_weight[c] * _times_exp(Bb[i, c], gf[i, c] + sb[i] * LN2 - log_z)
+            cert += _loss_terms(gf[i], Bb[i], sb[i], log_z, max_weight)
             r = _ghost_inflow_log_ratio(gf[i], log_mw, tr_up, tr_max, False, Ef[i], sf[i], w)
             if r > log_ratio:
                 log_ratio = r
         if gb_flag[i]:
-            for c in range(C):
-                if gb[i, c] > -np.inf and Ef[i, c] > 0.0:
-                    cert += max_weight[c] * _times_exp(Ef[i, c], gb[i, c] + sf[i] * LN2 - log_z)
+            cert += _loss_terms(gb[i], Ef[i], sf[i], log_z, max_weight)
             r = _ghost_inflow_log_ratio(gb[i], log_mw, tr_up, tr_max, True, Bb[i], sb[i], w)
             if r > log_ratio:
                 log_ratio = r
