@@ -121,3 +121,18 @@ def test_real_subprocess_error_is_one_line(tmp_path):
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1
     assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("flashseg: error: ") and "demo.yaml" in proc.stderr
+
+
+def test_quiet_commands_print_nothing(tmp_path):
+    # -q (before or after the subcommand) drops the "wrote ..." line; without it, it is there
+    def run(*args):
+        return subprocess.run([sys.executable, "-m", "flashseg", *args], capture_output=True, text=True,
+                              timeout=120, cwd=tmp_path)
+
+    loud = run("simulate", "-m", DEMO_MODEL, "--contig", "c:20000", "-o", "a")
+    assert loud.returncode == 0 and loud.stderr.startswith("wrote a/tracks.h5"), loud.stderr
+    for argv in (["-q", "simulate"], ["simulate", "-q"]):
+        quiet = run(*argv, "-m", DEMO_MODEL, "--contig", "c:20000", "-o", f"b{len(argv[0])}")
+        assert quiet.returncode == 0 and quiet.stderr == "" and quiet.stdout == "", quiet.stderr
+    quiet = run("tracks", "bigwig", "-q", "missing.h5", "-o", "d")
+    assert quiet.returncode != 0 and quiet.stderr.startswith("flashseg: error:")   # errors still show

@@ -78,6 +78,14 @@ class RegionParam(click.ParamType):
             self.fail(str(exc), param, ctx)
 
 
+def wrote(message: str) -> None:
+    """The line a command prints on stderr when its outputs are published, unless -q."""
+    import logging
+
+    if logging.getLogger("flashseg").isEnabledFor(logging.WARNING):
+        click.echo(message, err=True)
+
+
 def existing_file(**kwargs):
     return click.Path(exists=True, dir_okay=False, readable=True, **kwargs)
 

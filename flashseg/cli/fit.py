@@ -160,7 +160,7 @@ def run_fit(*, observations, validation, output, log_path, states, max_duration,
     from ..io.chromhmm import PALETTE
     from ..io.model import model_text
     from ..io.output import open_text_output, write_text
-    from ._common import check_memory, compile_notice
+    from ._common import check_memory, compile_notice, wrote
 
     features = list(init.emissions.features) if init is not None else None
     files, sequences, features, kind, bin_size = _open_data(observations, features)
@@ -252,9 +252,8 @@ def run_fit(*, observations, validation, output, log_path, states, max_duration,
                           bin_size=bin_size, labels=names, colors=colors, model=best.model,
                           emissions=best.emissions, comments=comments)
         write_text(output, text)
-        if not quiet:
-            click.echo(f"wrote {output} ({C} labels, K = {K}; log-likelihood {last[1]:.10g} after {iterations} "
-                       f"iterations, {seconds:.1f} s)", err=True)
+        wrote(f"wrote {output} ({C} labels, K = {K}; log-likelihood {last[1]:.10g} after {iterations} "
+              f"iterations, {seconds:.1f} s)")
     finally:
         for f in files + held_files:
             f.close()

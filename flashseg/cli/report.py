@@ -6,7 +6,7 @@ import os
 
 import click
 
-from ._common import INT64_MAX, RegionParam, existing_file, load_model_spec
+from ._common import INT64_MAX, RegionParam, existing_file, load_model_spec, wrote
 
 INSTALL_HINT = "pip install '.[report]' in a clone of flashseg (or pip install matplotlib)"
 
@@ -80,4 +80,4 @@ def report(model_path, segments, outdir, annotations, anchors, flank, tracks, ob
     os.makedirs(outdir, exist_ok=True)
     with publishing():
         build_report(request, outdir)
-    click.echo(f"wrote {os.path.join(outdir, 'index.html')} and {len(files) - 1} more files", err=True)
+    wrote(f"wrote {os.path.join(outdir, 'index.html')} and {len(files) - 1} more files")

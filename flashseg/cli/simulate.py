@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from ._common import FiniteFloat, compile_notice, existing_file, load_model_spec
+from ._common import FiniteFloat, compile_notice, existing_file, load_model_spec, wrote
 from ._common import BAM_CIGAR_MAX, INT64_MAX
 
 if TYPE_CHECKING:   # annotations only: numpy is imported where it is used
@@ -178,8 +178,8 @@ def simulate(model_path, contigs, signal, n_gap, seed, dtype, compression, reads
     from ..io.fasta import open_genome
 
     open_genome(targets["genome.fa"]).close()
-    click.echo(f"wrote {os.path.join(outdir, evidence)}, truth.bed, genome.fa, model.yaml"
-               f"{', reads.bam' if reads_depth is not None else ''} ({len(parsed)} contigs)", err=True)
+    wrote(f"wrote {os.path.join(outdir, evidence)}, truth.bed, genome.fa, model.yaml"
+          f"{', reads.bam' if reads_depth is not None else ''} ({len(parsed)} contigs)")
 
 
 @contextlib.contextmanager

@@ -7,7 +7,7 @@ import logging
 
 import click
 
-from ._common import FiniteFloat, default_threads, read_options
+from ._common import FiniteFloat, default_threads, read_options, wrote
 from ._common import INT32_MAX
 
 log = logging.getLogger(__name__)
@@ -183,7 +183,7 @@ def chromhmm(binary_dir, outdir, bin_size, chromsizes, model_path, force):
             _chromhmm_cell(fmt, files, targets[cell], bin_size, sizes, chromsizes)
         if model is not None:
             _chromhmm_model(fmt, model, cells[next(iter(cells))][0].marks, yaml_target, bin_size)
-    click.echo(f"wrote {', '.join(outputs)}", err=True)
+    wrote(f"wrote {', '.join(outputs)}")
 
 
 def _chromhmm_cell(fmt, files, target, bin_size, sizes, chromsizes_path):
@@ -349,7 +349,7 @@ def bigwig(posteriors_path, outdir, labels, min_posterior, force):
         os.makedirs(outdir, exist_ok=True)
         with publishing():
             _label_bigwigs(source, targets, min_posterior)
-    click.echo(f"wrote {', '.join(targets.values())}", err=True)
+    wrote(f"wrote {', '.join(targets.values())}")
 
 
 def _label_bigwigs(source, targets, min_posterior):
