@@ -136,3 +136,15 @@ def test_quiet_commands_print_nothing(tmp_path):
         assert quiet.returncode == 0 and quiet.stderr == "" and quiet.stdout == "", quiet.stderr
     quiet = run("tracks", "bigwig", "-q", "missing.h5", "-o", "d")
     assert quiet.returncode != 0 and quiet.stderr.startswith("flashseg: error:")   # errors still show
+
+
+def test_info_contigs_of_observations(tmp_path):
+    marks = str(Path(__file__).resolve().parents[1] / "configs" / "models" / "marks-4.yaml")
+    invoke("simulate", "-m", marks, "--contig", "chrB:20000", "--contig", "chrA:10000", "-o", str(tmp_path / "s"))
+    obs, model = str(tmp_path / "s" / "observations.h5"), str(tmp_path / "s" / "model.yaml")
+    listed = invoke("info", "--contigs", "-m", model, "--observations", obs)
+    # the contigs decode would decode from these observations, in the same order
+    decoded = invoke("decode", "-m", model, "--observations", obs, "-o", "-")
+    order = list(dict.fromkeys(line.split("\t")[0] for line in decoded.splitlines() if not line.startswith("#")))
+    assert listed.split() == order and sorted(order) == ["chrA", "chrB"]
+    assert "go with --contigs" in CliRunner().invoke(cli, ["info", model, "--observations", obs]).output

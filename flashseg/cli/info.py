@@ -117,20 +117,23 @@ def model_json(path: str) -> str:
               help="Print the contigs a whole-genome decode of -m/-t/--fasta would decode, one per line.")
 @click.option("-m", "--model", "model_path", type=existing_file(), help="Model (with --contigs).")
 @click.option("-t", "--tracks", "track_specs", multiple=True, type=TrackSpec(), help="Tracks (with --contigs).")
+@click.option("--observations", multiple=True, type=existing_file(),
+              help="Observations scored with the model's emissions (with --contigs), as decode takes them.")
 @click.option("--fasta", "fasta_path", type=existing_file(), help="Genome FASTA (with --contigs).")
 @click.option("--json", "as_json", is_flag=True, help="MODEL.yaml as JSON: labels, transitions, emissions.")
-def info(path, list_contigs, model_path, track_specs, fasta_path, as_json):
+def info(path, list_contigs, model_path, track_specs, observations, fasta_path, as_json):
     """Describe TRACKS.h5, OBSERVATIONS.h5 or MODEL.yaml (labels, bins, durations, transitions)."""
     if list_contigs:
-        if path or not model_path or not track_specs:
-            raise click.UsageError("info --contigs needs -m MODEL -t TRACKS [--fasta G] and no PATH")
+        if path or not model_path or not (track_specs or observations):
+            raise click.UsageError("info --contigs needs -m MODEL, -t TRACKS and/or --observations OBS "
+                                   "[--fasta G] and no PATH")
         from ..errors import DataError
         from ..io.fasta import open_genome
         from ..io.tracks import open_track_set
         from ..plan import plan_contigs
 
         spec = load_model_spec(model_path)
-        with open_track_set(track_specs, spec.label_names) as tracks:
+        with open_track_set(track_specs, spec.label_names, observations=observations, spec=spec) as tracks:
             if tracks.bin_size != spec.bin_size:
                 raise DataError(f"bin_size {tracks.bin_size} differs from the model's bin_size {spec.bin_size}",
                                 file=tracks.files[0].path)
@@ -144,8 +147,8 @@ def info(path, list_contigs, model_path, track_specs, fasta_path, as_json):
         return
     if not path:
         raise click.UsageError("give TRACKS.h5 or MODEL.yaml (or --contigs -m MODEL -t TRACKS)")
-    if model_path or track_specs or fasta_path:
-        raise click.UsageError("-m/-t/--fasta go with --contigs")
+    if model_path or track_specs or observations or fasta_path:
+        raise click.UsageError("-m/-t/--observations/--fasta go with --contigs")
     if as_json:
         if _is_hdf5(path):
             raise click.UsageError("--json describes a MODEL.yaml")
