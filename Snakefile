@@ -44,8 +44,8 @@ N_GPU = int(DEC.get("gpu") or 0)
 BIGBED = bool(GATHER.get("bigbed"))
 
 for _name, _entry in SAMPLES.items():
-    if not (_entry or {}).get("bam") and not (_entry or {}).get("tracks"):
-        raise ValueError(f"configs: sample {_name!r} needs `bam:` or `tracks:` (or both)")
+    if not any((_entry or {}).get(key) for key in ("bam", "tracks", "observations")):
+        raise ValueError(f"configs: sample {_name!r} needs `tracks:`, `observations:` or `bam:` (or several)")
 
 
 wildcard_constraints:
@@ -74,12 +74,18 @@ def track_specs(sample):
     return specs
 
 
+def observation_files(sample):
+    """--observations files of a sample (scored with the model's emissions section)."""
+    return [str(o) for o in (SAMPLES[sample] or {}).get("observations") or []]
+
+
 def track_files(wildcards):
-    return [_split_weight(spec)[0] for spec in track_specs(wildcards.sample)]
+    return [_split_weight(spec)[0] for spec in track_specs(wildcards.sample)] + observation_files(wildcards.sample)
 
 
 def track_args(wildcards):
-    return " ".join(f"-t {shlex.quote(spec)}" for spec in track_specs(wildcards.sample))
+    return " ".join([f"-t {shlex.quote(spec)}" for spec in track_specs(wildcards.sample)]
+                    + [f"--observations {shlex.quote(o)}" for o in observation_files(wildcards.sample)])
 
 
 def coverage_options():

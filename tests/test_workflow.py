@@ -142,6 +142,25 @@ def test_a_run_of_your_own_never_runs_the_bundled_demo_and_needs_no_fasta(workdi
     assert {line.split("\t")[0] for line in gathered[1:]} == {"chrA", "chrB"}
 
 
+def test_an_observations_sample_equals_a_whole_genome_decode(workdir):
+    """A sample of observations (scored with the model's emissions section) goes
+    through info --contigs, one decode per contig and gather like tracks do."""
+    made = subprocess.run([sys.executable, "-m", "flashseg", "simulate", "-m", "configs/models/marks-4.yaml",
+                           "--contig", "chrA:400000", "--contig", "chrB:200000", "-o", "sim"],
+                          cwd=workdir, env=env(), capture_output=True, text=True, timeout=300)
+    assert made.returncode == 0, made.stderr
+    (workdir / "obs.yaml").write_text("model: configs/models/marks-4.yaml\nfasta: null\n"
+                                      "samples:\n  marks:\n    observations: [sim/observations.h5]\n")
+    result = snakemake(workdir, "--cores", "2", "--configfile", "obs.yaml")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    whole = subprocess.run([sys.executable, "-m", "flashseg", "decode", "-m", "configs/models/marks-4.yaml",
+                            "--observations", "sim/observations.h5", "--device", "cpu", "-o", "whole.bed"],
+                           cwd=workdir, env=env(), capture_output=True, text=True, timeout=300)
+    assert whole.returncode == 0, whole.stderr
+    gathered = _body(workdir / "results" / "marks.bed.gz")
+    assert gathered == _body(workdir / "whole.bed") and len(gathered) > 2
+
+
 def test_a_config_with_samples_but_no_model_is_an_error(workdir):
     (workdir / "half.yaml").write_text("samples:\n  mine:\n    tracks: [x.h5]\n")
     result = snakemake(workdir, "-n", "--configfile", "half.yaml")
