@@ -124,17 +124,23 @@ def test_real_run_samples_equal_whole_genome_samples(workdir):
     _run_and_compare(workdir, 3)
 
 
+def _run_of_your_own(workdir, model, contigs, sample, evidence):
+    """Simulate ``contigs`` from ``model`` into sim/, then run the workflow on one
+    sample whose ``evidence`` (tracks or observations) is the simulated file, without a FASTA."""
+    made = subprocess.run([sys.executable, "-m", "flashseg", "simulate", "-m", model,
+                           *[arg for contig in contigs for arg in ("--contig", contig)], "-o", "sim"],
+                          cwd=workdir, env=env(), capture_output=True, text=True, timeout=300)
+    assert made.returncode == 0, made.stderr
+    (workdir / "mine.yaml").write_text(f"model: {model}\nfasta: null\nsamples:\n  {sample}:\n"
+                                       f"    {evidence}: [sim/{evidence}.h5]\n")
+    result = snakemake(workdir, "--cores", "2", "--configfile", "mine.yaml")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+
 def test_a_run_of_your_own_never_runs_the_bundled_demo_and_needs_no_fasta(workdir):
     """--configfile with a model and a tracks sample and no FASTA: the demo's BAM
     sample (which needs a coverage model) is not merged in, and no faidx runs."""
-    made = subprocess.run([sys.executable, "-m", "flashseg", "simulate", "-m", "configs/models/demo.yaml",
-                           "--contig", "chrA:60000", "--contig", "chrB:40000", "-o", "sim"],
-                          cwd=workdir, env=env(), capture_output=True, text=True, timeout=300)
-    assert made.returncode == 0, made.stderr
-    (workdir / "mine.yaml").write_text("model: configs/models/demo.yaml\nfasta: null\n"
-                                       "samples:\n  mine:\n    tracks: [sim/tracks.h5]\n")
-    result = snakemake(workdir, "--cores", "2", "--configfile", "mine.yaml")
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    _run_of_your_own(workdir, "configs/models/demo.yaml", ["chrA:60000", "chrB:40000"], "mine", "tracks")
     out = workdir / "results"
     assert sorted(p.name for p in out.iterdir()) == ["logs", "mine", "mine.bed.gz", "mine.bed.gz.tbi"]
     assert not (workdir / TINY / "genome.fa.fai").exists()
@@ -145,14 +151,8 @@ def test_a_run_of_your_own_never_runs_the_bundled_demo_and_needs_no_fasta(workdi
 def test_an_observations_sample_equals_a_whole_genome_decode(workdir):
     """A sample of observations (scored with the model's emissions section) goes
     through info --contigs, one decode per contig and gather like tracks do."""
-    made = subprocess.run([sys.executable, "-m", "flashseg", "simulate", "-m", "configs/models/marks-4.yaml",
-                           "--contig", "chrA:400000", "--contig", "chrB:200000", "-o", "sim"],
-                          cwd=workdir, env=env(), capture_output=True, text=True, timeout=300)
-    assert made.returncode == 0, made.stderr
-    (workdir / "obs.yaml").write_text("model: configs/models/marks-4.yaml\nfasta: null\n"
-                                      "samples:\n  marks:\n    observations: [sim/observations.h5]\n")
-    result = snakemake(workdir, "--cores", "2", "--configfile", "obs.yaml")
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    _run_of_your_own(workdir, "configs/models/marks-4.yaml", ["chrA:400000", "chrB:200000"], "marks",
+                     "observations")
     whole = subprocess.run([sys.executable, "-m", "flashseg", "decode", "-m", "configs/models/marks-4.yaml",
                             "--observations", "sim/observations.h5", "--device", "cpu", "-o", "whole.bed"],
                            cwd=workdir, env=env(), capture_output=True, text=True, timeout=300)
