@@ -18,7 +18,8 @@ import numpy as np
 
 from ..errors import DataError, UsageError
 from ..report.enrichment import ContigSegments
-from .bed import data_lines, open_text, read_bed_records
+from .bed import data_lines, read_bed_records
+from .bed import read_intervals as bed_intervals
 
 ANNOTATION_SUFFIXES = (".bed", ".bed.gz")
 ANCHOR_STRIP = (".gz", ".txt", ".bed")
@@ -93,13 +94,12 @@ def annotation_paths(specs) -> list[str]:
 
 
 def read_intervals(path) -> dict:
-    """``{contig: (start, end)}`` int64 arrays of a BED3+ file, plain or gzipped."""
-    lists: dict[str, tuple[list, list]] = {}
-    for _, chrom, start, end, _ in read_bed_records(path):
-        pair = lists.setdefault(chrom, ([], []))
-        pair[0].append(start)
-        pair[1].append(end)
-    return {chrom: (np.array(s, dtype=np.int64), np.array(e, dtype=np.int64)) for chrom, (s, e) in lists.items()}
+    """``{contig: (start, end)}`` int64 arrays of a BED3+ file, plain or gzipped (bed.read_intervals)."""
+    out = {}
+    for chrom, pairs in bed_intervals(path).items():
+        pairs = np.array(pairs, dtype=np.int64).reshape(-1, 2)
+        out[chrom] = (pairs[:, 0].copy(), pairs[:, 1].copy())
+    return out
 
 
 def anchor_name(path) -> str:
@@ -154,22 +154,15 @@ def read_bedgraph_region(path, contig: str, start: int, end: int):
     """(start, end, value) arrays of the bedGraph lines of ``contig`` that overlap ``[start, end)``."""
     path = os.fspath(path)
     rows = []
-    try:
-        with open_text(path) as handle:
-            for number, line in enumerate(handle, 1):
-                if not line.strip() or line.startswith(("#", "track", "browser")):
-                    continue
-                fields = line.split()
-                if fields[0] != contig:
-                    continue
-                try:
-                    a, b, value = int(fields[1]), int(fields[2]), float(fields[3])
-                except (ValueError, IndexError):
-                    raise DataError(f"line {number}: expected chrom, start, end, value", file=path) from None
-                if b > start and a < end:
-                    rows.append((a, b, value))
-    except (OSError, EOFError, UnicodeDecodeError) as exc:
-        raise DataError(f"cannot read as bedGraph: {exc}", file=path) from None
+    for number, fields in data_lines(path, 4, "as bedGraph"):
+        if fields[0] != contig:
+            continue
+        try:
+            a, b, value = int(fields[1]), int(fields[2]), float(fields[3])
+        except (ValueError, IndexError):
+            raise DataError(f"line {number}: expected chrom, start, end, value", file=path) from None
+        if b > start and a < end:
+            rows.append((a, b, value))
     if not rows:
         return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
     a, b, v = zip(*rows)
